@@ -1,0 +1,93 @@
+//! The commands carried by Raft log entries and the responses the state
+//! machine returns when it applies them. Serialised with serde into the log;
+//! only the decision record's canonical bytes are hashed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::reason::ErrorCode;
+use crate::record::{AuthorizeRequest, DecisionRecord, Digest};
+
+/// One Raft log entry's payload. Every variant carries the leader-chosen
+/// timestamp, so that applying it never reads a clock (invariant 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A batch of authorization requests, decided in order at apply time.
+    Authorize {
+        requests: Vec<AuthorizeRequest>,
+        timestamp_ms: u64,
+    },
+    /// Publishes a new immutable policy version (optionally activating it).
+    PublishPolicy {
+        domain: String,
+        policy_text: String,
+        schema: Option<String>,
+        activate: bool,
+        timestamp_ms: u64,
+    },
+    /// Makes an existing version the domain's active one.
+    ActivatePolicy {
+        domain: String,
+        version: u64,
+        timestamp_ms: u64,
+    },
+}
+
+/// The result of one authorization request within a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizeOutcome {
+    pub record: DecisionRecord,
+    /// True when the request id had already been decided: `record` is the
+    /// earlier committed decision and no new record was appended.
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyPublished {
+    pub domain: String,
+    pub version: u64,
+    pub hash: Digest,
+    pub activated: bool,
+    pub log_index: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyActivated {
+    pub domain: String,
+    pub version: u64,
+    pub previous: Option<u64>,
+    pub log_index: u64,
+}
+
+/// A command the state machine refused deterministically: every replica
+/// refuses it the same way and nothing changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// What applying a command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum CommandResponse {
+    /// Blank and membership entries produce nothing.
+    #[default]
+    None,
+    Authorized(Vec<AuthorizeOutcome>),
+    Published(PolicyPublished),
+    Activated(PolicyActivated),
+    Rejected(Rejection),
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Authorize { requests, .. } => write!(f, "Authorize(x{})", requests.len()),
+            Command::PublishPolicy {
+                domain, activate, ..
+            } => write!(f, "PublishPolicy({domain}, activate={activate})"),
+            Command::ActivatePolicy {
+                domain, version, ..
+            } => write!(f, "ActivatePolicy({domain}, v{version})"),
+        }
+    }
+}

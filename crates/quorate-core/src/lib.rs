@@ -1,0 +1,23 @@
+//! quorate-core owns the vocabulary of quorate and the bytes it hashes:
+//! authorization requests, decision records, policy-version identities, the
+//! stable reason codes, the Raft commands, and the canonical encoding and hash
+//! chain specified in `docs/FORMATS.md`.
+//!
+//! Architecture invariant: this crate does no IO and has no async. It must
+//! not depend on RocksDB, openraft, tonic, tokio or Cedar, so that an offline
+//! verifier can reuse it unchanged.
+
+pub mod canonical;
+pub mod command;
+pub mod reason;
+pub mod record;
+pub mod validate;
+
+pub use command::{
+    AuthorizeOutcome, Command, CommandResponse, PolicyActivated, PolicyPublished, Rejection,
+};
+pub use reason::{DenyReason, ErrorCode};
+pub use record::{
+    AuthorizeRequest, Decision, DecisionRecord, Digest, GENESIS_HASH, PolicyVersion,
+    policy_content_hash,
+};

@@ -1,0 +1,101 @@
+//! Conversions between wire messages and core types. A record read from the
+//! wire is checked field by field; nothing here trusts the peer.
+
+use quorate_core::{AuthorizeRequest, Decision, DecisionRecord, DenyReason, Digest};
+
+use crate::v1;
+
+/// A wire message that does not describe a valid core value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError(pub String);
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+fn decision_to_wire(d: Decision) -> i32 {
+    match d {
+        Decision::Allow => v1::Decision::Allow as i32,
+        Decision::Deny => v1::Decision::Deny as i32,
+    }
+}
+
+/// A record as it goes on the wire.
+pub fn record_to_wire(r: &DecisionRecord) -> v1::DecisionRecord {
+    v1::DecisionRecord {
+        index: r.index,
+        log_index: r.log_index,
+        domain: r.request.domain.clone(),
+        request_id: r.request.request_id.clone(),
+        principal: r.request.principal.clone(),
+        action: r.request.action.clone(),
+        resource: r.request.resource.clone(),
+        context_json: r.request.context.clone(),
+        entities_json: r.request.entities.clone(),
+        parent: r.request.parent.clone(),
+        trace_id: r.request.trace_id.clone(),
+        decision: decision_to_wire(r.decision),
+        reason: r.reason.map(|x| x.code().to_string()).unwrap_or_default(),
+        determining_policies: r.determining_policies.clone(),
+        errors: r.errors.clone(),
+        policy_version: r.policy_version,
+        policy_hash: r.policy_hash.map(|h| h.to_hex()),
+        timestamp_ms: r.timestamp_ms,
+        prev_hash: r.prev_hash.to_hex(),
+        hash: r.hash.to_hex(),
+    }
+}
+
+fn digest(field: &str, s: &str) -> Result<Digest, WireError> {
+    Digest::from_hex(s).map_err(|e| WireError(format!("{field}: not a hex SHA-256 ({e})")))
+}
+
+/// A record read from the wire. Only the *shape* is checked here; whether
+/// its hash is right is for the caller (`DecisionRecord::hash_is_valid`).
+pub fn record_from_wire(w: &v1::DecisionRecord) -> Result<DecisionRecord, WireError> {
+    let decision = match v1::Decision::try_from(w.decision) {
+        Ok(v1::Decision::Allow) => Decision::Allow,
+        Ok(v1::Decision::Deny) => Decision::Deny,
+        Err(_) => return Err(WireError(format!("unknown decision {}", w.decision))),
+    };
+    let reason = if w.reason.is_empty() {
+        None
+    } else {
+        Some(
+            DenyReason::from_code(&w.reason)
+                .ok_or_else(|| WireError(format!("unknown reason code {:?}", w.reason)))?,
+        )
+    };
+    Ok(DecisionRecord {
+        index: w.index,
+        log_index: w.log_index,
+        request: AuthorizeRequest {
+            domain: w.domain.clone(),
+            request_id: w.request_id.clone(),
+            principal: w.principal.clone(),
+            action: w.action.clone(),
+            resource: w.resource.clone(),
+            context: w.context_json.clone(),
+            entities: w.entities_json.clone(),
+            parent: w.parent.clone(),
+            trace_id: w.trace_id.clone(),
+        },
+        decision,
+        reason,
+        determining_policies: w.determining_policies.clone(),
+        errors: w.errors.clone(),
+        policy_version: w.policy_version,
+        policy_hash: w
+            .policy_hash
+            .as_deref()
+            .map(|h| digest("policy_hash", h))
+            .transpose()?,
+        timestamp_ms: w.timestamp_ms,
+        prev_hash: digest("prev_hash", &w.prev_hash)?,
+        hash: digest("hash", &w.hash)?,
+    })
+}

@@ -1,0 +1,26 @@
+//! quorate-proto owns the wire: the code generated from `proto/` and the
+//! conversions between wire messages and `quorate-core` types.
+//!
+//! Architecture invariant: only this crate and its users that serve or call
+//! gRPC know about prost types; the core never sees them. No RocksDB, no
+//! openraft here.
+
+#[allow(unreachable_pub, clippy::all, missing_docs)] // reason: generated code.
+pub mod v1 {
+    tonic::include_proto!("quorate.v1");
+}
+
+#[allow(unreachable_pub, clippy::all, missing_docs)] // reason: generated code.
+pub mod internal {
+    tonic::include_proto!("quorate.internal.v1");
+}
+
+mod convert;
+
+pub use convert::{WireError, record_from_wire, record_to_wire};
+
+/// gRPC metadata key carrying the stable error code (see `quorate_core::ErrorCode`).
+pub const CODE_METADATA_KEY: &str = "x-quorate-code";
+/// gRPC metadata key set on Authorize calls a follower forwards to the leader,
+/// so a forwarded call is never forwarded again.
+pub const FORWARDED_METADATA_KEY: &str = "x-quorate-forwarded";

@@ -1,0 +1,250 @@
+//! The client half of the Raft transport: openraft calls these to reach a
+//! peer. Each message is openraft's own type serialised as JSON inside a
+//! `quorate.internal.v1.RaftMessage`, sent over a lazily connected tonic
+//! channel.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use quorate_proto::internal::RaftMessage;
+use quorate_proto::internal::raft_transport_client::RaftTransportClient;
+use serde::{Serialize, de::DeserializeOwned};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{Snapshot, SnapshotData, TypeConfig, Vote};
+
+/// The largest Raft message accepted or sent (snapshots travel whole).
+pub const MAX_RAFT_MESSAGE_BYTES: usize = 1024 * 1024 * 1024;
+
+/// A failure of one RPC, before it is mapped to openraft's error types.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("peer {0} unreachable: {1}")]
+    Unreachable(u64, String),
+    #[error("peer {0}: {1}")]
+    Failed(u64, String),
+}
+
+/// Lazily connected channels to peers, one per address, shared by the Raft
+/// transport, leader forwarding and read-index calls.
+#[derive(Clone, Debug, Default)]
+pub struct Channels {
+    inner: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Channels {
+    /// The channel to `addr`, created (not yet connected) on first use.
+    pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = endpoint(addr)?.connect_lazy();
+        map.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+/// Makes one client per peer.
+#[derive(Clone, Debug)]
+pub struct Network {
+    from: u64,
+    channels: Channels,
+}
+
+impl Network {
+    pub fn new(from: u64, channels: Channels) -> Network {
+        Network { from, channels }
+    }
+}
+
+/// One peer's client.
+pub struct PeerClient {
+    from: u64,
+    target: u64,
+    client: Option<RaftTransportClient<Channel>>,
+    addr: String,
+}
+
+pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    let uri = if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(Endpoint::from_shared(uri)?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5)))
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+        let client = self.channels.get(&node.addr).ok().map(|c| {
+            RaftTransportClient::new(c)
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+        });
+        PeerClient {
+            from: self.from,
+            target,
+            client,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+impl PeerClient {
+    async fn call<Req, Resp, F, Fut>(
+        &mut self,
+        req: &Req,
+        ttl: Duration,
+        f: F,
+    ) -> Result<Resp, TransportError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        F: FnOnce(RaftTransportClient<Channel>, RaftMessage) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
+    {
+        let target = self.target;
+        let Some(client) = self.client.clone() else {
+            return Err(TransportError::Unreachable(
+                target,
+                format!("bad peer address {:?}", self.addr),
+            ));
+        };
+        let payload = serde_json::to_vec(req)
+            .map_err(|e| TransportError::Failed(target, format!("encode: {e}")))?;
+        let msg = RaftMessage {
+            from: self.from,
+            payload,
+        };
+        let resp = match tokio::time::timeout(ttl, f(client, msg)).await {
+            Err(_) => return Err(TransportError::Unreachable(target, "timed out".into())),
+            Ok(Err(status)) => {
+                return Err(match status.code() {
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+                        TransportError::Unreachable(target, status.message().to_string())
+                    }
+                    _ => TransportError::Failed(target, status.message().to_string()),
+                });
+            }
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let out: Result<Resp, String> = serde_json::from_slice(&resp.payload)
+            .map_err(|e| TransportError::Failed(target, format!("decode: {e}")))?;
+        out.map_err(|e| TransportError::Failed(target, e))
+    }
+}
+
+fn rpc_err(e: TransportError) -> RPCError<TypeConfig> {
+    match e {
+        TransportError::Unreachable(..) => RPCError::Unreachable(Unreachable::new(&e)),
+        TransportError::Failed(..) => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&rpc, option.hard_ttl(), |mut c, m| async move {
+            c.append_entries(m).await
+        })
+        .await
+        .map_err(rpc_err)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&rpc, option.hard_ttl(), |mut c, m| async move { c.vote(m).await })
+            .await
+            .map_err(rpc_err)
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&rpc, option.hard_ttl(), |mut c, m| async move {
+            c.pre_vote(m).await
+        })
+        .await
+        .map_err(rpc_err)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let wire = WireSnapshot {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot.into_inner(),
+        };
+        // Snapshots may be large; allow far more than a heartbeat's TTL.
+        let ttl = option.hard_ttl().max(Duration::from_secs(60));
+        let send = self.call(&wire, ttl, |mut c, m| async move {
+            c.install_snapshot(m).await
+        });
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            r = send => r.map_err(|e| match e {
+                TransportError::Unreachable(..) => StreamingError::Unreachable(Unreachable::new(&e)),
+                TransportError::Failed(..) => StreamingError::Network(NetworkError::new(&e)),
+            }),
+        }
+    }
+}
+
+/// A whole snapshot as it crosses the wire.
+#[derive(Serialize, serde::Deserialize)]
+pub(crate) struct WireSnapshot {
+    pub(crate) vote: Vote,
+    pub(crate) meta: crate::SnapshotMeta,
+    pub(crate) data: Vec<u8>,
+}
+
+/// Asks the node at `addr` (the leader) for a read index. The caller then
+/// waits until its own state machine has applied that log id.
+pub async fn fetch_read_index(
+    channels: &Channels,
+    from: u64,
+    target: u64,
+    addr: &str,
+    ttl: Duration,
+) -> Result<crate::LogId, TransportError> {
+    let c = channels
+        .get(addr)
+        .map_err(|e| TransportError::Unreachable(target, e.to_string()))?;
+    let mut peer = PeerClient {
+        from,
+        target,
+        client: Some(RaftTransportClient::new(c)),
+        addr: addr.to_string(),
+    };
+    peer.call(&(), ttl, |mut c, m| async move { c.read_index(m).await })
+        .await
+}

@@ -1,0 +1,152 @@
+//! The server half of the Raft transport: decodes a peer's message, hands it
+//! to the local openraft instance and encodes the answer. It also records
+//! when this node last heard from a legitimate leader, which the containment
+//! check uses on followers.
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
+use openraft::storage::RaftStateMachine;
+use openraft::Raft;
+use quorate_proto::internal::RaftMessage;
+use quorate_proto::internal::raft_transport_server::RaftTransport;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::{Request, Response, Status};
+
+use crate::network::WireSnapshot;
+use crate::{Snapshot, SnapshotData, TypeConfig};
+
+/// When this node last accepted entries or a heartbeat from a leader.
+/// Monotonic milliseconds since `origin`; 0 means never.
+#[derive(Debug, Clone)]
+pub struct LeaderContact {
+    origin: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Default for LeaderContact {
+    fn default() -> LeaderContact {
+        LeaderContact {
+            origin: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl LeaderContact {
+    pub fn touch(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        // Never 0, so 0 keeps meaning "never heard from a leader".
+        self.last_ms.store(ms.max(1), Ordering::Release);
+    }
+
+    /// Time since the last contact, or None if there was none.
+    pub fn since(&self) -> Option<std::time::Duration> {
+        let last = self.last_ms.load(Ordering::Acquire);
+        if last == 0 {
+            return None;
+        }
+        let now = self.origin.elapsed().as_millis() as u64;
+        Some(std::time::Duration::from_millis(now.saturating_sub(last)))
+    }
+}
+
+/// Serves the Raft RPCs of one node.
+pub struct RaftService<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
+{
+    raft: Raft<TypeConfig, SM>,
+    contact: LeaderContact,
+}
+
+impl<SM> RaftService<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
+{
+    pub fn new(raft: Raft<TypeConfig, SM>, contact: LeaderContact) -> RaftService<SM> {
+        RaftService { raft, contact }
+    }
+}
+
+fn decode<T: DeserializeOwned>(msg: &RaftMessage) -> Result<T, Status> {
+    serde_json::from_slice(&msg.payload)
+        .map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
+}
+
+fn reply<T: Serialize, E: std::fmt::Display>(
+    from: u64,
+    r: Result<T, E>,
+) -> Result<Response<RaftMessage>, Status> {
+    let r: Result<T, String> = r.map_err(|e| e.to_string());
+    let payload = serde_json::to_vec(&r).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftMessage { from, payload }))
+}
+
+#[tonic::async_trait]
+impl<SM> RaftTransport for RaftService<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
+{
+    async fn append_entries(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let msg = req.into_inner();
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&msg)?;
+        let r = self.raft.append_entries(rpc).await;
+        // Any answer but "your vote is stale" means the sender is the leader
+        // this node currently follows.
+        if let Ok(resp) = &r
+            && !matches!(resp, AppendEntriesResponse::HigherVote(_))
+        {
+            self.contact.touch();
+        }
+        reply(msg.from, r)
+    }
+
+    async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let msg = req.into_inner();
+        let rpc: VoteRequest<TypeConfig> = decode(&msg)?;
+        reply(msg.from, self.raft.vote(rpc).await)
+    }
+
+    async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let msg = req.into_inner();
+        let rpc: VoteRequest<TypeConfig> = decode(&msg)?;
+        reply(msg.from, self.raft.pre_vote(rpc).await)
+    }
+
+    async fn read_index(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let msg = req.into_inner();
+        // ReadIndex: confirm leadership with a fresh quorum round, then name
+        // the log id a reader must have applied. Never a lease read.
+        let r = self
+            .raft
+            .get_read_linearizer(openraft::ReadPolicy::ReadIndex)
+            .await
+            .map(|l| l.read_log_id().log_id().clone());
+        reply(msg.from, r)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let msg = req.into_inner();
+        let wire: WireSnapshot = decode(&msg)?;
+        let snapshot = Snapshot {
+            meta: wire.meta,
+            snapshot: Cursor::new(wire.data),
+        };
+        let r = self.raft.install_full_snapshot(wire.vote, snapshot).await;
+        if r.is_ok() {
+            self.contact.touch();
+        }
+        reply(msg.from, r)
+    }
+}

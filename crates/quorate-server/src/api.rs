@@ -1,0 +1,294 @@
+//! The public gRPC service, `quorate.v1.Governance`. It translates wire
+//! messages to core types and back; the decisions are made in `Node`.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use quorate_core::validate;
+use quorate_core::{AuthorizeRequest, Decision, DenyReason};
+use quorate_proto::v1::{self, governance_server::Governance};
+use quorate_proto::{FORWARDED_METADATA_KEY, record_from_wire, record_to_wire};
+use tonic::{Request, Response, Status};
+
+use crate::error::ApiError;
+use crate::node::{Answer, Node};
+
+pub struct GovernanceApi {
+    node: Node,
+}
+
+impl GovernanceApi {
+    pub fn new(node: Node) -> GovernanceApi {
+        GovernanceApi { node }
+    }
+}
+
+/// A core request as it goes on the wire (used when forwarding).
+pub fn request_to_wire(r: &AuthorizeRequest) -> v1::AuthorizeRequest {
+    v1::AuthorizeRequest {
+        domain: r.domain.clone(),
+        principal: r.principal.clone(),
+        action: r.action.clone(),
+        resource: r.resource.clone(),
+        context_json: r.context.clone(),
+        entities_json: r.entities.clone(),
+        request_id: r.request_id.clone(),
+        parent: r.parent.clone(),
+        trace_id: r.trace_id.clone(),
+    }
+}
+
+/// Turns a wire request into a core request, canonicalising its JSON.
+/// Malformed input is INVALID_ARGUMENT and nothing is proposed.
+pub fn request_from_wire(
+    w: v1::AuthorizeRequest,
+    limits: &validate::Limits,
+) -> Result<AuthorizeRequest, ApiError> {
+    let context =
+        validate::context(&w.context_json, limits).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let entities = match w.entities_json.as_deref() {
+        None => None,
+        Some(e) if e.trim().is_empty() => None,
+        Some(e) => {
+            Some(validate::entities(e, limits).map_err(|e| ApiError::invalid(e.to_string()))?)
+        }
+    };
+    Ok(AuthorizeRequest {
+        domain: w.domain,
+        request_id: w.request_id,
+        principal: w.principal,
+        action: w.action,
+        resource: w.resource,
+        context,
+        entities,
+        parent: w.parent.filter(|p| !p.is_empty()),
+        trace_id: w.trace_id.filter(|t| !t.is_empty()),
+    })
+}
+
+fn answer_to_wire(a: &Answer, served_by: u64) -> v1::AuthorizeResponse {
+    v1::AuthorizeResponse {
+        decision: match a.decision {
+            Decision::Allow => v1::Decision::Allow as i32,
+            Decision::Deny => v1::Decision::Deny as i32,
+        },
+        reason: a.reason.map(|r| r.code().to_string()).unwrap_or_default(),
+        message: a.message.clone(),
+        record: a.record.as_ref().map(record_to_wire),
+        replayed: a.replayed,
+        served_by,
+    }
+}
+
+/// Reads another node's answer. Fail closed: an ALLOW is believed only if it
+/// carries a well-formed record that says ALLOW and whose hash verifies.
+pub fn answer_from_wire(w: &v1::AuthorizeResponse) -> Answer {
+    let record = match w.record.as_ref().map(record_from_wire).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            return Answer::deny(
+                DenyReason::Unavailable,
+                format!("leader sent a malformed record ({e}); outcome unknown"),
+            );
+        }
+    };
+    let wants_allow = w.decision == v1::Decision::Allow as i32;
+    match record {
+        Some(rec) if rec.hash_is_valid() => Answer {
+            decision: rec.decision,
+            reason: rec.reason,
+            message: w.message.clone(),
+            replayed: w.replayed,
+            record: Some(rec),
+        },
+        Some(_) => Answer::deny(
+            DenyReason::IntegrityFailure,
+            "leader's record does not verify; refusing to relay it",
+        ),
+        None if wants_allow => Answer::deny(
+            DenyReason::IntegrityFailure,
+            "leader answered ALLOW without a committed record; refusing it",
+        ),
+        None => Answer::deny(
+            DenyReason::from_code(&w.reason).unwrap_or(DenyReason::Unavailable),
+            w.message.clone(),
+        ),
+    }
+}
+
+fn policy_to_wire(p: &quorate_core::PolicyVersion, active: bool) -> v1::PolicyVersion {
+    v1::PolicyVersion {
+        domain: p.domain.clone(),
+        version: p.version,
+        policy_text: p.policy_text.clone(),
+        schema: p.schema.clone(),
+        hash: p.hash.to_hex(),
+        active,
+        log_index: p.log_index,
+        published_at_ms: p.published_at_ms,
+    }
+}
+
+type RecordStream = Pin<Box<dyn Stream<Item = Result<v1::DecisionRecord, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Governance for GovernanceApi {
+    async fn authorize(
+        &self,
+        req: Request<v1::AuthorizeRequest>,
+    ) -> Result<Response<v1::AuthorizeResponse>, Status> {
+        let forwarded = req.metadata().contains_key(FORWARDED_METADATA_KEY);
+        let r = request_from_wire(req.into_inner(), self.node.limits())?;
+        let answer = self.node.authorize(r, forwarded).await?;
+        Ok(Response::new(answer_to_wire(&answer, self.node.id())))
+    }
+
+    async fn publish_policy(
+        &self,
+        req: Request<v1::PublishPolicyRequest>,
+    ) -> Result<Response<v1::PublishPolicyResponse>, Status> {
+        let r = req.into_inner();
+        let p = self
+            .node
+            .publish_policy(r.domain, r.policy_text, r.schema.filter(|s| !s.trim().is_empty()), r.activate)
+            .await?;
+        Ok(Response::new(v1::PublishPolicyResponse {
+            domain: p.domain,
+            version: p.version,
+            hash: p.hash.to_hex(),
+            activated: p.activated,
+            log_index: p.log_index,
+        }))
+    }
+
+    async fn activate_policy(
+        &self,
+        req: Request<v1::ActivatePolicyRequest>,
+    ) -> Result<Response<v1::ActivatePolicyResponse>, Status> {
+        let r = req.into_inner();
+        let a = self.node.activate_policy(r.domain, r.version).await?;
+        Ok(Response::new(v1::ActivatePolicyResponse {
+            domain: a.domain,
+            version: a.version,
+            previous: a.previous,
+            log_index: a.log_index,
+        }))
+    }
+
+    async fn get_policy(
+        &self,
+        req: Request<v1::GetPolicyRequest>,
+    ) -> Result<Response<v1::PolicyVersion>, Status> {
+        let r = req.into_inner();
+        let version = (r.version != 0).then_some(r.version);
+        let (p, active) = self.node.get_policy(&r.domain, version).await?;
+        Ok(Response::new(policy_to_wire(&p, active)))
+    }
+
+    async fn get_decision(
+        &self,
+        req: Request<v1::GetDecisionRequest>,
+    ) -> Result<Response<v1::DecisionRecord>, Status> {
+        let rec = match req.into_inner().key {
+            Some(v1::get_decision_request::Key::Index(i)) => {
+                self.node.get_decision_by_index(i).await?
+            }
+            Some(v1::get_decision_request::Key::Request(k)) => {
+                self.node
+                    .get_decision_by_request(&k.domain, &k.request_id)
+                    .await?
+            }
+            None => {
+                return Err(ApiError::invalid("give an index or a (domain, request_id)").into());
+            }
+        };
+        Ok(Response::new(record_to_wire(&rec)))
+    }
+
+    type ListDecisionsStream = RecordStream;
+
+    async fn list_decisions(
+        &self,
+        req: Request<v1::ListDecisionsRequest>,
+    ) -> Result<Response<RecordStream>, Status> {
+        let r = req.into_inner();
+        // Everything committed before this call is included.
+        self.node.linearize().await?;
+        let end = self.node.head().count;
+        let lookup = self.node.lookup().clone();
+        let domain = r.domain.filter(|d| !d.is_empty());
+        let limit = r.limit;
+        let from = r.from_index.max(1);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut next = from;
+            let mut sent = 0u64;
+            const PAGE: usize = 512;
+            while next <= end {
+                let page = match lookup.decisions(next, PAGE, None) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                };
+                if page.is_empty() {
+                    break;
+                }
+                for rec in page {
+                    next = rec.index + 1;
+                    if rec.index > end {
+                        return;
+                    }
+                    if domain.as_deref().is_some_and(|d| d != rec.request.domain) {
+                        continue;
+                    }
+                    if tx.send(Ok(record_to_wire(&rec))).await.is_err() {
+                        return;
+                    }
+                    sent += 1;
+                    if limit != 0 && sent >= limit {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
+        let s = self.node.status();
+        Ok(Response::new(v1::StatusResponse {
+            node_id: s.node_id,
+            role: s.role,
+            term: s.term,
+            leader_id: s.leader_id,
+            quorate: s.quorate,
+            containment_reason: s
+                .containment_reason
+                .map(|r| r.code().to_string())
+                .unwrap_or_default(),
+            containment_message: s.containment_message,
+            last_log_index: s.last_log_index,
+            last_applied_index: s.last_applied_index,
+            decision_count: s.decision_count,
+            chain_head_hash: s.chain_head_hash,
+            members: s
+                .members
+                .into_iter()
+                .map(|m| v1::Member {
+                    node_id: m.node_id,
+                    addr: m.addr,
+                    voter: m.voter,
+                })
+                .collect(),
+            region: s.region,
+            cluster_id: s.cluster_id,
+        }))
+    }
+}

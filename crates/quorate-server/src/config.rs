@@ -1,0 +1,186 @@
+//! Node configuration: the TOML file `quorate node --config` reads. Every key
+//! is documented in `config/dev/node1.toml`; keep the two in step.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config is not usable: {0}")]
+    Invalid(String),
+}
+
+/// One member of the initial cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    pub id: u64,
+    /// gRPC address peers and clients use to reach this member.
+    pub addr: String,
+}
+
+/// Raft timing and log retention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and let the Raft log be compacted) after this many entries.
+    pub snapshot_after_entries: u64,
+    /// Raft log entries kept behind a snapshot for lagging followers.
+    pub keep_entries_after_snapshot: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> RaftConfig {
+        RaftConfig {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_after_entries: 20_000,
+            keep_entries_after_snapshot: 1_000,
+        }
+    }
+}
+
+/// Batching of client requests into Raft entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Most authorization requests carried by one Raft entry.
+    pub max_requests: usize,
+    /// Most entries proposed but not yet committed at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> BatchConfig {
+        BatchConfig {
+            max_requests: 256,
+            max_in_flight: 8,
+        }
+    }
+}
+
+/// A node's configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub cluster_id: String,
+    pub node_id: u64,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Where RocksDB and the node's files live; `--data-dir` overrides it.
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address (Governance API and Raft transport).
+    pub grpc_addr: SocketAddr,
+    /// HTTP listen address (/metrics, /healthz, /readyz, /status).
+    pub http_addr: SocketAddr,
+    /// Deadline for a proposal to commit before the answer is DENY COMMIT_TIMEOUT.
+    #[serde(default = "default_commit_timeout")]
+    pub commit_timeout_ms: u64,
+    /// Initialise the cluster from `members` on the first start of a fresh
+    /// cluster. Safe to leave on: it is a no-op once the cluster exists.
+    #[serde(default = "default_true")]
+    pub bootstrap: bool,
+    pub members: Vec<MemberConfig>,
+    #[serde(default)]
+    pub raft: RaftConfig,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Log format: "text" or "json".
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+}
+
+fn default_region() -> String {
+    "default".to_string()
+}
+fn default_commit_timeout() -> u64 {
+    1000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_log_format() -> String {
+    "text".to_string()
+}
+
+impl NodeConfig {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Checks the relations between keys that serde cannot.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.cluster_id.is_empty() {
+            return Err(ConfigError::Invalid("cluster_id must not be empty".into()));
+        }
+        if !self.members.iter().any(|m| m.id == self.node_id) {
+            return Err(ConfigError::Invalid(format!(
+                "node_id {} is not listed in [[members]]; add it or fix node_id",
+                self.node_id
+            )));
+        }
+        let mut ids: Vec<u64> = self.members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.members.len() {
+            return Err(ConfigError::Invalid("[[members]] lists an id twice".into()));
+        }
+        let r = &self.raft;
+        if r.heartbeat_interval_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_interval_ms {
+            return Err(ConfigError::Invalid(
+                "raft.election_timeout_min_ms must exceed raft.heartbeat_interval_ms (> 0)".into(),
+            ));
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            return Err(ConfigError::Invalid(
+                "raft.election_timeout_max_ms must exceed raft.election_timeout_min_ms".into(),
+            ));
+        }
+        if self.commit_timeout_ms == 0 {
+            return Err(ConfigError::Invalid("commit_timeout_ms must be > 0".into()));
+        }
+        if self.batch.max_requests == 0 || self.batch.max_in_flight == 0 {
+            return Err(ConfigError::Invalid(
+                "batch.max_requests and batch.max_in_flight must be > 0".into(),
+            ));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid(
+                "log_format must be \"text\" or \"json\"".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// This node's advertised address, from `members`.
+    pub fn advertised_addr(&self) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|m| m.id == self.node_id)
+            .map(|m| m.addr.as_str())
+    }
+}

@@ -1,0 +1,72 @@
+//! HTTP endpoints for operators and orchestrators: Prometheus metrics,
+//! liveness, readiness that reflects quorum, and status as JSON.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::OnceLock;
+
+use crate::node::Node;
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once). Returns false if
+/// another recorder was installed first.
+pub fn install_metrics_recorder() -> bool {
+    if PROMETHEUS.get().is_some() {
+        return true;
+    }
+    match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => {
+            let _ = PROMETHEUS.set(handle);
+            true
+        }
+        Err(e) => {
+            tracing::warn!("metrics recorder not installed: {e}");
+            false
+        }
+    }
+}
+
+pub fn router(node: Node) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .with_state(node)
+}
+
+async fn metrics_text() -> impl IntoResponse {
+    match PROMETHEUS.get() {
+        Some(h) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4")],
+            h.render(),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("content-type", "text/plain; version=0.0.4")],
+            "# metrics recorder not installed\n".to_string(),
+        ),
+    }
+}
+
+/// 200 only while the node can prove it is part of a quorum; a contained
+/// node is not ready, so load balancers route around it.
+async fn readyz(State(node): State<Node>) -> impl IntoResponse {
+    match node.containment() {
+        None => (StatusCode::OK, Json(serde_json::json!({"ready": true}))),
+        Some((reason, msg)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"ready": false, "reason": reason.code(), "message": msg})),
+        ),
+    }
+}
+
+async fn status(State(node): State<Node>) -> impl IntoResponse {
+    Json(node.status())
+}

@@ -1,0 +1,22 @@
+//! quorate-server owns a running node: it opens the store, starts openraft,
+//! serves the public gRPC API (`quorate.v1.Governance`), the Raft transport
+//! and the HTTP endpoints (/metrics, /healthz, /readyz, /status), batches
+//! authorization requests into Raft entries, and decides when the node must
+//! contain.
+//!
+//! Architecture invariant: this crate wires parts together; it makes no
+//! decisions of its own. What a request decides is `quorate_policy::decide`
+//! run by the state machine at apply time; this crate only chooses between
+//! "propose and wait for the committed answer" and "DENY now" (containment).
+//! It must not touch RocksDB directly (only through `quorate-store`).
+
+pub mod api;
+mod batcher;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod node;
+
+pub use config::{ConfigError, NodeConfig};
+pub use error::ApiError;
+pub use node::{Node, NodeError, RunningNode};

@@ -1,0 +1,757 @@
+//! One running node: storage, openraft, the batcher, containment, and the
+//! operations the API exposes. Every path that can answer ALLOW goes through
+//! `Node::authorize`, which answers ALLOW only with a record that came back
+//! from the state machine after commit and apply (invariant 1).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{InitializeError, RaftError};
+use openraft::raft::linearizable_read::{Linearizer, ReadLogId};
+use openraft::{BasicNode, Instant as _, ReadPolicy, ServerState};
+use quorate_core::validate::Limits;
+use quorate_core::{
+    AuthorizeOutcome, AuthorizeRequest, Command, CommandResponse, Decision, DecisionRecord,
+    DenyReason, ErrorCode, PolicyActivated, PolicyPublished, PolicyVersion,
+};
+use quorate_policy::CompiledPolicy;
+use quorate_proto::v1::governance_client::GovernanceClient;
+use quorate_proto::v1::governance_server::GovernanceServer;
+use quorate_proto::internal::raft_transport_server::RaftTransportServer;
+use quorate_proto::{FORWARDED_METADATA_KEY, record_from_wire};
+use quorate_raft::network::{Channels, MAX_RAFT_MESSAGE_BYTES, Network, fetch_read_index};
+use quorate_raft::service::{LeaderContact, RaftService};
+use quorate_raft::TypeConfig;
+use quorate_store::{ChainHead, DecisionLookup, LogStore, StateMachine, Store};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::batcher::{self, Pending, ProposeError};
+use crate::config::NodeConfig;
+use crate::error::{ApiError, from_status};
+
+/// The openraft instance of a quorate node.
+pub type QRaft = openraft::Raft<TypeConfig, StateMachine>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the store in {path}: {source}")]
+    Store {
+        path: PathBuf,
+        source: quorate_store::StoreError,
+    },
+    #[error("invalid Raft settings: {0}")]
+    RaftConfig(String),
+    #[error("cannot start Raft: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr}: {source} (is another node already running there?)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The answer to an authorization request. `Decision::Allow` only ever
+/// comes with `record: Some(..)` of a committed, applied decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub decision: Decision,
+    pub reason: Option<DenyReason>,
+    pub message: String,
+    pub record: Option<DecisionRecord>,
+    pub replayed: bool,
+}
+
+impl Answer {
+    /// A DENY without a committed record: containment or an unknown outcome.
+    pub fn deny(reason: DenyReason, message: impl Into<String>) -> Answer {
+        Answer {
+            decision: Decision::Deny,
+            reason: Some(reason),
+            message: message.into(),
+            record: None,
+            replayed: false,
+        }
+    }
+
+    fn committed(outcome: AuthorizeOutcome) -> Answer {
+        let r = outcome.record;
+        Answer {
+            decision: r.decision,
+            reason: r.reason,
+            message: match r.reason {
+                None => "allowed by committed decision".into(),
+                Some(reason) => format!("denied: {reason}"),
+            },
+            replayed: outcome.replayed,
+            record: Some(r),
+        }
+    }
+}
+
+/// This node's view of itself and the cluster.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeStatus {
+    pub node_id: u64,
+    pub cluster_id: String,
+    pub region: String,
+    pub role: String,
+    pub term: u64,
+    pub leader_id: Option<u64>,
+    pub quorate: bool,
+    pub containment_reason: Option<DenyReason>,
+    pub containment_message: String,
+    pub last_log_index: u64,
+    pub last_applied_index: u64,
+    pub decision_count: u64,
+    pub chain_head_hash: String,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberStatus {
+    pub node_id: u64,
+    pub addr: String,
+    pub voter: bool,
+}
+
+struct Inner {
+    id: u64,
+    cfg: NodeConfig,
+    raft: QRaft,
+    lookup: DecisionLookup,
+    contact: LeaderContact,
+    channels: Channels,
+    batcher: mpsc::Sender<Pending>,
+    /// Set when this node's stored state failed verification; it then denies
+    /// everything until repaired (invariant 6).
+    integrity: RwLock<Option<String>>,
+    limits: Limits,
+}
+
+/// A handle to the node's operations. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.inner.id).finish()
+    }
+}
+
+/// A started node and the tasks that serve it.
+pub struct RunningNode {
+    pub node: Node,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Stops serving and shuts Raft down.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let _ = self.node.inner.raft.shutdown().await;
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Node {
+    /// Opens the store in `data_dir`, starts Raft and serves gRPC and HTTP.
+    pub async fn start(cfg: NodeConfig, data_dir: &Path) -> Result<RunningNode, NodeError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| NodeError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let db_dir = data_dir.join("db");
+        let store = Store::open(&db_dir).map_err(|source| NodeError::Store {
+            path: db_dir.clone(),
+            source,
+        })?;
+        let limits = Limits::default();
+        let sm = StateMachine::open(store.clone(), limits).map_err(|source| NodeError::Store {
+            path: db_dir.clone(),
+            source,
+        })?;
+        let lookup = sm.lookup();
+        // Verify the stored decision log before serving anything from it.
+        let integrity = match lookup.verify_chain() {
+            Ok(head) => {
+                tracing::info!(records = head.count, head = %head.hash, "decision log verified");
+                None
+            }
+            Err(e) => {
+                tracing::error!("{e}; this node contains (DENY INTEGRITY_FAILURE) until repaired");
+                Some(e.to_string())
+            }
+        };
+        let log_store = LogStore::new(store);
+        let r = &cfg.raft;
+        let raft_config = openraft::Config {
+            cluster_name: cfg.cluster_id.clone(),
+            heartbeat_interval: r.heartbeat_interval_ms,
+            election_timeout_min: r.election_timeout_min_ms,
+            election_timeout_max: r.election_timeout_max_ms,
+            install_snapshot_timeout: 60_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: r.keep_entries_after_snapshot,
+            // Pre-vote keeps a node that was cut off from disrupting a healthy
+            // leader with inflated terms when it comes back.
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::RaftConfig(e.to_string()))?;
+        let channels = Channels::default();
+        let raft = QRaft::new(
+            cfg.node_id,
+            Arc::new(raft_config),
+            Network::new(cfg.node_id, channels.clone()),
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let contact = LeaderContact::default();
+        let batcher = batcher::spawn(raft.clone(), cfg.batch.clone());
+        let node = Node {
+            inner: Arc::new(Inner {
+                id: cfg.node_id,
+                cfg: cfg.clone(),
+                raft: raft.clone(),
+                lookup,
+                contact: contact.clone(),
+                channels,
+                batcher,
+                integrity: RwLock::new(integrity),
+                limits,
+            }),
+        };
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let grpc_listener = tokio::net::TcpListener::bind(cfg.grpc_addr)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: cfg.grpc_addr,
+                source,
+            })?;
+        let http_listener = tokio::net::TcpListener::bind(cfg.http_addr)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: cfg.http_addr,
+                source,
+            })?;
+        let grpc_addr = grpc_listener.local_addr().unwrap_or(cfg.grpc_addr);
+        let http_addr = http_listener.local_addr().unwrap_or(cfg.http_addr);
+
+        let mut tasks = Vec::new();
+        let api = crate::api::GovernanceApi::new(node.clone());
+        let raft_svc = RaftTransportServer::new(RaftService::new(raft.clone(), contact))
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+        let gov_svc = GovernanceServer::new(api)
+            .max_decoding_message_size(4 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024);
+        let mut rx = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+            let r = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(raft_svc)
+                .add_service(gov_svc)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!("gRPC server stopped: {e}");
+            }
+        }));
+        let mut rx = shutdown_rx.clone();
+        let http_node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            let app = crate::http::router(http_node);
+            let r = axum::serve(http_listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!("HTTP server stopped: {e}");
+            }
+        }));
+        let metrics_node = node.clone();
+        let mut rx = shutdown_rx;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                metrics_node.publish_gauges();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = rx.wait_for(|s| *s) => break,
+                }
+            }
+        }));
+
+        if cfg.bootstrap {
+            node.bootstrap().await?;
+        }
+        tracing::info!(node = cfg.node_id, %grpc_addr, %http_addr, "node started");
+        Ok(RunningNode {
+            node,
+            grpc_addr,
+            http_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Initialises the cluster from the configured members. A no-op when
+    /// this node already has state (idempotent across restarts).
+    async fn bootstrap(&self) -> Result<(), NodeError> {
+        let members: BTreeMap<u64, BasicNode> = self
+            .inner
+            .cfg
+            .members
+            .iter()
+            .map(|m| (m.id, BasicNode::new(m.addr.clone())))
+            .collect();
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => {
+                tracing::info!("initialised a new cluster from the configured members");
+                Ok(())
+            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(NodeError::Raft(format!("initialise: {e}"))),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.cfg
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub fn lookup(&self) -> &DecisionLookup {
+        &self.inner.lookup
+    }
+
+    fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
+        self.inner.raft.metrics().borrow_watched().clone()
+    }
+
+    /// Why this node must not answer ALLOW right now, if it must not.
+    ///
+    /// Invariant 2 (fail closed): any doubt, whether about our own stored
+    /// state or about being part of a quorum, is a reason to deny. This is
+    /// a fast path that avoids proposing when we know it cannot commit;
+    /// safety itself comes from `authorize` answering only committed
+    /// records.
+    pub fn containment(&self) -> Option<(DenyReason, String)> {
+        if let Some(msg) = self.inner.integrity.read().ok().and_then(|g| g.clone()) {
+            return Some((DenyReason::IntegrityFailure, msg));
+        }
+        let m = self.metrics();
+        if let Err(fatal) = &m.running_state {
+            return Some((DenyReason::IntegrityFailure, format!("Raft stopped: {fatal}")));
+        }
+        let r = &self.inner.cfg.raft;
+        // openraft's leader lease is election_timeout_max; a follower that
+        // has heard nothing from a leader that long may already be outvoted.
+        let lease = Duration::from_millis(r.election_timeout_max_ms);
+        match m.state {
+            ServerState::Leader => match m.last_quorum_acked {
+                Some(t) if t.elapsed() < lease => None,
+                Some(t) => Some((
+                    DenyReason::NoQuorum,
+                    format!(
+                        "leader without a quorum acknowledgement for {} ms",
+                        t.elapsed().as_millis()
+                    ),
+                )),
+                None => Some((
+                    DenyReason::NoQuorum,
+                    "leader has no quorum acknowledgement yet".into(),
+                )),
+            },
+            ServerState::Follower => match (m.current_leader, self.inner.contact.since()) {
+                (None, _) => Some((DenyReason::NoQuorum, "no known leader".into())),
+                (Some(_), Some(since)) if since < lease => None,
+                (Some(l), since) => Some((
+                    DenyReason::NoQuorum,
+                    format!(
+                        "no contact from leader {l} for {} ms",
+                        since.map(|d| d.as_millis()).unwrap_or(u128::MAX)
+                    ),
+                )),
+            },
+            other => Some((DenyReason::NoQuorum, format!("node is {other:?}"))),
+        }
+    }
+
+    fn leader_addr(&self, m: &openraft::RaftMetrics<TypeConfig>) -> Option<(u64, String)> {
+        let leader = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&leader)?;
+        Some((leader, node.addr.clone()))
+    }
+
+    fn commit_timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.cfg.commit_timeout_ms)
+    }
+
+    /// Decides a request: validates it, then either DENY at once
+    /// (containment) or proposes it (forwarding to the leader if needed) and
+    /// answers with the committed decision.
+    pub async fn authorize(
+        &self,
+        req: AuthorizeRequest,
+        forwarded: bool,
+    ) -> Result<Answer, ApiError> {
+        quorate_policy::check_request(&req, &self.inner.limits)
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let started = std::time::Instant::now();
+        let answer = self.authorize_checked(req, forwarded).await;
+        metrics::histogram!("quorate_authorize_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let label = match (&answer.decision, answer.reason) {
+            (Decision::Allow, _) => "ALLOW".to_string(),
+            (Decision::Deny, Some(r)) => r.code().to_string(),
+            (Decision::Deny, None) => "DENY".to_string(),
+        };
+        metrics::counter!("quorate_authorize_answers_total", "answer" => label).increment(1);
+        Ok(answer)
+    }
+
+    async fn authorize_checked(&self, req: AuthorizeRequest, forwarded: bool) -> Answer {
+        // Fail closed before doing any work: a contained node proposes nothing.
+        if let Some((reason, msg)) = self.containment() {
+            return Answer::deny(reason, msg);
+        }
+        let deadline = self.commit_timeout();
+        let m = self.metrics();
+        if m.state != ServerState::Leader {
+            if forwarded {
+                // Never forward twice: the sender thought we led; we do not.
+                return Answer::deny(
+                    DenyReason::NoQuorum,
+                    "forwarded to a node that is not the leader; retry",
+                );
+            }
+            let Some((leader, addr)) = self.leader_addr(&m) else {
+                return Answer::deny(DenyReason::NoQuorum, "no known leader");
+            };
+            return match tokio::time::timeout(deadline, self.forward(leader, &addr, req)).await {
+                Ok(a) => a,
+                Err(_) => Answer::deny(
+                    DenyReason::CommitTimeout,
+                    format!("leader {leader} did not answer within {} ms; outcome unknown", deadline.as_millis()),
+                ),
+            };
+        }
+        let (tx, rx) = oneshot::channel();
+        let pending = Pending {
+            request: req,
+            reply: tx,
+        };
+        if self.inner.batcher.send(pending).await.is_err() {
+            return Answer::deny(DenyReason::Unavailable, "node is shutting down");
+        }
+        match tokio::time::timeout(deadline, rx).await {
+            Err(_) => Answer::deny(
+                DenyReason::CommitTimeout,
+                format!(
+                    "not committed within {} ms; outcome unknown (it may still commit)",
+                    deadline.as_millis()
+                ),
+            ),
+            Ok(Err(_)) => Answer::deny(DenyReason::Unavailable, "proposal dropped; outcome unknown"),
+            Ok(Ok(Err(ProposeError::NotLeader(msg)))) => Answer::deny(DenyReason::NoQuorum, msg),
+            Ok(Ok(Err(ProposeError::Unknown(msg)))) => {
+                Answer::deny(DenyReason::Unavailable, format!("{msg}; outcome unknown"))
+            }
+            // Invariant 1: the only ALLOW path. The outcome came from the
+            // state machine after the entry was committed and applied.
+            Ok(Ok(Ok(outcome))) => Answer::committed(outcome),
+        }
+    }
+
+    /// Sends the request to the leader and relays its answer. A leader's
+    /// ALLOW is accepted only with a record whose hash verifies.
+    async fn forward(&self, leader: u64, addr: &str, req: AuthorizeRequest) -> Answer {
+        let channel = match self.inner.channels.get(addr) {
+            Ok(c) => c,
+            Err(e) => return Answer::deny(DenyReason::NoQuorum, format!("leader {leader}: {e}")),
+        };
+        let mut client = GovernanceClient::new(channel);
+        let mut request = tonic::Request::new(crate::api::request_to_wire(&req));
+        request
+            .metadata_mut()
+            .insert(FORWARDED_METADATA_KEY, tonic::metadata::MetadataValue::from_static("1"));
+        metrics::counter!("quorate_authorize_forwarded_total").increment(1);
+        let resp = match client.authorize(request).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                let e = from_status(&s);
+                // Unreachable leader: nothing was proposed on our behalf.
+                let reason = if s.code() == tonic::Code::Unavailable
+                    && s.message().contains("connect")
+                {
+                    DenyReason::NoQuorum
+                } else {
+                    DenyReason::Unavailable
+                };
+                return Answer::deny(reason, format!("leader {leader}: {}", e.message));
+            }
+        };
+        crate::api::answer_from_wire(&resp)
+    }
+
+    /// Publishes a policy version after checking it compiles. Invalid Cedar
+    /// is refused here, before anything is proposed (invariant 7).
+    pub async fn publish_policy(
+        &self,
+        domain: String,
+        policy_text: String,
+        schema: Option<String>,
+        activate: bool,
+    ) -> Result<PolicyPublished, ApiError> {
+        quorate_core::validate::domain(&domain, &self.inner.limits)
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        CompiledPolicy::compile(&policy_text, schema.as_deref(), &self.inner.limits)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidPolicy, e.to_string()))?;
+        let cmd = Command::PublishPolicy {
+            domain,
+            policy_text,
+            schema,
+            activate,
+            timestamp_ms: now_ms(),
+        };
+        match self.write(cmd).await? {
+            CommandResponse::Published(p) => Ok(p),
+            CommandResponse::Rejected(r) => Err(ApiError::new(r.code, r.message)),
+            other => Err(ApiError::internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    pub async fn activate_policy(
+        &self,
+        domain: String,
+        version: u64,
+    ) -> Result<PolicyActivated, ApiError> {
+        quorate_core::validate::domain(&domain, &self.inner.limits)
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        if version == 0 {
+            return Err(ApiError::invalid("version must be >= 1"));
+        }
+        let cmd = Command::ActivatePolicy {
+            domain,
+            version,
+            timestamp_ms: now_ms(),
+        };
+        match self.write(cmd).await? {
+            CommandResponse::Activated(a) => Ok(a),
+            CommandResponse::Rejected(r) => Err(ApiError::new(r.code, r.message)),
+            other => Err(ApiError::internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    /// Proposes an administrative command on the leader (admin writes are
+    /// rare; they are not batched). Followers refuse with the leader's
+    /// address so the client can retry there; the CLI does that itself.
+    async fn write(&self, cmd: Command) -> Result<CommandResponse, ApiError> {
+        if let Some((reason, msg)) = self.containment() {
+            return Err(ApiError::new(
+                ErrorCode::Contained,
+                format!("node is contained ({reason}): {msg}"),
+            ));
+        }
+        let m = self.metrics();
+        if m.state != ServerState::Leader {
+            let hint = self
+                .leader_addr(&m)
+                .map(|(id, addr)| format!("the leader is node {id} at {addr}"))
+                .unwrap_or_else(|| "no leader is known".into());
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!("not the leader; {hint}; retry there"),
+            ));
+        }
+        let deadline = self.commit_timeout();
+        match tokio::time::timeout(deadline, self.inner.raft.client_write(cmd)).await {
+            Err(_) => Err(ApiError::new(
+                ErrorCode::CommitTimeout,
+                format!("not committed within {} ms; outcome unknown", deadline.as_millis()),
+            )),
+            Ok(Err(e)) => Err(ApiError::unavailable(e.to_string())),
+            Ok(Ok(resp)) => Ok(resp.data),
+        }
+    }
+
+    /// Waits until this node has applied everything committed before the
+    /// call: ReadIndex on the leader, or the leader's read index fetched and
+    /// awaited on a follower. Never `is_leader()`, never a lease.
+    pub async fn linearize(&self) -> Result<(), ApiError> {
+        let deadline = self.commit_timeout();
+        let m = self.metrics();
+        if m.state == ServerState::Leader {
+            return match tokio::time::timeout(
+                deadline,
+                self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+            )
+            .await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(ApiError::unavailable(format!("read index failed: {e}"))),
+                Err(_) => Err(ApiError::unavailable("read index timed out")),
+            };
+        }
+        let Some((leader, addr)) = self.leader_addr(&m) else {
+            return Err(ApiError::unavailable("no known leader to take a read index from"));
+        };
+        let log_id = fetch_read_index(&self.inner.channels, self.inner.id, leader, &addr, deadline)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("read index from leader {leader}: {e}")))?;
+        let lin = Linearizer::new(self.inner.id, ReadLogId::from_log_id(log_id), None);
+        match lin.try_await_ready(&self.inner.raft, Some(deadline)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ApiError::unavailable(
+                "this node did not catch up to the leader's read index in time",
+            )),
+            Err(e) => Err(ApiError::unavailable(e.to_string())),
+        }
+    }
+
+    pub async fn get_policy(
+        &self,
+        domain: &str,
+        version: Option<u64>,
+    ) -> Result<(PolicyVersion, bool), ApiError> {
+        self.linearize().await?;
+        self.inner
+            .lookup
+            .policy(domain, version)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(|| match version {
+                Some(v) => ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("domain {domain:?} has no version {v}"),
+                ),
+                None => ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("domain {domain:?} has no active policy version"),
+                ),
+            })
+    }
+
+    pub async fn get_decision_by_index(&self, index: u64) -> Result<DecisionRecord, ApiError> {
+        self.linearize().await?;
+        self.inner
+            .lookup
+            .decision(index)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::NotFound, format!("no decision at index {index}"))
+            })
+    }
+
+    pub async fn get_decision_by_request(
+        &self,
+        domain: &str,
+        request_id: &str,
+    ) -> Result<DecisionRecord, ApiError> {
+        self.linearize().await?;
+        self.inner
+            .lookup
+            .decision_by_request(domain, request_id)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("no decision for request id {request_id:?} in domain {domain:?}"),
+                )
+            })
+    }
+
+    pub fn head(&self) -> ChainHead {
+        self.inner.lookup.head()
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let m = self.metrics();
+        let containment = self.containment();
+        let head = self.inner.lookup.head();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, n)| MemberStatus {
+                node_id: *id,
+                addr: n.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        NodeStatus {
+            node_id: self.inner.id,
+            cluster_id: self.inner.cfg.cluster_id.clone(),
+            region: self.inner.cfg.region.clone(),
+            role: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .to_string(),
+            term: m.current_term,
+            leader_id: m.current_leader,
+            quorate: containment.is_none(),
+            containment_reason: containment.as_ref().map(|c| c.0),
+            containment_message: containment.map(|c| c.1).unwrap_or_default(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            decision_count: head.count,
+            chain_head_hash: head.hash.to_hex(),
+            members,
+        }
+    }
+
+    fn publish_gauges(&self) {
+        let s = self.status();
+        metrics::gauge!("quorate_quorate").set(if s.quorate { 1.0 } else { 0.0 });
+        metrics::gauge!("quorate_is_leader").set(if s.role == "leader" { 1.0 } else { 0.0 });
+        metrics::gauge!("quorate_raft_term").set(s.term as f64);
+        metrics::gauge!("quorate_raft_last_log_index").set(s.last_log_index as f64);
+        metrics::gauge!("quorate_raft_last_applied_index").set(s.last_applied_index as f64);
+        metrics::gauge!("quorate_decision_log_records").set(s.decision_count as f64);
+        for reason in DenyReason::ALL {
+            let on = s.containment_reason == Some(reason);
+            metrics::gauge!("quorate_contained", "reason" => reason.code())
+                .set(if on { 1.0 } else { 0.0 });
+        }
+    }
+}

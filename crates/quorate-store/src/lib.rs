@@ -1,0 +1,24 @@
+//! quorate-store owns the bytes on disk: one RocksDB database per node
+//! holding the Raft log, the vote, and the governed state machine (decision
+//! log, request-id index, policy versions, domains, snapshot).
+//!
+//! Architecture invariant: this is the only crate that knows RocksDB. It
+//! implements openraft's storage traits for `quorate_raft::TypeConfig`; the
+//! decision logic itself is `quorate_policy::decide`, so what is stored is a
+//! pure function of the committed log (invariant 3). It must not depend on
+//! tonic or on the server.
+//!
+//! Durability: a Raft log append is acknowledged to openraft only after the
+//! WAL is synced (group commit: one sync serves every append queued behind
+//! it). The vote is written with sync. State-machine writes share the same
+//! WAL, so a synced log also carries every applied change before it.
+
+mod db;
+mod log_store;
+mod machine;
+mod snapshot;
+
+pub use db::{Store, StoreError};
+pub use log_store::LogStore;
+pub use machine::{ChainHead, DecisionLookup, MachineState, StateMachine};
+pub use snapshot::SnapshotPayload;

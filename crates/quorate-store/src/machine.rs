@@ -1,0 +1,617 @@
+//! The governed state machine. Applying a committed entry is deterministic:
+//! it reads only the entry, the stored state and the entry's leader-chosen
+//! timestamp (invariant 3), and every replica writes identical records.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::EntryPayload;
+use quorate_core::validate::{self, Limits};
+use quorate_core::{
+    AuthorizeOutcome, AuthorizeRequest, Command, CommandResponse, DecisionRecord, Digest,
+    ErrorCode, GENESIS_HASH, PolicyActivated, PolicyPublished, PolicyVersion, Rejection,
+    policy_content_hash,
+};
+use quorate_policy::{ActivePolicy, CompiledPolicy, DomainState, Position, decide};
+use quorate_raft::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
+use rocksdb::{IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::db::{
+    CF_DECISIONS, CF_DOMAINS, CF_POLICIES, CF_REQUEST_IDS, CF_SM_META, Store, StoreError, decode,
+    encode, key_u64, u64_key,
+};
+use crate::snapshot::{self, SnapshotBuilder, SnapshotPayload};
+
+pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
+pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
+pub(crate) const KEY_HEAD: &[u8] = b"chain_head";
+
+/// The end of the decision log: how many records and the last one's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ChainHead {
+    pub count: u64,
+    pub hash: Digest,
+}
+
+/// Per-domain policy state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DomainMeta {
+    pub latest_version: u64,
+    pub active_version: Option<u64>,
+}
+
+/// What the state machine has applied, shared with readers.
+#[derive(Debug, Clone, Default)]
+pub struct MachineState {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub head: ChainHead,
+    pub(crate) domains: BTreeMap<String, DomainMeta>,
+}
+
+pub(crate) fn request_key(domain: &str, request_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(domain.len() + request_id.len() + 1);
+    k.extend_from_slice(domain.as_bytes());
+    k.push(0);
+    k.extend_from_slice(request_id.as_bytes());
+    k
+}
+
+pub(crate) fn policy_key(domain: &str, version: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(domain.len() + 9);
+    k.extend_from_slice(domain.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+/// Read access to applied state, for the API. Cheap to clone.
+#[derive(Clone)]
+pub struct DecisionLookup {
+    store: Store,
+    state: Arc<RwLock<MachineState>>,
+    applied: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for DecisionLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecisionLookup").finish_non_exhaustive()
+    }
+}
+
+impl DecisionLookup {
+    /// A copy of the applied state.
+    pub fn state(&self) -> MachineState {
+        self.state.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn head(&self) -> ChainHead {
+        self.state.read().map(|s| s.head).unwrap_or_default()
+    }
+
+    /// Notified with the last applied Raft log index after every apply.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
+    }
+
+    pub fn decision(&self, index: u64) -> Result<Option<DecisionRecord>, StoreError> {
+        self.store.get_json(CF_DECISIONS, &u64_key(index))
+    }
+
+    pub fn decision_by_request(
+        &self,
+        domain: &str,
+        request_id: &str,
+    ) -> Result<Option<DecisionRecord>, StoreError> {
+        let idx: Option<u64> = self
+            .store
+            .get_json(CF_REQUEST_IDS, &request_key(domain, request_id))?;
+        match idx {
+            None => Ok(None),
+            Some(i) => self.decision(i),
+        }
+    }
+
+    /// Records with index >= `from`, in order, at most `limit` (0 = all),
+    /// only of `domain` when given.
+    pub fn decisions(
+        &self,
+        from: u64,
+        limit: usize,
+        domain: Option<&str>,
+    ) -> Result<Vec<DecisionRecord>, StoreError> {
+        let cf = self.store.cf(CF_DECISIONS)?;
+        let key = u64_key(from.max(1));
+        let it = self
+            .store
+            .db
+            .iterator_cf(&cf, IteratorMode::From(&key, rocksdb::Direction::Forward));
+        let mut out = Vec::new();
+        for kv in it {
+            let (k, v) = kv?;
+            let rec: DecisionRecord = decode(CF_DECISIONS, &k, &v)?;
+            if domain.is_some_and(|d| d != rec.request.domain) {
+                continue;
+            }
+            out.push(rec);
+            if limit != 0 && out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// A policy version (the active one when `version` is None) and whether it is active.
+    pub fn policy(
+        &self,
+        domain: &str,
+        version: Option<u64>,
+    ) -> Result<Option<(PolicyVersion, bool)>, StoreError> {
+        let meta = self
+            .state
+            .read()
+            .ok()
+            .and_then(|s| s.domains.get(domain).copied());
+        let Some(meta) = meta else { return Ok(None) };
+        let Some(v) = version.or(meta.active_version) else {
+            return Ok(None);
+        };
+        let pv: Option<PolicyVersion> = self.store.get_json(CF_POLICIES, &policy_key(domain, v))?;
+        Ok(pv.map(|p| (p, meta.active_version == Some(v))))
+    }
+
+    /// Walks the whole decision log and checks every record's hash and its
+    /// link to the one before. Returns the first bad index (invariant 6).
+    pub fn verify_chain(&self) -> Result<ChainHead, IntegrityError> {
+        let cf = self.store.cf(CF_DECISIONS).map_err(|e| IntegrityError {
+            index: 0,
+            message: e.to_string(),
+        })?;
+        let mut expected = 1u64;
+        let mut prev = GENESIS_HASH;
+        for kv in self.store.db.iterator_cf(&cf, IteratorMode::Start) {
+            let bad = |message: String| IntegrityError {
+                index: expected,
+                message,
+            };
+            let (k, v) = kv.map_err(|e| bad(e.to_string()))?;
+            if key_u64(&k) != Some(expected) {
+                return Err(bad(format!("record key {:?} out of sequence", k)));
+            }
+            let rec: DecisionRecord =
+                decode(CF_DECISIONS, &k, &v).map_err(|e| bad(e.to_string()))?;
+            if rec.index != expected {
+                return Err(bad(format!("record claims index {}", rec.index)));
+            }
+            if rec.prev_hash != prev {
+                return Err(bad("prev_hash does not match the previous record".into()));
+            }
+            if !rec.hash_is_valid() {
+                return Err(bad("hash does not match the record's contents".into()));
+            }
+            prev = rec.hash;
+            expected += 1;
+        }
+        let head = self.head();
+        let found = ChainHead {
+            count: expected - 1,
+            hash: prev,
+        };
+        if found != head {
+            return Err(IntegrityError {
+                index: found.count.min(head.count) + 1,
+                message: format!(
+                    "stored chain head says {} records ending {}, the log has {} ending {}",
+                    head.count, head.hash, found.count, found.hash
+                ),
+            });
+        }
+        Ok(found)
+    }
+}
+
+/// The first record that failed verification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("decision log integrity failure at index {index}: {message}")]
+pub struct IntegrityError {
+    pub index: u64,
+    pub message: String,
+}
+
+/// The state machine openraft drives.
+pub struct StateMachine {
+    pub(crate) store: Store,
+    pub(crate) state: Arc<RwLock<MachineState>>,
+    compiled: HashMap<(String, u64), Arc<CompiledPolicy>>,
+    limits: Limits,
+    applied_tx: watch::Sender<u64>,
+    applied_rx: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachine").finish_non_exhaustive()
+    }
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl StateMachine {
+    /// Loads the applied state from `store`.
+    pub fn open(store: Store, limits: Limits) -> Result<StateMachine, StoreError> {
+        let state = load_state(&store)?;
+        let applied = state.last_applied.map(|l| l.index).unwrap_or(0);
+        let (applied_tx, applied_rx) = watch::channel(applied);
+        Ok(StateMachine {
+            store,
+            state: Arc::new(RwLock::new(state)),
+            compiled: HashMap::new(),
+            limits,
+            applied_tx,
+            applied_rx,
+        })
+    }
+
+    /// A read handle that stays valid after the machine moves into openraft.
+    pub fn lookup(&self) -> DecisionLookup {
+        DecisionLookup {
+            store: self.store.clone(),
+            state: self.state.clone(),
+            applied: self.applied_rx.clone(),
+        }
+    }
+
+    fn read_state(&self) -> MachineState {
+        self.state.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn reload(&mut self) -> Result<(), StoreError> {
+        let st = load_state(&self.store)?;
+        let applied = st.last_applied.map(|l| l.index).unwrap_or(0);
+        if let Ok(mut s) = self.state.write() {
+            *s = st;
+        }
+        self.compiled.clear();
+        self.applied_tx.send_replace(applied);
+        Ok(())
+    }
+
+    fn compiled(&mut self, domain: &str, version: u64) -> Result<Arc<CompiledPolicy>, StoreError> {
+        let key = (domain.to_string(), version);
+        if let Some(c) = self.compiled.get(&key) {
+            return Ok(c.clone());
+        }
+        let pv: PolicyVersion = self
+            .store
+            .get_json(CF_POLICIES, &policy_key(domain, version))?
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!("policies/{domain}/{version}"),
+                message: "active version is missing".into(),
+            })?;
+        let c = CompiledPolicy::compile(&pv.policy_text, pv.schema.as_deref(), &self.limits)
+            .map_err(|e| StoreError::PolicyCompile {
+                domain: domain.to_string(),
+                version,
+                message: e.to_string(),
+            })?;
+        let c = Arc::new(c);
+        self.compiled.insert(key, c.clone());
+        Ok(c)
+    }
+
+    /// Applies one command at `log_index`, adding its writes to `batch` and
+    /// its effects to `st`.
+    fn apply_command(
+        &mut self,
+        cmd: &Command,
+        log_index: u64,
+        st: &mut MachineState,
+        batch: &mut WriteBatch,
+    ) -> Result<CommandResponse, StoreError> {
+        match cmd {
+            Command::Authorize {
+                requests,
+                timestamp_ms,
+            } => {
+                let mut outcomes = Vec::with_capacity(requests.len());
+                // Request ids decided earlier in this same entry.
+                let mut fresh: HashMap<Vec<u8>, DecisionRecord> = HashMap::new();
+                for req in requests {
+                    outcomes.push(self.authorize_one(
+                        req,
+                        log_index,
+                        *timestamp_ms,
+                        st,
+                        batch,
+                        &mut fresh,
+                    )?);
+                }
+                Ok(CommandResponse::Authorized(outcomes))
+            }
+            Command::PublishPolicy {
+                domain,
+                policy_text,
+                schema,
+                activate,
+                timestamp_ms,
+            } => {
+                // The edge validated this before proposing; checking again here
+                // keeps the state machine total: an entry that slipped past
+                // (another release, a bug) is refused identically everywhere.
+                if let Err(e) = validate::domain(domain, &self.limits) {
+                    return Ok(reject(ErrorCode::InvalidArgument, e.to_string()));
+                }
+                let compiled =
+                    match CompiledPolicy::compile(policy_text, schema.as_deref(), &self.limits) {
+                        Ok(c) => c,
+                        Err(e) => return Ok(reject(ErrorCode::InvalidPolicy, e.to_string())),
+                    };
+                let meta = st.domains.entry(domain.clone()).or_default();
+                let version = meta.latest_version + 1;
+                let pv = PolicyVersion {
+                    domain: domain.clone(),
+                    version,
+                    policy_text: policy_text.clone(),
+                    schema: schema.clone(),
+                    hash: policy_content_hash(policy_text, schema.as_deref()),
+                    log_index,
+                    published_at_ms: *timestamp_ms,
+                };
+                meta.latest_version = version;
+                if *activate {
+                    meta.active_version = Some(version);
+                }
+                let meta = *meta;
+                batch.put_cf(&self.store.cf(CF_POLICIES)?, policy_key(domain, version), encode(&pv));
+                batch.put_cf(&self.store.cf(CF_DOMAINS)?, domain.as_bytes(), encode(&meta));
+                self.compiled
+                    .insert((domain.clone(), version), Arc::new(compiled));
+                metrics::counter!("quorate_policy_versions_published_total").increment(1);
+                Ok(CommandResponse::Published(PolicyPublished {
+                    domain: domain.clone(),
+                    version,
+                    hash: pv.hash,
+                    activated: *activate,
+                    log_index,
+                }))
+            }
+            Command::ActivatePolicy {
+                domain, version, ..
+            } => {
+                let Some(meta) = st.domains.get_mut(domain) else {
+                    return Ok(reject(
+                        ErrorCode::NotFound,
+                        format!("domain {domain:?} has no policy versions; publish one first"),
+                    ));
+                };
+                if *version == 0 || *version > meta.latest_version {
+                    return Ok(reject(
+                        ErrorCode::NotFound,
+                        format!(
+                            "domain {domain:?} has versions 1..={}; there is no version {version}",
+                            meta.latest_version
+                        ),
+                    ));
+                }
+                let previous = meta.active_version;
+                meta.active_version = Some(*version);
+                let meta = *meta;
+                batch.put_cf(&self.store.cf(CF_DOMAINS)?, domain.as_bytes(), encode(&meta));
+                Ok(CommandResponse::Activated(PolicyActivated {
+                    domain: domain.clone(),
+                    version: *version,
+                    previous,
+                    log_index,
+                }))
+            }
+        }
+    }
+
+    fn authorize_one(
+        &mut self,
+        req: &AuthorizeRequest,
+        log_index: u64,
+        timestamp_ms: u64,
+        st: &mut MachineState,
+        batch: &mut WriteBatch,
+        fresh: &mut HashMap<Vec<u8>, DecisionRecord>,
+    ) -> Result<AuthorizeOutcome, StoreError> {
+        let rkey = request_key(&req.domain, &req.request_id);
+        // Idempotency: a request id already decided returns that decision and
+        // appends nothing.
+        if let Some(rec) = fresh.get(&rkey) {
+            return Ok(AuthorizeOutcome {
+                record: rec.clone(),
+                replayed: true,
+            });
+        }
+        let prior: Option<u64> = self.store.get_json(CF_REQUEST_IDS, &rkey)?;
+        if let Some(idx) = prior {
+            let rec: DecisionRecord =
+                self.store
+                    .get_json(CF_DECISIONS, &u64_key(idx))?
+                    .ok_or_else(|| StoreError::Corrupt {
+                        what: format!("decisions/{idx}"),
+                        message: "indexed by request id but missing".into(),
+                    })?;
+            return Ok(AuthorizeOutcome {
+                record: rec,
+                replayed: true,
+            });
+        }
+        let position = Position {
+            index: st.head.count + 1,
+            log_index,
+            timestamp_ms,
+            prev_hash: st.head.hash,
+        };
+        let meta = st.domains.get(&req.domain).copied();
+        let record = match meta {
+            None => decide(req, DomainState::Unknown, position),
+            Some(DomainMeta {
+                active_version: None,
+                ..
+            }) => decide(req, DomainState::NoActiveVersion, position),
+            Some(DomainMeta {
+                active_version: Some(v),
+                ..
+            }) => match self.compiled(&req.domain, v) {
+                Ok(compiled) => {
+                    let hash = self
+                        .store
+                        .get_json::<PolicyVersion>(CF_POLICIES, &policy_key(&req.domain, v))?
+                        .map(|p| p.hash)
+                        .unwrap_or_default();
+                    decide(
+                        req,
+                        DomainState::Active(ActivePolicy {
+                            version: v,
+                            hash,
+                            compiled: &compiled,
+                        }),
+                        position,
+                    )
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    decide(
+                        req,
+                        DomainState::Unverifiable {
+                            version: v,
+                            hash: Digest::default(),
+                        },
+                        position,
+                    )
+                }
+            },
+        };
+        batch.put_cf(
+            &self.store.cf(CF_DECISIONS)?,
+            u64_key(record.index),
+            encode(&record),
+        );
+        batch.put_cf(&self.store.cf(CF_REQUEST_IDS)?, &rkey, encode(&record.index));
+        st.head = ChainHead {
+            count: record.index,
+            hash: record.hash,
+        };
+        fresh.insert(rkey, record.clone());
+        metrics::counter!(
+            "quorate_decisions_total",
+            "decision" => match record.decision {
+                quorate_core::Decision::Allow => "allow",
+                quorate_core::Decision::Deny => "deny",
+            }
+        )
+        .increment(1);
+        Ok(AuthorizeOutcome {
+            record,
+            replayed: false,
+        })
+    }
+}
+
+fn reject(code: ErrorCode, message: String) -> CommandResponse {
+    CommandResponse::Rejected(Rejection { code, message })
+}
+
+pub(crate) fn load_state(store: &Store) -> Result<MachineState, StoreError> {
+    let last_applied: Option<LogId> = store
+        .get_json::<Option<LogId>>(CF_SM_META, KEY_LAST_APPLIED)?
+        .flatten();
+    let membership: StoredMembership = store
+        .get_json(CF_SM_META, KEY_MEMBERSHIP)?
+        .unwrap_or_default();
+    let head: ChainHead = store.get_json(CF_SM_META, KEY_HEAD)?.unwrap_or_default();
+    let mut domains = BTreeMap::new();
+    let cf = store.cf(CF_DOMAINS)?;
+    for kv in store.db.iterator_cf(&cf, IteratorMode::Start) {
+        let (k, v) = kv?;
+        let meta: DomainMeta = decode(CF_DOMAINS, &k, &v)?;
+        domains.insert(String::from_utf8_lossy(&k).into_owned(), meta);
+    }
+    Ok(MachineState {
+        last_applied,
+        membership,
+        head,
+        domains,
+    })
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let s = self.read_state();
+        Ok((s.last_applied, s.membership))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let mut st = self.read_state();
+            let mut batch = WriteBatch::default();
+            let log_index = entry.log_id.index;
+            let response = match &entry.payload {
+                EntryPayload::Blank => CommandResponse::None,
+                EntryPayload::Normal(cmd) => self
+                    .apply_command(cmd, log_index, &mut st, &mut batch)
+                    .map_err(io_err)?,
+                EntryPayload::Membership(m) => {
+                    st.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    CommandResponse::None
+                }
+            };
+            st.last_applied = Some(entry.log_id);
+            let meta = self.store.cf(CF_SM_META).map_err(io_err)?;
+            batch.put_cf(&meta, KEY_LAST_APPLIED, encode(&st.last_applied));
+            batch.put_cf(&meta, KEY_MEMBERSHIP, encode(&st.membership));
+            batch.put_cf(&meta, KEY_HEAD, encode(&st.head));
+            // Not synced on its own: the WAL sync of later log appends (or
+            // replay of the synced Raft log after a crash) covers it.
+            self.store.db.write(batch).map_err(io_err)?;
+            if let Ok(mut s) = self.state.write() {
+                *s = st;
+            }
+            self.applied_tx.send_replace(log_index);
+            if let Some(r) = responder {
+                r.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder::new(self.store.clone())
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
+        let bytes = snapshot.into_inner();
+        let payload = SnapshotPayload::decode(&bytes).map_err(io_err)?;
+        // Never install a snapshot whose decision log does not verify: the
+        // node would otherwise adopt tampered history (invariant 6).
+        payload.verify().map_err(io_err)?;
+        snapshot::install(&self.store, meta, &payload, &bytes).map_err(io_err)?;
+        self.reload().map_err(io_err)?;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        snapshot::current(&self.store).map_err(io_err)
+    }
+}

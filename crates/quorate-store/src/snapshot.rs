@@ -1,0 +1,229 @@
+//! State-machine snapshots: the whole governed state (decision log, policy
+//! versions, domains) at one applied log id. The decision log is carried in
+//! full, so a node restored from a snapshot has every decision ever made
+//! even though the Raft log before the snapshot may have been compacted.
+
+use std::io::Cursor;
+
+use openraft::storage::RaftSnapshotBuilder;
+use quorate_core::{DecisionRecord, GENESIS_HASH, PolicyVersion};
+use quorate_raft::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
+use rocksdb::{IteratorMode, ReadOptions, WriteBatch, WriteOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{
+    CF_DECISIONS, CF_DOMAINS, CF_POLICIES, CF_REQUEST_IDS, CF_SM_META, CF_SNAPSHOT, Store,
+    StoreError, decode, encode, u64_key,
+};
+use crate::machine::{
+    ChainHead, DomainMeta, IntegrityError, KEY_HEAD, KEY_LAST_APPLIED, KEY_MEMBERSHIP, policy_key,
+    request_key,
+};
+
+const KEY_CURRENT: &[u8] = b"current";
+
+/// Everything a snapshot carries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotPayload {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub head: ChainHead,
+    pub domains: Vec<(String, DomainMeta)>,
+    pub policies: Vec<PolicyVersion>,
+    pub decisions: Vec<DecisionRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+impl SnapshotPayload {
+    pub fn decode(bytes: &[u8]) -> Result<SnapshotPayload, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+            what: "snapshot".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks the carried decision log: dense indexes, links and hashes, and
+    /// that the claimed head matches it.
+    pub fn verify(&self) -> Result<(), IntegrityError> {
+        let mut prev = GENESIS_HASH;
+        for (i, rec) in self.decisions.iter().enumerate() {
+            let index = i as u64 + 1;
+            let bad = |m: &str| IntegrityError {
+                index,
+                message: format!("snapshot: {m}"),
+            };
+            if rec.index != index {
+                return Err(bad("index out of sequence"));
+            }
+            if rec.prev_hash != prev {
+                return Err(bad("prev_hash does not link"));
+            }
+            if !rec.hash_is_valid() {
+                return Err(bad("hash does not match contents"));
+            }
+            prev = rec.hash;
+        }
+        let n = self.decisions.len() as u64;
+        if self.head.count != n || self.head.hash != prev {
+            return Err(IntegrityError {
+                index: n + 1,
+                message: "snapshot: chain head does not match its records".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Builds a snapshot from a consistent RocksDB view.
+pub struct SnapshotBuilder {
+    store: Store,
+}
+
+impl SnapshotBuilder {
+    pub(crate) fn new(store: Store) -> SnapshotBuilder {
+        SnapshotBuilder { store }
+    }
+
+    fn build(&self) -> Result<Snapshot, StoreError> {
+        let view = self.store.db.snapshot();
+        let read = |cf: &str, key: &[u8]| -> Result<Option<Vec<u8>>, StoreError> {
+            let h = self.store.cf(cf)?;
+            Ok(view.get_cf(&h, key)?)
+        };
+        let last_applied: Option<LogId> = match read(CF_SM_META, KEY_LAST_APPLIED)? {
+            Some(b) => decode(CF_SM_META, KEY_LAST_APPLIED, &b)?,
+            None => None,
+        };
+        let membership: StoredMembership = match read(CF_SM_META, KEY_MEMBERSHIP)? {
+            Some(b) => decode(CF_SM_META, KEY_MEMBERSHIP, &b)?,
+            None => StoredMembership::default(),
+        };
+        let head: ChainHead = match read(CF_SM_META, KEY_HEAD)? {
+            Some(b) => decode(CF_SM_META, KEY_HEAD, &b)?,
+            None => ChainHead::default(),
+        };
+        let scan = |cf: &str| -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+            let h = self.store.cf(cf)?;
+            let mut opts = ReadOptions::default();
+            opts.set_snapshot(&view);
+            let mut out = Vec::new();
+            for kv in self.store.db.iterator_cf_opt(&h, opts, IteratorMode::Start) {
+                let (k, v) = kv?;
+                out.push((k.to_vec(), v.to_vec()));
+            }
+            Ok(out)
+        };
+        let mut domains = Vec::new();
+        for (k, v) in scan(CF_DOMAINS)? {
+            domains.push((String::from_utf8_lossy(&k).into_owned(), decode(CF_DOMAINS, &k, &v)?));
+        }
+        let mut policies = Vec::new();
+        for (k, v) in scan(CF_POLICIES)? {
+            policies.push(decode(CF_POLICIES, &k, &v)?);
+        }
+        let mut decisions = Vec::new();
+        for (k, v) in scan(CF_DECISIONS)? {
+            decisions.push(decode(CF_DECISIONS, &k, &v)?);
+        }
+        let payload = SnapshotPayload {
+            last_applied,
+            membership: membership.clone(),
+            head,
+            domains,
+            policies,
+            decisions,
+        };
+        let data = encode(&payload);
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+        };
+        save_current(&self.store, &meta, &data)?;
+        metrics::counter!("quorate_snapshots_built_total").increment(1);
+        Ok(Snapshot {
+            meta,
+            snapshot: Cursor::new(data),
+        })
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, std::io::Error> {
+        self.build().map_err(Into::into)
+    }
+}
+
+fn save_current(store: &Store, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StoreError> {
+    let stored = StoredSnapshot {
+        meta: meta.clone(),
+        data: data.to_vec(),
+    };
+    let mut o = WriteOptions::default();
+    o.set_sync(true);
+    store
+        .db
+        .put_cf_opt(&store.cf(CF_SNAPSHOT)?, KEY_CURRENT, encode(&stored), &o)?;
+    Ok(())
+}
+
+/// The last snapshot built or installed.
+pub(crate) fn current(store: &Store) -> Result<Option<Snapshot>, StoreError> {
+    let s: Option<StoredSnapshot> = store.get_json(CF_SNAPSHOT, KEY_CURRENT)?;
+    Ok(s.map(|s| Snapshot {
+        meta: s.meta,
+        snapshot: Cursor::new(s.data),
+    }))
+}
+
+/// Replaces the state machine's contents with `payload`, atomically.
+pub(crate) fn install(
+    store: &Store,
+    meta: &SnapshotMeta,
+    payload: &SnapshotPayload,
+    raw: &[u8],
+) -> Result<(), StoreError> {
+    let mut batch = WriteBatch::default();
+    for cf in [CF_DECISIONS, CF_REQUEST_IDS, CF_POLICIES, CF_DOMAINS] {
+        let h = store.cf(cf)?;
+        // delete_range_cf over the whole key space: keys are at most a few
+        // hundred bytes, so [0x00] .. [0xff; 1024) covers them all.
+        batch.delete_range_cf(&h, [0u8].as_slice(), [0xffu8; 1024].as_slice());
+        batch.delete_cf(&h, [0u8]);
+    }
+    let (cf_d, cf_r, cf_p, cf_m, cf_meta) = (
+        store.cf(CF_DECISIONS)?,
+        store.cf(CF_REQUEST_IDS)?,
+        store.cf(CF_POLICIES)?,
+        store.cf(CF_DOMAINS)?,
+        store.cf(CF_SM_META)?,
+    );
+    for rec in &payload.decisions {
+        batch.put_cf(&cf_d, u64_key(rec.index), encode(rec));
+        batch.put_cf(
+            &cf_r,
+            request_key(&rec.request.domain, &rec.request.request_id),
+            encode(&rec.index),
+        );
+    }
+    for p in &payload.policies {
+        batch.put_cf(&cf_p, policy_key(&p.domain, p.version), encode(p));
+    }
+    for (d, m) in &payload.domains {
+        batch.put_cf(&cf_m, d.as_bytes(), encode(m));
+    }
+    batch.put_cf(&cf_meta, KEY_LAST_APPLIED, encode(&meta.last_log_id));
+    batch.put_cf(&cf_meta, KEY_MEMBERSHIP, encode(&meta.last_membership));
+    batch.put_cf(&cf_meta, KEY_HEAD, encode(&payload.head));
+    let mut o = WriteOptions::default();
+    o.set_sync(true);
+    store.db.write_opt(batch, &o)?;
+    save_current(store, meta, raw)?;
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! Client commands and `quorate node`. Every command prints JSON on stdout;
+//! errors go to stderr with what to do about them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use quorate_core::DecisionRecord;
+use quorate_proto::v1::{self, governance_client::GovernanceClient};
+use quorate_proto::{CODE_METADATA_KEY, record_from_wire};
+use quorate_server::{Node, NodeConfig};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+use crate::{AuthorizeArgs, LogArgs, LogCmd, PolicyCmd};
+
+pub(crate) fn normalize(endpoint: &str) -> String {
+    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+pub(crate) async fn connect(endpoint: &str) -> anyhow::Result<GovernanceClient<Channel>> {
+    let ep = tonic::transport::Endpoint::from_shared(normalize(endpoint))
+        .with_context(|| format!("{endpoint:?} is not a valid endpoint (expected host:port)"))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(30));
+    let ch = ep.connect().await.with_context(|| {
+        format!("cannot connect to {endpoint}; is a node running there? (`quorate dev` starts one)")
+    })?;
+    Ok(GovernanceClient::new(ch).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+/// Renders a gRPC error with its stable code.
+pub(crate) fn status_error(s: &tonic::Status) -> anyhow::Error {
+    let code = s
+        .metadata()
+        .get(CODE_METADATA_KEY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if code.is_empty() {
+        anyhow!("{:?}: {}", s.code(), s.message())
+    } else {
+        anyhow!("{code}: {}", s.message())
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub(crate) async fn run_node(config: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let cfg = NodeConfig::load(&config)?;
+    init_logging(&cfg.log_format);
+    quorate_server::http::install_metrics_recorder();
+    let dir = data_dir
+        .or_else(|| cfg.data_dir.clone())
+        .ok_or_else(|| anyhow!("no data directory: set data_dir in {} or pass --data-dir", config.display()))?;
+    let running = Node::start(cfg, &dir).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("QUORATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn random_id() -> String {
+    // Request ids need uniqueness, not secrecy: time plus process id plus a
+    // counter is unique per machine.
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("cli-{t:x}-{:x}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub(crate) async fn authorize(a: AuthorizeArgs) -> anyhow::Result<ExitCode> {
+    let entities = match &a.entities {
+        None => None,
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read entities file {}", p.display()))?,
+        ),
+    };
+    let req = v1::AuthorizeRequest {
+        domain: a.domain,
+        principal: a.principal,
+        action: a.action,
+        resource: a.resource,
+        context_json: a.context,
+        entities_json: entities,
+        request_id: a.request_id.unwrap_or_else(random_id),
+        parent: a.parent,
+        trace_id: a.trace_id,
+    };
+    let mut client = connect(&a.endpoint.endpoint).await?;
+    let resp = client
+        .authorize(req)
+        .await
+        .map_err(|s| status_error(&s))?
+        .into_inner();
+    let allow = resp.decision == v1::Decision::Allow as i32;
+    let record = resp
+        .record
+        .as_ref()
+        .map(record_from_wire)
+        .transpose()
+        .map_err(|e| anyhow!("node sent a malformed record: {e}"))?;
+    // Fail closed on the client side too: an ALLOW must come with a record
+    // that says ALLOW and whose hash verifies.
+    let verified = record
+        .as_ref()
+        .is_some_and(|r| r.hash_is_valid() && r.decision == quorate_core::Decision::Allow);
+    let out = serde_json::json!({
+        "decision": if allow && verified { "ALLOW" } else { "DENY" },
+        "reason": if allow && !verified { "INTEGRITY_FAILURE".to_string() } else { resp.reason.clone() },
+        "message": resp.message,
+        "replayed": resp.replayed,
+        "served_by": resp.served_by,
+        "record": record,
+    });
+    print_json(&out)?;
+    Ok(if allow && verified {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Finds the leader through `endpoint` and connects to it, for writes.
+async fn connect_leader(endpoint: &str) -> anyhow::Result<GovernanceClient<Channel>> {
+    let mut c = connect(endpoint).await?;
+    for _ in 0..20 {
+        let s = c
+            .status(v1::StatusRequest {})
+            .await
+            .map_err(|s| status_error(&s))?
+            .into_inner();
+        if s.role == "leader" {
+            return Ok(c);
+        }
+        if let Some(leader) = s.leader_id
+            && let Some(m) = s.members.iter().find(|m| m.node_id == leader)
+        {
+            return connect(&m.addr).await;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("no leader is known to {endpoint}; is the cluster quorate? (`quorate status`)")
+}
+
+pub(crate) async fn policy(p: PolicyCmd) -> anyhow::Result<ExitCode> {
+    match p {
+        PolicyCmd::Publish {
+            endpoint,
+            domain,
+            file,
+            schema,
+            activate,
+        } => {
+            let policy_text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read policy file {}", file.display()))?;
+            let schema = match schema {
+                None => None,
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read schema file {}", p.display()))?,
+                ),
+            };
+            let mut c = connect_leader(&endpoint.endpoint).await?;
+            let r = c
+                .publish_policy(v1::PublishPolicyRequest {
+                    domain,
+                    policy_text,
+                    schema,
+                    activate,
+                })
+                .await
+                .map_err(|s| status_error(&s))?
+                .into_inner();
+            print_json(&serde_json::json!({
+                "domain": r.domain, "version": r.version, "hash": r.hash,
+                "activated": r.activated, "log_index": r.log_index,
+            }))?;
+        }
+        PolicyCmd::Activate {
+            endpoint,
+            domain,
+            version,
+        } => {
+            let mut c = connect_leader(&endpoint.endpoint).await?;
+            let r = c
+                .activate_policy(v1::ActivatePolicyRequest { domain, version })
+                .await
+                .map_err(|s| status_error(&s))?
+                .into_inner();
+            print_json(&serde_json::json!({
+                "domain": r.domain, "version": r.version, "previous": r.previous,
+                "log_index": r.log_index,
+            }))?;
+        }
+        PolicyCmd::Get {
+            endpoint,
+            domain,
+            version,
+        } => {
+            let mut c = connect(&endpoint.endpoint).await?;
+            let p = c
+                .get_policy(v1::GetPolicyRequest {
+                    domain,
+                    version: version.unwrap_or(0),
+                })
+                .await
+                .map_err(|s| status_error(&s))?
+                .into_inner();
+            print_json(&serde_json::json!({
+                "domain": p.domain, "version": p.version, "hash": p.hash, "active": p.active,
+                "log_index": p.log_index, "published_at_ms": p.published_at_ms,
+                "policy_text": p.policy_text, "schema": p.schema,
+            }))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Streams decision records from `endpoint` to `out` as JSON lines.
+pub(crate) async fn stream_records(
+    endpoint: &str,
+    from: u64,
+    domain: Option<String>,
+    limit: u64,
+    mut out: impl FnMut(DecisionRecord) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let mut c = connect(endpoint).await?;
+    let mut stream = c
+        .list_decisions(v1::ListDecisionsRequest {
+            from_index: from,
+            domain,
+            limit,
+        })
+        .await
+        .map_err(|s| status_error(&s))?
+        .into_inner();
+    let mut n = 0;
+    while let Some(item) = stream.next().await {
+        let w = item.map_err(|s| status_error(&s))?;
+        let rec = record_from_wire(&w).map_err(|e| anyhow!("malformed record: {e}"))?;
+        out(rec)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+pub(crate) async fn log(l: LogCmd) -> anyhow::Result<ExitCode> {
+    match l {
+        LogCmd::List(a) | LogCmd::Export(a) => {
+            let LogArgs {
+                endpoint,
+                domain,
+                from,
+                limit,
+            } = a;
+            use std::io::Write;
+            let stdout = std::io::stdout();
+            let mut lock = std::io::BufWriter::new(stdout.lock());
+            stream_records(&endpoint.endpoint, from, domain, limit, |rec| {
+                serde_json::to_writer(&mut lock, &rec)?;
+                lock.write_all(b"\n")?;
+                Ok(())
+            })
+            .await?;
+            lock.flush()?;
+        }
+        LogCmd::Get {
+            endpoint,
+            index,
+            domain,
+            request_id,
+        } => {
+            let key = match (index, domain, request_id) {
+                (Some(i), _, _) => v1::get_decision_request::Key::Index(i),
+                (None, Some(domain), Some(request_id)) => {
+                    v1::get_decision_request::Key::Request(v1::DecisionKey { domain, request_id })
+                }
+                _ => bail!("give --index N, or --domain D --request-id ID"),
+            };
+            let mut c = connect(&endpoint.endpoint).await?;
+            let w = c
+                .get_decision(v1::GetDecisionRequest { key: Some(key) })
+                .await
+                .map_err(|s| status_error(&s))?
+                .into_inner();
+            let rec = record_from_wire(&w).map_err(|e| anyhow!("malformed record: {e}"))?;
+            print_json(&rec)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn status_json(s: &v1::StatusResponse) -> serde_json::Value {
+    serde_json::json!({
+        "node_id": s.node_id,
+        "cluster_id": s.cluster_id,
+        "region": s.region,
+        "role": s.role,
+        "term": s.term,
+        "leader_id": s.leader_id,
+        "quorate": s.quorate,
+        "containment_reason": if s.containment_reason.is_empty() { None } else { Some(&s.containment_reason) },
+        "containment_message": s.containment_message,
+        "last_log_index": s.last_log_index,
+        "last_applied_index": s.last_applied_index,
+        "decision_count": s.decision_count,
+        "chain_head_hash": s.chain_head_hash,
+        "members": s.members.iter().map(|m| serde_json::json!({
+            "node_id": m.node_id, "addr": m.addr, "voter": m.voter
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub(crate) async fn status(endpoint: &str) -> anyhow::Result<ExitCode> {
+    let mut c = connect(endpoint).await?;
+    let s = c
+        .status(v1::StatusRequest {})
+        .await
+        .map_err(|s| status_error(&s))?
+        .into_inner();
+    print_json(&status_json(&s))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,200 @@
+//! Developer tasks as code. `cargo xtask dev` runs the local 3-node cluster,
+//! `cargo xtask test` runs the whole test suite (what `.ci/run` calls).
+//!
+//! Both start by making the machine able to build: RocksDB's bindings need
+//! libclang, which a fresh machine lacks, so this installs it with apt when
+//! it can and otherwise says exactly what to run. This crate depends on
+//! nothing but std, so it builds in seconds before anything else.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "\
+cargo xtask <task> [args]
+
+Tasks:
+  dev [ARGS]     build quorate and run `quorate dev ARGS` (local 3-node cluster)
+  test           format check, clippy, and every test in the workspace
+  build          build every binary (debug)
+  bench [ARGS]   build quorate and run `quorate bench ARGS` against a running cluster
+  setup          only install what the build needs (libclang)
+
+Environment:
+  CARGO_TARGET_DIR   where builds go; defaults to ~/.cache/quorate/target so
+                     that clones share one build cache (RocksDB's C++ takes
+                     about 25 minutes to build from scratch on 2 cores)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(task) = args.first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let result = match task.as_str() {
+        "setup" => setup(),
+        "build" => setup().and_then(|()| cargo(&["build", "--workspace", "--bins"])),
+        "dev" => setup()
+            .and_then(|()| cargo(&["build", "-p", "quorate"]))
+            .and_then(|()| run_quorate("dev", rest)),
+        "bench" => setup()
+            .and_then(|()| cargo(&["build", "-p", "quorate"]))
+            .and_then(|()| run_quorate("bench", rest)),
+        "test" => setup().and_then(|()| test()),
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown task {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("xtask: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache/quorate/target"),
+        None => workspace_root().join("target"),
+    }
+}
+
+fn cargo(args: &[&str]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", target_dir())
+        .status()
+        .map_err(|e| format!("could not run {cargo}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn run_quorate(sub: &str, rest: &[String]) -> Result<(), String> {
+    let bin = target_dir().join("debug/quorate");
+    let status = Command::new(&bin)
+        .arg(sub)
+        .args(rest)
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| format!("could not run {}: {e}", bin.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("quorate {sub} exited with {status}"))
+    }
+}
+
+fn test() -> Result<(), String> {
+    cargo(&["fmt", "--all", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    // One process per test binary, two test threads: the cluster tests start
+    // real nodes, and the machine has two cores.
+    cargo(&["test", "--workspace", "--", "--test-threads", "2"])
+}
+
+/// True when a libclang shared library can be found where bindgen looks.
+fn has_libclang() -> bool {
+    if let Some(dir) = std::env::var_os("LIBCLANG_PATH")
+        && Path::new(&dir).exists()
+    {
+        return true;
+    }
+    let mut dirs: Vec<PathBuf> = vec![
+        "/usr/lib".into(),
+        "/usr/lib64".into(),
+        "/usr/local/lib".into(),
+        "/usr/lib/x86_64-linux-gnu".into(),
+        "/usr/lib/aarch64-linux-gnu".into(),
+    ];
+    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if name.to_string_lossy().starts_with("llvm-") {
+                dirs.push(e.path().join("lib"));
+            }
+        }
+    }
+    dirs.iter().any(|d| {
+        std::fs::read_dir(d).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.starts_with("libclang") && n.contains(".so") && !n.starts_with("libclang-cpp")
+            })
+        })
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Installs the system packages the build needs, or says how.
+fn setup() -> Result<(), String> {
+    if has_libclang() {
+        return Ok(());
+    }
+    let how = "apt-get update && apt-get install -y libclang-dev";
+    if !is_root() || Command::new("apt-get").arg("--version").output().is_err() {
+        return Err(format!(
+            "RocksDB's bindings need libclang, which is not installed.\n\
+             Install it (as root) with:\n    {how}\n\
+             or point LIBCLANG_PATH at a directory holding libclang.so, then rerun."
+        ));
+    }
+    eprintln!("xtask: libclang is missing; installing libclang-dev with apt-get (needed once)");
+    for args in [
+        &["update", "-qq"][..],
+        &["install", "-y", "-qq", "--no-install-recommends", "libclang-dev"][..],
+    ] {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map_err(|e| format!("could not run apt-get: {e}"))?;
+        if !status.success() {
+            return Err(format!(
+                "`apt-get {}` failed ({status}); run `{how}` by hand",
+                args.join(" ")
+            ));
+        }
+    }
+    if has_libclang() {
+        Ok(())
+    } else {
+        Err(format!(
+            "installed libclang-dev but still cannot find libclang.so; set LIBCLANG_PATH or run `{how}`"
+        ))
+    }
+}
