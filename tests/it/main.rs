@@ -1,1 +1,10 @@
+//! End-to-end tests against real multi-node clusters: real `quorate node`
+//! processes, real TCP on loopback, real RocksDB in temp dirs.
+//!
+//! Named by priority, as openraft's tests are: t10 the basic decision path,
+//! t20 crashes and quorum loss, t30 determinism, t40 the CLI contract.
 
+mod t10_decision_path;
+mod t20_crashes;
+mod t30_determinism;
+mod t40_cli;

@@ -176,7 +176,13 @@ fn setup() -> Result<(), String> {
     eprintln!("xtask: libclang is missing; installing libclang-dev with apt-get (needed once)");
     for args in [
         &["update", "-qq"][..],
-        &["install", "-y", "-qq", "--no-install-recommends", "libclang-dev"][..],
+        &[
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "libclang-dev",
+        ][..],
     ] {
         let status = Command::new("apt-get")
             .args(args)

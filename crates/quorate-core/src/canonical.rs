@@ -145,12 +145,17 @@ mod tests {
     #[test]
     fn primitives_are_big_endian_and_length_prefixed() {
         let mut e = Encoder::new("t");
-        e.u8(1).u32(2).u64(3).str("ab").opt_str(None).opt_str(Some("c"));
+        e.u8(1)
+            .u32(2)
+            .u64(3)
+            .str("ab")
+            .opt_str(None)
+            .opt_str(Some("c"));
         assert_eq!(
             e.as_bytes(),
             &[
-                b't', 0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 2, b'a', b'b', 0, 1, 0,
-                0, 0, 1, b'c'
+                b't', 0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 2, b'a', b'b', 0, 1, 0, 0,
+                0, 1, b'c'
             ]
         );
     }

@@ -214,7 +214,10 @@ mod tests {
             determining_policies: vec!["policy0".into()],
             errors: vec![],
             policy_version: Some(1),
-            policy_hash: Some(policy_content_hash("permit(principal, action, resource);", None)),
+            policy_hash: Some(policy_content_hash(
+                "permit(principal, action, resource);",
+                None,
+            )),
             timestamp_ms: 1_700_000_000_000,
             prev_hash: GENESIS_HASH,
             hash: GENESIS_HASH,
@@ -228,7 +231,10 @@ mod tests {
         assert!(r.hash_is_valid());
         let mut t = r.clone();
         t.decision = Decision::Deny;
-        assert!(!t.hash_is_valid(), "flipping ALLOW to DENY must change the hash");
+        assert!(
+            !t.hash_is_valid(),
+            "flipping ALLOW to DENY must change the hash"
+        );
     }
 
     #[test]

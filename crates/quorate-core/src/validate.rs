@@ -224,8 +224,15 @@ mod tests {
             Err(InputError::WrongJsonType { .. })
         ));
         assert!(matches!(context("{", &l), Err(InputError::BadJson { .. })));
-        let deep = format!("{}{}", "{\"a\":".repeat(20), "1".to_string() + &"}".repeat(20));
-        assert!(matches!(context(&deep, &l), Err(InputError::TooDeep { .. })));
+        let deep = format!(
+            "{}{}",
+            "{\"a\":".repeat(20),
+            "1".to_string() + &"}".repeat(20)
+        );
+        assert!(matches!(
+            context(&deep, &l),
+            Err(InputError::TooDeep { .. })
+        ));
         let big = format!("{{\"a\":\"{}\"}}", "x".repeat(l.max_context_bytes));
         assert!(matches!(context(&big, &l), Err(InputError::TooLong { .. })));
     }

@@ -41,9 +41,27 @@ fn table_of_decisions() {
         compiled: &compiled,
     });
     let cases = [
-        (r#"User::"alice""#, r#"Action::"read""#, "{}", Decision::Allow, None),
-        (r#"User::"bob""#, r#"Action::"read""#, "{}", Decision::Deny, Some(DenyReason::Policy)),
-        (r#"User::"alice""#, r#"Action::"write""#, "{}", Decision::Deny, Some(DenyReason::Policy)),
+        (
+            r#"User::"alice""#,
+            r#"Action::"read""#,
+            "{}",
+            Decision::Allow,
+            None,
+        ),
+        (
+            r#"User::"bob""#,
+            r#"Action::"read""#,
+            "{}",
+            Decision::Deny,
+            Some(DenyReason::Policy),
+        ),
+        (
+            r#"User::"alice""#,
+            r#"Action::"write""#,
+            "{}",
+            Decision::Deny,
+            Some(DenyReason::Policy),
+        ),
         (
             r#"User::"alice""#,
             r#"Action::"read""#,
@@ -51,7 +69,13 @@ fn table_of_decisions() {
             Decision::Deny,
             Some(DenyReason::Policy),
         ),
-        (r#"User::"alice""#, r#"Action::"read""#, r#"{"mfa":true}"#, Decision::Allow, None),
+        (
+            r#"User::"alice""#,
+            r#"Action::"read""#,
+            r#"{"mfa":true}"#,
+            Decision::Allow,
+            None,
+        ),
     ];
     for (p, a, c, want, reason) in cases {
         let rec = decide(&req(p, a, c), active, at());
@@ -83,7 +107,11 @@ fn determining_policies_are_reported_and_sorted() {
         hash: policy_content_hash(text, None),
         compiled: &compiled,
     });
-    let rec = decide(&req(r#"User::"alice""#, r#"Action::"x""#, "{}"), active, at());
+    let rec = decide(
+        &req(r#"User::"alice""#, r#"Action::"x""#, "{}"),
+        active,
+        at(),
+    );
     assert_eq!(rec.determining_policies, vec!["policy0", "policy1"]);
 }
 
@@ -98,7 +126,8 @@ fn bad_policies_are_refused_with_cedars_message() {
         CompiledPolicy::compile("   ", None, &l).err(),
         Some(PolicyError::Empty)
     );
-    let schema = r#"entity User; entity Doc; action read appliesTo { principal: User, resource: Doc };"#;
+    let schema =
+        r#"entity User; entity Doc; action read appliesTo { principal: User, resource: Doc };"#;
     let ok = r#"permit(principal, action == Action::"read", resource);"#;
     assert!(CompiledPolicy::compile(ok, Some(schema), &l).is_ok());
     let bad = r#"permit(principal, action == Action::"fly", resource);"#;
@@ -123,10 +152,18 @@ fn schema_violations_at_apply_are_recorded_denials() {
         hash: policy_content_hash(text, Some(schema)),
         compiled: &compiled,
     });
-    let rec = decide(&req(r#"User::"a""#, r#"Action::"read""#, r#"{"mfa":"yes"}"#), active, at());
+    let rec = decide(
+        &req(r#"User::"a""#, r#"Action::"read""#, r#"{"mfa":"yes"}"#),
+        active,
+        at(),
+    );
     assert_eq!(rec.reason, Some(DenyReason::InvalidRequest));
     assert_eq!(rec.errors.len(), 1);
-    let rec = decide(&req(r#"User::"a""#, r#"Action::"read""#, r#"{"mfa":true}"#), active, at());
+    let rec = decide(
+        &req(r#"User::"a""#, r#"Action::"read""#, r#"{"mfa":true}"#),
+        active,
+        at(),
+    );
     assert_eq!(rec.decision, Decision::Allow);
 }
 
@@ -137,10 +174,22 @@ fn edge_checks_reject_malformed_requests() {
     assert!(check_request(&good, &l).is_ok());
     let mut bad = good.clone();
     bad.principal = "alice".into();
-    assert!(matches!(check_request(&bad, &l), Err(InputError::Cedar { field: "principal", .. })));
+    assert!(matches!(
+        check_request(&bad, &l),
+        Err(InputError::Cedar {
+            field: "principal",
+            ..
+        })
+    ));
     let mut bad = good.clone();
     bad.entities = Some(r#"[{"uid": 3}]"#.into());
-    assert!(matches!(check_request(&bad, &l), Err(InputError::Cedar { field: "entities", .. })));
+    assert!(matches!(
+        check_request(&bad, &l),
+        Err(InputError::Cedar {
+            field: "entities",
+            ..
+        })
+    ));
     let mut bad = good.clone();
     bad.request_id = String::new();
     assert!(check_request(&bad, &l).is_err());

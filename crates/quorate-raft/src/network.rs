@@ -8,12 +8,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use openraft::BasicNode;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use quorate_proto::internal::RaftMessage;
 use quorate_proto::internal::raft_transport_client::RaftTransportClient;
 use serde::{Serialize, de::DeserializeOwned};
@@ -175,9 +175,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, option.hard_ttl(), |mut c, m| async move { c.vote(m).await })
-            .await
-            .map_err(rpc_err)
+        self.call(&rpc, option.hard_ttl(), |mut c, m| async move {
+            c.vote(m).await
+        })
+        .await
+        .map_err(rpc_err)
     }
 
     async fn pre_vote(
@@ -206,9 +208,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         };
         // Snapshots may be large; allow far more than a heartbeat's TTL.
         let ttl = option.hard_ttl().max(Duration::from_secs(60));
-        let send = self.call(&wire, ttl, |mut c, m| async move {
-            c.install_snapshot(m).await
-        });
+        let send = self.call(
+            &wire,
+            ttl,
+            |mut c, m| async move { c.install_snapshot(m).await },
+        );
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             r = send => r.map_err(|e| match e {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use openraft::Raft;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
 use openraft::storage::RaftStateMachine;
-use openraft::Raft;
 use quorate_proto::internal::RaftMessage;
 use quorate_proto::internal::raft_transport_server::RaftTransport;
 use serde::Serialize;

@@ -150,7 +150,12 @@ impl Governance for GovernanceApi {
         let r = req.into_inner();
         let p = self
             .node
-            .publish_policy(r.domain, r.policy_text, r.schema.filter(|s| !s.trim().is_empty()), r.activate)
+            .publish_policy(
+                r.domain,
+                r.policy_text,
+                r.schema.filter(|s| !s.trim().is_empty()),
+                r.activate,
+            )
             .await?;
         Ok(Response::new(v1::PublishPolicyResponse {
             domain: p.domain,

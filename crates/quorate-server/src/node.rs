@@ -19,13 +19,13 @@ use quorate_core::{
     DenyReason, ErrorCode, PolicyActivated, PolicyPublished, PolicyVersion,
 };
 use quorate_policy::CompiledPolicy;
+use quorate_proto::internal::raft_transport_server::RaftTransportServer;
 use quorate_proto::v1::governance_client::GovernanceClient;
 use quorate_proto::v1::governance_server::GovernanceServer;
-use quorate_proto::internal::raft_transport_server::RaftTransportServer;
 use quorate_proto::{FORWARDED_METADATA_KEY, record_from_wire};
+use quorate_raft::TypeConfig;
 use quorate_raft::network::{Channels, MAX_RAFT_MESSAGE_BYTES, Network, fetch_read_index};
 use quorate_raft::service::{LeaderContact, RaftService};
-use quorate_raft::TypeConfig;
 use quorate_store::{ChainHead, DecisionLookup, LogStore, StateMachine, Store};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -249,18 +249,20 @@ impl Node {
         };
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let grpc_listener = tokio::net::TcpListener::bind(cfg.grpc_addr)
-            .await
-            .map_err(|source| NodeError::Bind {
-                addr: cfg.grpc_addr,
-                source,
-            })?;
-        let http_listener = tokio::net::TcpListener::bind(cfg.http_addr)
-            .await
-            .map_err(|source| NodeError::Bind {
-                addr: cfg.http_addr,
-                source,
-            })?;
+        let grpc_listener =
+            tokio::net::TcpListener::bind(cfg.grpc_addr)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    addr: cfg.grpc_addr,
+                    source,
+                })?;
+        let http_listener =
+            tokio::net::TcpListener::bind(cfg.http_addr)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    addr: cfg.http_addr,
+                    source,
+                })?;
         let grpc_addr = grpc_listener.local_addr().unwrap_or(cfg.grpc_addr);
         let http_addr = http_listener.local_addr().unwrap_or(cfg.http_addr);
 
@@ -378,7 +380,10 @@ impl Node {
         }
         let m = self.metrics();
         if let Err(fatal) = &m.running_state {
-            return Some((DenyReason::IntegrityFailure, format!("Raft stopped: {fatal}")));
+            return Some((
+                DenyReason::IntegrityFailure,
+                format!("Raft stopped: {fatal}"),
+            ));
         }
         let r = &self.inner.cfg.raft;
         // openraft's leader lease is election_timeout_max; a follower that
@@ -436,8 +441,7 @@ impl Node {
             .map_err(|e| ApiError::invalid(e.to_string()))?;
         let started = std::time::Instant::now();
         let answer = self.authorize_checked(req, forwarded).await;
-        metrics::histogram!("quorate_authorize_seconds")
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("quorate_authorize_seconds").record(started.elapsed().as_secs_f64());
         let label = match (&answer.decision, answer.reason) {
             (Decision::Allow, _) => "ALLOW".to_string(),
             (Decision::Deny, Some(r)) => r.code().to_string(),
@@ -469,7 +473,10 @@ impl Node {
                 Ok(a) => a,
                 Err(_) => Answer::deny(
                     DenyReason::CommitTimeout,
-                    format!("leader {leader} did not answer within {} ms; outcome unknown", deadline.as_millis()),
+                    format!(
+                        "leader {leader} did not answer within {} ms; outcome unknown",
+                        deadline.as_millis()
+                    ),
                 ),
             };
         }
@@ -489,7 +496,9 @@ impl Node {
                     deadline.as_millis()
                 ),
             ),
-            Ok(Err(_)) => Answer::deny(DenyReason::Unavailable, "proposal dropped; outcome unknown"),
+            Ok(Err(_)) => {
+                Answer::deny(DenyReason::Unavailable, "proposal dropped; outcome unknown")
+            }
             Ok(Ok(Err(ProposeError::NotLeader(msg)))) => Answer::deny(DenyReason::NoQuorum, msg),
             Ok(Ok(Err(ProposeError::Unknown(msg)))) => {
                 Answer::deny(DenyReason::Unavailable, format!("{msg}; outcome unknown"))
@@ -509,22 +518,22 @@ impl Node {
         };
         let mut client = GovernanceClient::new(channel);
         let mut request = tonic::Request::new(crate::api::request_to_wire(&req));
-        request
-            .metadata_mut()
-            .insert(FORWARDED_METADATA_KEY, tonic::metadata::MetadataValue::from_static("1"));
+        request.metadata_mut().insert(
+            FORWARDED_METADATA_KEY,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
         metrics::counter!("quorate_authorize_forwarded_total").increment(1);
         let resp = match client.authorize(request).await {
             Ok(r) => r.into_inner(),
             Err(s) => {
                 let e = from_status(&s);
                 // Unreachable leader: nothing was proposed on our behalf.
-                let reason = if s.code() == tonic::Code::Unavailable
-                    && s.message().contains("connect")
-                {
-                    DenyReason::NoQuorum
-                } else {
-                    DenyReason::Unavailable
-                };
+                let reason =
+                    if s.code() == tonic::Code::Unavailable && s.message().contains("connect") {
+                        DenyReason::NoQuorum
+                    } else {
+                        DenyReason::Unavailable
+                    };
                 return Answer::deny(reason, format!("leader {leader}: {}", e.message));
             }
         };
@@ -605,7 +614,10 @@ impl Node {
         match tokio::time::timeout(deadline, self.inner.raft.client_write(cmd)).await {
             Err(_) => Err(ApiError::new(
                 ErrorCode::CommitTimeout,
-                format!("not committed within {} ms; outcome unknown", deadline.as_millis()),
+                format!(
+                    "not committed within {} ms; outcome unknown",
+                    deadline.as_millis()
+                ),
             )),
             Ok(Err(e)) => Err(ApiError::unavailable(e.to_string())),
             Ok(Ok(resp)) => Ok(resp.data),
@@ -631,7 +643,9 @@ impl Node {
             };
         }
         let Some((leader, addr)) = self.leader_addr(&m) else {
-            return Err(ApiError::unavailable("no known leader to take a read index from"));
+            return Err(ApiError::unavailable(
+                "no known leader to take a read index from",
+            ));
         };
         let log_id = fetch_read_index(&self.inner.channels, self.inner.id, leader, &addr, deadline)
             .await
@@ -750,8 +764,11 @@ impl Node {
         metrics::gauge!("quorate_decision_log_records").set(s.decision_count as f64);
         for reason in DenyReason::ALL {
             let on = s.containment_reason == Some(reason);
-            metrics::gauge!("quorate_contained", "reason" => reason.code())
-                .set(if on { 1.0 } else { 0.0 });
+            metrics::gauge!("quorate_contained", "reason" => reason.code()).set(if on {
+                1.0
+            } else {
+                0.0
+            });
         }
     }
 }

@@ -66,7 +66,8 @@ impl LogStore {
                     let result = db.flush_wal(true);
                     metrics::histogram!("quorate_wal_sync_seconds")
                         .record(started.elapsed().as_secs_f64());
-                    metrics::histogram!("quorate_wal_sync_batch_appends").record(batch.len() as f64);
+                    metrics::histogram!("quorate_wal_sync_batch_appends")
+                        .record(batch.len() as f64);
                     for cb in batch {
                         cb.io_completed(result.as_ref().map(|_| ()).map_err(io_err));
                     }
@@ -104,10 +105,10 @@ impl RaftLogReader<TypeConfig> for LogReader {
         };
         let cf = self.store.cf(CF_LOG).map_err(io_err)?;
         let key = u64_key(start);
-        let it = self.store.db.iterator_cf(
-            &cf,
-            IteratorMode::From(&key, rocksdb::Direction::Forward),
-        );
+        let it = self
+            .store
+            .db
+            .iterator_cf(&cf, IteratorMode::From(&key, rocksdb::Direction::Forward));
         let mut out = Vec::new();
         for kv in it {
             let (k, v) = kv.map_err(io_err)?;
@@ -191,7 +192,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,

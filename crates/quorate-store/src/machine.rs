@@ -7,8 +7,8 @@ use std::io;
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
-use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::EntryPayload;
+use openraft::storage::{EntryResponder, RaftStateMachine};
 use quorate_core::validate::{self, Limits};
 use quorate_core::{
     AuthorizeOutcome, AuthorizeRequest, Command, CommandResponse, DecisionRecord, Digest,
@@ -369,8 +369,16 @@ impl StateMachine {
                     meta.active_version = Some(version);
                 }
                 let meta = *meta;
-                batch.put_cf(&self.store.cf(CF_POLICIES)?, policy_key(domain, version), encode(&pv));
-                batch.put_cf(&self.store.cf(CF_DOMAINS)?, domain.as_bytes(), encode(&meta));
+                batch.put_cf(
+                    &self.store.cf(CF_POLICIES)?,
+                    policy_key(domain, version),
+                    encode(&pv),
+                );
+                batch.put_cf(
+                    &self.store.cf(CF_DOMAINS)?,
+                    domain.as_bytes(),
+                    encode(&meta),
+                );
                 self.compiled
                     .insert((domain.clone(), version), Arc::new(compiled));
                 metrics::counter!("quorate_policy_versions_published_total").increment(1);
@@ -403,7 +411,11 @@ impl StateMachine {
                 let previous = meta.active_version;
                 meta.active_version = Some(*version);
                 let meta = *meta;
-                batch.put_cf(&self.store.cf(CF_DOMAINS)?, domain.as_bytes(), encode(&meta));
+                batch.put_cf(
+                    &self.store.cf(CF_DOMAINS)?,
+                    domain.as_bytes(),
+                    encode(&meta),
+                );
                 Ok(CommandResponse::Activated(PolicyActivated {
                     domain: domain.clone(),
                     version: *version,
@@ -434,13 +446,13 @@ impl StateMachine {
         }
         let prior: Option<u64> = self.store.get_json(CF_REQUEST_IDS, &rkey)?;
         if let Some(idx) = prior {
-            let rec: DecisionRecord =
-                self.store
-                    .get_json(CF_DECISIONS, &u64_key(idx))?
-                    .ok_or_else(|| StoreError::Corrupt {
-                        what: format!("decisions/{idx}"),
-                        message: "indexed by request id but missing".into(),
-                    })?;
+            let rec: DecisionRecord = self
+                .store
+                .get_json(CF_DECISIONS, &u64_key(idx))?
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: format!("decisions/{idx}"),
+                    message: "indexed by request id but missing".into(),
+                })?;
             return Ok(AuthorizeOutcome {
                 record: rec,
                 replayed: true,
@@ -497,7 +509,11 @@ impl StateMachine {
             u64_key(record.index),
             encode(&record),
         );
-        batch.put_cf(&self.store.cf(CF_REQUEST_IDS)?, &rkey, encode(&record.index));
+        batch.put_cf(
+            &self.store.cf(CF_REQUEST_IDS)?,
+            &rkey,
+            encode(&record.index),
+        );
         st.head = ChainHead {
             count: record.index,
             hash: record.hash,

@@ -120,7 +120,10 @@ impl SnapshotBuilder {
         };
         let mut domains = Vec::new();
         for (k, v) in scan(CF_DOMAINS)? {
-            domains.push((String::from_utf8_lossy(&k).into_owned(), decode(CF_DOMAINS, &k, &v)?));
+            domains.push((
+                String::from_utf8_lossy(&k).into_owned(),
+                decode(CF_DOMAINS, &k, &v)?,
+            ));
         }
         let mut policies = Vec::new();
         for (k, v) in scan(CF_POLICIES)? {

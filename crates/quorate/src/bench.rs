@@ -59,8 +59,10 @@ pub(crate) async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let end = measure_from + Duration::from_secs(a.duration);
     let progress = indicatif::ProgressBar::new(a.warmup + a.duration);
     progress.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {pos}/{len}s {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len}s {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut tasks = Vec::new();
     let run_id = format!(

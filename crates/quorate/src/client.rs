@@ -53,13 +53,19 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn run_node(config: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run_node(
+    config: PathBuf,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     let cfg = NodeConfig::load(&config)?;
     init_logging(&cfg.log_format);
     quorate_server::http::install_metrics_recorder();
-    let dir = data_dir
-        .or_else(|| cfg.data_dir.clone())
-        .ok_or_else(|| anyhow!("no data directory: set data_dir in {} or pass --data-dir", config.display()))?;
+    let dir = data_dir.or_else(|| cfg.data_dir.clone()).ok_or_else(|| {
+        anyhow!(
+            "no data directory: set data_dir in {} or pass --data-dir",
+            config.display()
+        )
+    })?;
     let running = Node::start(cfg, &dir).await?;
     wait_for_signal().await;
     tracing::info!("shutting down");
@@ -103,7 +109,11 @@ fn random_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("cli-{t:x}-{:x}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "cli-{t:x}-{:x}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub(crate) async fn authorize(a: AuthorizeArgs) -> anyhow::Result<ExitCode> {

@@ -170,7 +170,10 @@ pub(crate) async fn run(data_dir: PathBuf, detach: bool) -> anyhow::Result<ExitC
     if detach {
         let pid_file = data_dir.join("pids");
         std::fs::write(&pid_file, pids.join("\n") + "\n")?;
-        eprintln!("detached; stop with: kill $(cut -d= -f2 {})", pid_file.display());
+        eprintln!(
+            "detached; stop with: kill $(cut -d= -f2 {})",
+            pid_file.display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("Ctrl-C stops all three nodes.");

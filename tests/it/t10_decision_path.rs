@@ -1,0 +1,201 @@
+//! The governed decision path on a healthy 3-node cluster.
+
+use std::time::Duration;
+
+use quorate_e2e::{Cluster, ClusterOpts, POLICY, is_allow, request};
+use quorate_proto::v1;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_publish_activate_and_authorize_through_every_node() -> anyhow::Result<()> {
+    let c = Cluster::start(ClusterOpts::default()).await?;
+    // Publish without activating: decisions deny NO_ACTIVE_POLICY.
+    let l = c.wait_leader(Duration::from_secs(10)).await?;
+    let mut leader = c.client(l).await?;
+    let p = leader
+        .publish_policy(v1::PublishPolicyRequest {
+            domain: "docs".into(),
+            policy_text: POLICY.into(),
+            schema: None,
+            activate: false,
+        })
+        .await?
+        .into_inner();
+    assert_eq!((p.version, p.activated), (1, false));
+    let mut n0 = c.client(0).await?;
+    let r = n0
+        .authorize(request("docs", "pre", "alice", "read"))
+        .await?
+        .into_inner();
+    assert!(!is_allow(&r));
+    assert_eq!(r.reason, "NO_ACTIVE_POLICY");
+    assert!(r.record.is_some(), "a committed DENY carries its record");
+
+    leader
+        .activate_policy(v1::ActivatePolicyRequest {
+            domain: "docs".into(),
+            version: 1,
+        })
+        .await?;
+    for i in 0..3 {
+        let mut ci = c.client(i).await?;
+        let allow = ci
+            .authorize(request("docs", &format!("allow-{i}"), "alice", "read"))
+            .await?
+            .into_inner();
+        assert!(is_allow(&allow), "node {i}: {allow:?}");
+        let rec = allow
+            .record
+            .as_ref()
+            .expect("ALLOW carries its committed record");
+        assert_eq!(rec.policy_version, Some(1));
+        assert_eq!(allow.served_by, c.nodes[i].id);
+        let deny = ci
+            .authorize(request("docs", &format!("deny-{i}"), "bob", "read"))
+            .await?
+            .into_inner();
+        assert!(!is_allow(&deny));
+        assert_eq!(deny.reason, "POLICY");
+        let unknown = ci
+            .authorize(request("nowhere", &format!("u-{i}"), "alice", "read"))
+            .await?
+            .into_inner();
+        assert_eq!(unknown.reason, "UNKNOWN_DOMAIN");
+    }
+    // 1 + 3 * 3 decisions, and every node exports byte-identical logs.
+    c.wait_converged(10, Duration::from_secs(10)).await?;
+    let exports = [c.export(0).await?, c.export(1).await?, c.export(2).await?];
+    assert_eq!(exports[0].lines().count(), 10);
+    assert_eq!(exports[0], exports[1]);
+    assert_eq!(exports[0], exports[2]);
+    // Linearizable policy read through a follower.
+    let f = (l + 1) % 3;
+    let got = c
+        .client(f)
+        .await?
+        .get_policy(v1::GetPolicyRequest {
+            domain: "docs".into(),
+            version: 0,
+        })
+        .await?
+        .into_inner();
+    assert_eq!((got.version, got.active, got.hash), (1, true, p.hash));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t11_request_ids_are_idempotent() -> anyhow::Result<()> {
+    let c = Cluster::start(ClusterOpts::default()).await?;
+    c.publish("docs", POLICY).await?;
+    let mut a = c.client(0).await?;
+    let mut b = c.client(1).await?;
+    let first = a
+        .authorize(request("docs", "same", "alice", "read"))
+        .await?
+        .into_inner();
+    // The same id through another node, even with a different body, returns
+    // the committed decision again and appends nothing.
+    let again = b
+        .authorize(request("docs", "same", "bob", "read"))
+        .await?
+        .into_inner();
+    assert!(is_allow(&first) && is_allow(&again));
+    assert!(!first.replayed && again.replayed);
+    assert_eq!(first.record, again.record);
+    // Concurrent duplicates collapse to one record as well.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let mut ci = c.client(i % 3).await?;
+        tasks.push(tokio::spawn(async move {
+            ci.authorize(request("docs", "burst", "alice", "read"))
+                .await
+        }));
+    }
+    let mut indexes = std::collections::BTreeSet::new();
+    for t in tasks {
+        let r = t.await??.into_inner();
+        indexes.insert(r.record.expect("record").index);
+    }
+    assert_eq!(
+        indexes.len(),
+        1,
+        "one record for one request id: {indexes:?}"
+    );
+    c.wait_converged(2, Duration::from_secs(10)).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t12_bad_input_is_rejected_and_changes_nothing() -> anyhow::Result<()> {
+    let c = Cluster::start(ClusterOpts::default()).await?;
+    c.publish("docs", POLICY).await?;
+    let mut n = c.client(0).await?;
+    n.authorize(request("docs", "ok", "alice", "read")).await?;
+    c.wait_converged(1, Duration::from_secs(10)).await?;
+    let before: Vec<_> = (0..3).map(|i| i).collect::<Vec<_>>();
+    let mut states = Vec::new();
+    for i in &before {
+        let s = c.status(*i).await?;
+        states.push((s.decision_count, s.chain_head_hash));
+    }
+    let l = c.wait_leader(Duration::from_secs(10)).await?;
+    let log_before = c.status(l).await?.last_log_index;
+
+    // Invalid Cedar: INVALID_ARGUMENT with Cedar's message, nothing committed.
+    let mut leader = c.client(l).await?;
+    let err = leader
+        .publish_policy(v1::PublishPolicyRequest {
+            domain: "docs".into(),
+            policy_text: "permit(principal, action, resource) when { context.x ==".into(),
+            schema: None,
+            activate: true,
+        })
+        .await
+        .expect_err("invalid Cedar must be refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("does not parse"),
+        "{}",
+        err.message()
+    );
+
+    // Malformed requests: each INVALID_ARGUMENT.
+    let mut bad = Vec::new();
+    let mut r = request("docs", "m1", "alice", "read");
+    r.principal = "alice".into();
+    bad.push(("entity uid", r));
+    let mut r = request("docs", "m2", "alice", "read");
+    r.context_json = "{not json".into();
+    bad.push(("context json", r));
+    let mut r = request("docs", "m3", "alice", "read");
+    r.context_json = "[1,2]".into();
+    bad.push(("context not an object", r));
+    let mut r = request("docs", "m4", "alice", "read");
+    r.context_json = format!("{{\"big\":\"{}\"}}", "x".repeat(64 * 1024));
+    bad.push(("oversized context", r));
+    let mut r = request("docs", "m5", "alice", "read");
+    r.entities_json = Some("{\"not\":\"an array\"}".into());
+    bad.push(("entities not an array", r));
+    let mut r = request("docs", "", "alice", "read");
+    r.request_id = String::new();
+    bad.push(("empty request id", r));
+    let mut r = request("Bad Domain", "m6", "alice", "read");
+    r.domain = "Bad Domain".into();
+    bad.push(("bad domain", r));
+    for (what, r) in bad {
+        let e = n.authorize(r).await.expect_err(what);
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{what}: {e}");
+    }
+    // Oversized gRPC message: refused by the transport limit.
+    let mut r = request("docs", "huge", "alice", "read");
+    r.entities_json = Some(format!("[{}]", "{}".repeat(3 * 1024 * 1024)));
+    assert!(n.authorize(r).await.is_err());
+
+    // Nothing changed anywhere: same decisions, same head, no new log entry.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (k, i) in before.iter().enumerate() {
+        let s = c.status(*i).await?;
+        assert_eq!((s.decision_count, s.chain_head_hash), states[k].clone());
+    }
+    assert_eq!(c.status(l).await?.last_log_index, log_before);
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! Crashes and quorum loss: SIGKILL the leader, SIGKILL a majority.
+//! Invariants 1, 2 and 5 of the brief.
+
+use std::time::{Duration, Instant};
+
+use quorate_e2e::{Cluster, ClusterOpts, POLICY, is_allow, request};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t20_leader_sigkill_loses_nothing_and_the_old_leader_catches_up() -> anyhow::Result<()> {
+    let mut c = Cluster::start(ClusterOpts::default()).await?;
+    c.publish("docs", POLICY).await?;
+    let l = c.wait_leader(Duration::from_secs(10)).await?;
+    let mut acked = Vec::new();
+    for k in 0..20 {
+        let mut ci = c.client(k % 3).await?;
+        let r = ci
+            .authorize(request("docs", &format!("before-{k}"), "alice", "read"))
+            .await?
+            .into_inner();
+        assert!(is_allow(&r));
+        acked.push(r.record.expect("record"));
+    }
+    c.kill9(l);
+    let l2 = c.wait_leader(Duration::from_secs(15)).await?;
+    assert_ne!(l2, l);
+    let survivor = (0..3).find(|i| *i != l).expect("a survivor");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut k = 0;
+    while k < 20 {
+        let mut ci = c.client(survivor).await?;
+        let r = ci
+            .authorize(request("docs", &format!("after-{k}"), "alice", "read"))
+            .await?
+            .into_inner();
+        if is_allow(&r) {
+            acked.push(r.record.expect("record"));
+            k += 1;
+        } else {
+            // Right after failover a node may still contain; it must say why.
+            assert!(!r.reason.is_empty());
+            assert!(Instant::now() < deadline, "service did not resume: {r:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Every acknowledged decision is in the new leader's log, at its index,
+    // with its hash.
+    let log = quorate_e2e::list(&mut c.client(l2).await?, 1).await?;
+    for a in &acked {
+        let rec = log
+            .iter()
+            .find(|r| r.index == a.index)
+            .unwrap_or_else(|| panic!("acknowledged decision {} lost", a.index));
+        assert_eq!(rec.hash.to_hex(), a.hash);
+        assert_eq!(rec.request.request_id, a.request_id);
+    }
+    // The old leader comes back and converges to the identical log.
+    c.restart(l)?;
+    let head = c
+        .wait_converged(log.len() as u64, Duration::from_secs(30))
+        .await?;
+    assert!(!head.is_empty());
+    let e0 = c.export(0).await?;
+    assert_eq!(e0, c.export(1).await?);
+    assert_eq!(e0, c.export(2).await?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t21_a_lone_survivor_denies_fast_and_never_allows() -> anyhow::Result<()> {
+    let mut c = Cluster::start(ClusterOpts::default()).await?;
+    c.publish("docs", POLICY).await?;
+    let mut n = c.client(0).await?;
+    assert!(is_allow(
+        &n.authorize(request("docs", "warm", "alice", "read"))
+            .await?
+            .into_inner()
+    ));
+    c.wait_converged(1, Duration::from_secs(10)).await?;
+    let survivor = 0;
+    c.kill9(1);
+    c.kill9(2);
+    // Invariant 2: from the moment a majority is gone, every answer is DENY
+    // with a containment reason, each within 2 s; never ALLOW.
+    let mut s = c.client(survivor).await?;
+    let mut reasons = std::collections::BTreeSet::new();
+    for k in 0..15 {
+        let t0 = Instant::now();
+        let r = s
+            .authorize(request("docs", &format!("lonely-{k}"), "alice", "read"))
+            .await?
+            .into_inner();
+        let took = t0.elapsed();
+        assert!(!is_allow(&r), "ALLOW without a quorum: {r:?}");
+        assert!(
+            r.record.is_none(),
+            "no record can be committed without a quorum"
+        );
+        assert!(
+            ["NO_QUORUM", "COMMIT_TIMEOUT", "UNAVAILABLE"].contains(&r.reason.as_str()),
+            "{r:?}"
+        );
+        assert!(took < Duration::from_secs(2), "answer took {took:?}");
+        reasons.insert(r.reason);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Once the lease has run out the survivor contains outright.
+    assert!(reasons.contains("NO_QUORUM"), "{reasons:?}");
+    let st = c.status(survivor).await?;
+    assert!(!st.quorate);
+    assert_eq!(st.containment_reason, "NO_QUORUM");
+
+    // Restart the two: service resumes and all logs are identical.
+    c.restart(1)?;
+    c.restart(2)?;
+    c.wait_leader(Duration::from_secs(30)).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c
+            .client(survivor)
+            .await?
+            .authorize(request("docs", "back", "alice", "read"))
+            .await?
+            .into_inner();
+        if is_allow(&r) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "service did not resume: {r:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let count = c.status(survivor).await?.decision_count;
+    c.wait_converged(count, Duration::from_secs(20)).await?;
+    let e0 = c.export(0).await?;
+    assert_eq!(e0, c.export(1).await?);
+    assert_eq!(e0, c.export(2).await?);
+    Ok(())
+}

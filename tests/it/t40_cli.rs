@@ -1,0 +1,131 @@
+//! The CLI contract scripts rely on: `quorate authorize` exits 0 on ALLOW,
+//! 1 on DENY and 2 on bad input or error; output is JSON.
+
+use std::process::Command;
+use std::time::Duration;
+
+use quorate_e2e::{Cluster, ClusterOpts, POLICY, quorate_bin};
+
+fn quorate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(quorate_bin())
+        .args(args)
+        .output()
+        .expect("run quorate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t40_authorize_exit_codes_and_json_output() -> anyhow::Result<()> {
+    let c = Cluster::start(ClusterOpts::default()).await?;
+    let ep = c.nodes[1].grpc.clone();
+    let policy = c.dir.path().join("p.cedar");
+    std::fs::write(&policy, POLICY)?;
+    let (code, out, err) = quorate(&[
+        "policy",
+        "publish",
+        "--endpoint",
+        &ep,
+        "--domain",
+        "docs",
+        "--file",
+        policy.to_str().unwrap_or_default(),
+        "--activate",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(v["version"], 1);
+
+    let authz = |who: &str, rid: &str| {
+        quorate(&[
+            "authorize",
+            "--endpoint",
+            &ep,
+            "--domain",
+            "docs",
+            "--principal",
+            &format!("User::\"{who}\""),
+            "--action",
+            "Action::\"read\"",
+            "--resource",
+            "Doc::\"1\"",
+            "--request-id",
+            rid,
+        ])
+    };
+    let (code, out, _) = authz("alice", "cli-1");
+    assert_eq!(code, 0, "ALLOW exits 0: {out}");
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(v["decision"], "ALLOW");
+    assert_eq!(v["record"]["index"], 1);
+    let (code, out, _) = authz("bob", "cli-2");
+    assert_eq!(code, 1, "DENY exits 1: {out}");
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(
+        (v["decision"].as_str(), v["reason"].as_str()),
+        (Some("DENY"), Some("POLICY"))
+    );
+
+    // Bad input exits 2 and says what is wrong.
+    let (code, _, err) = quorate(&[
+        "authorize",
+        "--endpoint",
+        &ep,
+        "--domain",
+        "docs",
+        "--principal",
+        "alice",
+        "--action",
+        "Action::\"read\"",
+        "--resource",
+        "Doc::\"1\"",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("principal"),
+        "{err}"
+    );
+    // An unreachable endpoint is an error, never a decision.
+    let (code, _, err) = quorate(&[
+        "authorize",
+        "--endpoint",
+        "127.0.0.1:1",
+        "--domain",
+        "docs",
+        "--principal",
+        "User::\"alice\"",
+        "--action",
+        "Action::\"read\"",
+        "--resource",
+        "Doc::\"1\"",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    // An invalid policy file exits 2 with Cedar's message.
+    std::fs::write(&policy, "permit(")?;
+    let (code, _, err) = quorate(&[
+        "policy",
+        "publish",
+        "--endpoint",
+        &ep,
+        "--domain",
+        "docs",
+        "--file",
+        policy.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("INVALID_POLICY"), "{err}");
+
+    // Status and the log are JSON; the export is one record per line.
+    let (code, out, _) = quorate(&["status", "--endpoint", &ep]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(v["quorate"], true);
+    c.wait_converged(2, Duration::from_secs(10)).await?;
+    let (code, out, _) = quorate(&["log", "export", "--endpoint", &ep]);
+    assert_eq!(code, 0);
+    assert_eq!(out, c.export(1).await?);
+    Ok(())
+}
