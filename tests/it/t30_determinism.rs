@@ -19,8 +19,7 @@ async fn t30_replaying_the_log_reproduces_every_record_hash() -> anyhow::Result<
     let mut n = 0;
     for (i, p) in who.iter().enumerate() {
         for a in what {
-            let mut ci = c.client(i % 3).await?;
-            ci.authorize(request("docs", &format!("r-{p}-{a}"), p, a))
+            c.decide(i % 3, request("docs", &format!("r-{p}-{a}"), p, a))
                 .await?;
             n += 1;
         }
@@ -36,9 +35,7 @@ async fn t30_replaying_the_log_reproduces_every_record_hash() -> anyhow::Result<
         })
         .await?;
     for p in who {
-        c.client(1)
-            .await?
-            .authorize(request("docs", &format!("v2-{p}"), p, "write"))
+        c.decide(1, request("docs", &format!("v2-{p}"), p, "write"))
             .await?;
         n += 1;
     }

@@ -35,6 +35,10 @@ pub enum DenyReason {
     UnverifiablePolicy,
     /// The node could not reach the leader or is shutting down. Outcome unknown.
     Unavailable,
+    /// The request id was already decided for a different request in this
+    /// domain. Nothing was appended; the earlier decision stands for the
+    /// earlier request only.
+    RequestIdConflict,
 }
 
 impl DenyReason {
@@ -51,6 +55,7 @@ impl DenyReason {
             DenyReason::Divergence => "DIVERGENCE",
             DenyReason::UnverifiablePolicy => "UNVERIFIABLE_POLICY",
             DenyReason::Unavailable => "UNAVAILABLE",
+            DenyReason::RequestIdConflict => "REQUEST_ID_CONFLICT",
         }
     }
 
@@ -60,7 +65,7 @@ impl DenyReason {
     }
 
     /// Every reason, for exhaustive tests and documentation.
-    pub const ALL: [DenyReason; 10] = [
+    pub const ALL: [DenyReason; 11] = [
         DenyReason::Policy,
         DenyReason::UnknownDomain,
         DenyReason::NoActivePolicy,
@@ -71,6 +76,7 @@ impl DenyReason {
         DenyReason::Divergence,
         DenyReason::UnverifiablePolicy,
         DenyReason::Unavailable,
+        DenyReason::RequestIdConflict,
     ];
 
     /// True when a DENY with this reason guarantees that no decision for the

@@ -108,6 +108,7 @@ impl PeerClient {
     async fn call<Req, Resp, F, Fut>(
         &mut self,
         req: &Req,
+        data: Vec<u8>,
         ttl: Duration,
         f: F,
     ) -> Result<Resp, TransportError>
@@ -129,6 +130,7 @@ impl PeerClient {
         let msg = RaftMessage {
             from: self.from,
             payload,
+            data,
         };
         let resp = match tokio::time::timeout(ttl, f(client, msg)).await {
             Err(_) => return Err(TransportError::Unreachable(target, "timed out".into())),
@@ -163,7 +165,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, option.hard_ttl(), |mut c, m| async move {
+        self.call(&rpc, Vec::new(), option.hard_ttl(), |mut c, m| async move {
             c.append_entries(m).await
         })
         .await
@@ -175,7 +177,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, option.hard_ttl(), |mut c, m| async move {
+        self.call(&rpc, Vec::new(), option.hard_ttl(), |mut c, m| async move {
             c.vote(m).await
         })
         .await
@@ -187,7 +189,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, option.hard_ttl(), |mut c, m| async move {
+        self.call(&rpc, Vec::new(), option.hard_ttl(), |mut c, m| async move {
             c.pre_vote(m).await
         })
         .await
@@ -204,12 +206,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let wire = WireSnapshot {
             vote,
             meta: snapshot.meta,
-            data: snapshot.snapshot.into_inner(),
         };
+        let data = snapshot.snapshot.into_inner();
         // Snapshots may be large; allow far more than a heartbeat's TTL.
         let ttl = option.hard_ttl().max(Duration::from_secs(60));
         let send = self.call(
             &wire,
+            data,
             ttl,
             |mut c, m| async move { c.install_snapshot(m).await },
         );
@@ -228,7 +231,6 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 pub(crate) struct WireSnapshot {
     pub(crate) vote: Vote,
     pub(crate) meta: crate::SnapshotMeta,
-    pub(crate) data: Vec<u8>,
 }
 
 /// Asks the node at `addr` (the leader) for a read index. The caller then
@@ -249,6 +251,6 @@ pub async fn fetch_read_index(
         client: Some(RaftTransportClient::new(c)),
         addr: addr.to_string(),
     };
-    peer.call(&(), ttl, |mut c, m| async move { c.read_index(m).await })
+    peer.call(&(), Vec::new(), ttl, |mut c, m| async move { c.read_index(m).await })
         .await
 }

@@ -84,7 +84,11 @@ fn reply<T: Serialize, E: std::fmt::Display>(
 ) -> Result<Response<RaftMessage>, Status> {
     let r: Result<T, String> = r.map_err(|e| e.to_string());
     let payload = serde_json::to_vec(&r).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(RaftMessage { from, payload }))
+    Ok(Response::new(RaftMessage {
+        from,
+        payload,
+        data: Vec::new(),
+    }))
 }
 
 #[tonic::async_trait]
@@ -141,7 +145,7 @@ where
         let wire: WireSnapshot = decode(&msg)?;
         let snapshot = Snapshot {
             meta: wire.meta,
-            snapshot: Cursor::new(wire.data),
+            snapshot: Cursor::new(msg.data),
         };
         let r = self.raft.install_full_snapshot(wire.vote, snapshot).await;
         if r.is_ok() {

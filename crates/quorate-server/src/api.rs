@@ -80,9 +80,10 @@ fn answer_to_wire(a: &Answer, served_by: u64) -> v1::AuthorizeResponse {
     }
 }
 
-/// Reads another node's answer. Fail closed: an ALLOW is believed only if it
-/// carries a well-formed record that says ALLOW and whose hash verifies.
-pub fn answer_from_wire(w: &v1::AuthorizeResponse) -> Answer {
+/// Reads another node's answer to `req`. Fail closed: an ALLOW is believed
+/// only if it carries a well-formed record that says ALLOW, decides this very
+/// request and whose hash verifies.
+pub fn answer_from_wire(w: &v1::AuthorizeResponse, req: &AuthorizeRequest) -> Answer {
     let record = match w.record.as_ref().map(record_from_wire).transpose() {
         Ok(r) => r,
         Err(e) => {
@@ -94,13 +95,13 @@ pub fn answer_from_wire(w: &v1::AuthorizeResponse) -> Answer {
     };
     let wants_allow = w.decision == v1::Decision::Allow as i32;
     match record {
-        Some(rec) if rec.hash_is_valid() => Answer {
-            decision: rec.decision,
-            reason: rec.reason,
-            message: w.message.clone(),
-            replayed: w.replayed,
-            record: Some(rec),
-        },
+        Some(rec) if rec.hash_is_valid() => crate::node::answer_for(
+            req,
+            quorate_core::AuthorizeOutcome {
+                record: rec,
+                replayed: w.replayed,
+            },
+        ),
         Some(_) => Answer::deny(
             DenyReason::IntegrityFailure,
             "leader's record does not verify; refusing to relay it",

@@ -176,6 +176,22 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The answer for `req` from a state-machine outcome. A replayed record is
+/// returned only for the request it decided; the same id with another body
+/// is a conflict and gets DENY (fail closed), never the earlier ALLOW.
+pub(crate) fn answer_for(req: &AuthorizeRequest, outcome: AuthorizeOutcome) -> Answer {
+    if outcome.record.request != *req {
+        return Answer::deny(
+            DenyReason::RequestIdConflict,
+            format!(
+                "request id {:?} was already decided at index {} for a different request; use a new id",
+                req.request_id, outcome.record.index
+            ),
+        );
+    }
+    Answer::committed(outcome)
+}
+
 impl Node {
     /// Opens the store in `data_dir`, starts Raft and serves gRPC and HTTP.
     pub async fn start(cfg: NodeConfig, data_dir: &Path) -> Result<RunningNode, NodeError> {
@@ -195,7 +211,7 @@ impl Node {
         })?;
         let lookup = sm.lookup();
         // Verify the stored decision log before serving anything from it.
-        let integrity = match lookup.verify_chain() {
+        let integrity = match lookup.verify_state() {
             Ok(head) => {
                 tracing::info!(records = head.count, head = %head.hash, "decision log verified");
                 None
@@ -316,6 +332,12 @@ impl Node {
 
         if cfg.bootstrap {
             node.bootstrap().await?;
+        }
+        if node.inner.integrity.read().ok().is_some_and(|g| g.is_some()) {
+            // A node that cannot verify its own state must not lead: every
+            // follower would forward to it and relay its DENYs. It keeps
+            // replicating so that it can be repaired.
+            node.inner.raft.runtime_config().elect(false);
         }
         tracing::info!(node = cfg.node_id, %grpc_addr, %http_addr, "node started");
         Ok(RunningNode {
@@ -482,30 +504,38 @@ impl Node {
         }
         let (tx, rx) = oneshot::channel();
         let pending = Pending {
-            request: req,
+            request: req.clone(),
             reply: tx,
         };
-        if self.inner.batcher.send(pending).await.is_err() {
-            return Answer::deny(DenyReason::Unavailable, "node is shutting down");
-        }
-        match tokio::time::timeout(deadline, rx).await {
+        // One deadline covers queueing and commit: a full queue behind a
+        // stalled leader must time out, not hang.
+        let outcome = tokio::time::timeout(deadline, async {
+            if self.inner.batcher.send(pending).await.is_err() {
+                return None;
+            }
+            rx.await.ok()
+        })
+        .await;
+        match outcome {
             Err(_) => Answer::deny(
                 DenyReason::CommitTimeout,
                 format!(
-                    "not committed within {} ms; outcome unknown (it may still commit)",
+                    "not committed within {} ms; outcome unknown (it may still commit): retry with the same request id",
                     deadline.as_millis()
                 ),
             ),
-            Ok(Err(_)) => {
-                Answer::deny(DenyReason::Unavailable, "proposal dropped; outcome unknown")
-            }
-            Ok(Ok(Err(ProposeError::NotLeader(msg)))) => Answer::deny(DenyReason::NoQuorum, msg),
-            Ok(Ok(Err(ProposeError::Unknown(msg)))) => {
+            Ok(None) => Answer::deny(
+                DenyReason::Unavailable,
+                "node is shutting down; outcome unknown",
+            ),
+            Ok(Some(Err(ProposeError::NotLeader(msg)))) => Answer::deny(DenyReason::NoQuorum, msg),
+            Ok(Some(Err(ProposeError::Unknown(msg)))) => {
                 Answer::deny(DenyReason::Unavailable, format!("{msg}; outcome unknown"))
             }
             // Invariant 1: the only ALLOW path. The outcome came from the
-            // state machine after the entry was committed and applied.
-            Ok(Ok(Ok(outcome))) => Answer::committed(outcome),
+            // state machine after the entry was committed and applied, and
+            // it answers this very request (a reused id answers another).
+            Ok(Some(Ok(outcome))) => answer_for(&req, outcome),
         }
     }
 
@@ -518,6 +548,7 @@ impl Node {
         };
         let mut client = GovernanceClient::new(channel);
         let mut request = tonic::Request::new(crate::api::request_to_wire(&req));
+        request.set_timeout(self.commit_timeout());
         request.metadata_mut().insert(
             FORWARDED_METADATA_KEY,
             tonic::metadata::MetadataValue::from_static("1"),
@@ -537,7 +568,7 @@ impl Node {
                 return Answer::deny(reason, format!("leader {leader}: {}", e.message));
             }
         };
-        crate::api::answer_from_wire(&resp)
+        crate::api::answer_from_wire(&resp, &req)
     }
 
     /// Publishes a policy version after checking it compiles. Invalid Cedar
@@ -611,16 +642,34 @@ impl Node {
             ));
         }
         let deadline = self.commit_timeout();
-        match tokio::time::timeout(deadline, self.inner.raft.client_write(cmd)).await {
-            Err(_) => Err(ApiError::new(
-                ErrorCode::CommitTimeout,
-                format!(
-                    "not committed within {} ms; outcome unknown",
-                    deadline.as_millis()
-                ),
-            )),
-            Ok(Err(e)) => Err(ApiError::unavailable(e.to_string())),
-            Ok(Ok(resp)) => Ok(resp.data),
+        let started = std::time::Instant::now();
+        loop {
+            let left = deadline.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, self.inner.raft.client_write(cmd.clone())).await {
+                Err(_) => {
+                    return Err(ApiError::new(
+                        ErrorCode::CommitTimeout,
+                        format!(
+                            "not committed within {} ms; outcome unknown: read back before retrying",
+                            deadline.as_millis()
+                        ),
+                    ));
+                }
+                // A leader refreshing its lease (just elected, or after a
+                // slow round) refuses writes before appending them; retrying
+                // within the deadline cannot duplicate anything.
+                Ok(Err(e))
+                    if matches!(
+                        e.api_error(),
+                        Some(openraft::error::ClientWriteError::ForwardToLeader(f))
+                            if f.leader_id.is_none()
+                    ) && started.elapsed() + Duration::from_millis(50) < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(Err(e)) => return Err(ApiError::unavailable(e.to_string())),
+                Ok(Ok(resp)) => return Ok(resp.data),
+            }
         }
     }
 

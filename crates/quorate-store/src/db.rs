@@ -35,6 +35,8 @@ pub enum StoreError {
     Rocks(#[from] rocksdb::Error),
     #[error("stored value under {what} cannot be decoded: {message}")]
     Corrupt { what: String, message: String },
+    #[error("decision log divergence at index {index}: {message}")]
+    Diverged { index: u64, message: String },
     #[error("policy version {domain} v{version} is stored but does not compile: {message}")]
     PolicyCompile {
         domain: String,
@@ -72,6 +74,10 @@ impl Store {
         // Verify block checksums on every read: a flipped byte in an SST is
         // reported rather than silently returned (invariant 6).
         opts.set_paranoid_checks(true);
+        // A torn record at the WAL's tail (a crash mid-write, never acked) is
+        // dropped; corruption anywhere else refuses to open instead of
+        // silently truncating acknowledged entries or a granted vote.
+        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
         let cfs = ALL_CFS
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));

@@ -118,6 +118,12 @@ impl RaftLogReader<TypeConfig> for LogReader {
             if !range.contains(&idx) {
                 break;
             }
+            // The log has no holes; a gap means lost entries, not a short read.
+            if let Some(prev) = out.last().map(|e: &Entry| e.log_id.index)
+                && idx != prev + 1
+            {
+                return Err(io_err(format!("raft log has a gap between {prev} and {idx}")));
+            }
             out.push(decode(CF_LOG, &k, &v).map_err(io_err)?);
         }
         Ok(out)

@@ -165,6 +165,60 @@ impl DecisionLookup {
         Ok(pv.map(|p| (p, meta.active_version == Some(v))))
     }
 
+    /// Verifies everything a decision rests on: every policy version
+    /// against its content hash, every domain's metadata against the stored
+    /// versions, then the whole decision chain (invariant 6).
+    pub fn verify_state(&self) -> Result<ChainHead, IntegrityError> {
+        self.verify_policies()?;
+        self.verify_chain()
+    }
+
+    /// Checks every stored policy version against its content hash and every
+    /// domain's metadata against the versions present.
+    pub fn verify_policies(&self) -> Result<(), IntegrityError> {
+        let bad = |message: String| IntegrityError { index: 0, message };
+        let cf = self.store.cf(CF_POLICIES).map_err(|e| bad(e.to_string()))?;
+        let mut latest: BTreeMap<String, u64> = BTreeMap::new();
+        for kv in self.store.db.iterator_cf(&cf, IteratorMode::Start) {
+            let (k, v) = kv.map_err(|e| bad(e.to_string()))?;
+            let pv: PolicyVersion = decode(CF_POLICIES, &k, &v).map_err(|e| bad(e.to_string()))?;
+            if policy_key(&pv.domain, pv.version) != k.as_ref() {
+                return Err(bad(format!(
+                    "policy {} v{} is stored under another key",
+                    pv.domain, pv.version
+                )));
+            }
+            if policy_content_hash(&pv.policy_text, pv.schema.as_deref()) != pv.hash {
+                return Err(bad(format!(
+                    "policy {} v{}: text does not match its content hash",
+                    pv.domain, pv.version
+                )));
+            }
+            let l = latest.entry(pv.domain.clone()).or_default();
+            *l = (*l).max(pv.version);
+        }
+        let domains = self
+            .state
+            .read()
+            .map(|s| s.domains.clone())
+            .map_err(|_| bad("state lock poisoned".into()))?;
+        for (d, meta) in &domains {
+            let stored = latest.get(d).copied().unwrap_or(0);
+            if stored != meta.latest_version
+                || meta.active_version.is_some_and(|a| a == 0 || a > stored)
+            {
+                return Err(bad(format!(
+                    "domain {d}: metadata (latest {}, active {:?}) does not match the {stored} stored versions",
+                    meta.latest_version, meta.active_version
+                )));
+            }
+        }
+        if latest.keys().any(|d| !domains.contains_key(d)) {
+            return Err(bad("policy versions stored for a domain with no metadata".into()));
+        }
+        Ok(())
+    }
+
     /// Walks the whole decision log and checks every record's hash and its
     /// link to the one before. Returns the first bad index (invariant 6).
     pub fn verify_chain(&self) -> Result<ChainHead, IntegrityError> {
@@ -268,8 +322,14 @@ impl StateMachine {
         }
     }
 
-    fn read_state(&self) -> MachineState {
-        self.state.read().map(|s| s.clone()).unwrap_or_default()
+    /// The applied state. A poisoned lock means an earlier apply panicked
+    /// half-way; continuing from a default state would restart the chain at
+    /// genesis, so it is an error instead.
+    fn read_state(&self) -> Result<MachineState, io::Error> {
+        self.state
+            .read()
+            .map(|s| s.clone())
+            .map_err(|_| io_err("state machine lock poisoned by an earlier panic"))
     }
 
     pub(crate) fn reload(&mut self) -> Result<(), StoreError> {
@@ -295,6 +355,14 @@ impl StateMachine {
                 what: format!("policies/{domain}/{version}"),
                 message: "active version is missing".into(),
             })?;
+        // Invariant 6: a stored policy whose text no longer matches its
+        // content hash has been altered on this disk; refuse to evaluate it.
+        if policy_content_hash(&pv.policy_text, pv.schema.as_deref()) != pv.hash {
+            return Err(StoreError::Corrupt {
+                what: format!("policies/{domain}/{version}"),
+                message: "policy text does not match its content hash".into(),
+            });
+        }
         let c = CompiledPolicy::compile(&pv.policy_text, pv.schema.as_deref(), &self.limits)
             .map_err(|e| StoreError::PolicyCompile {
                 domain: domain.to_string(),
@@ -476,11 +544,7 @@ impl StateMachine {
                 ..
             }) => match self.compiled(&req.domain, v) {
                 Ok(compiled) => {
-                    let hash = self
-                        .store
-                        .get_json::<PolicyVersion>(CF_POLICIES, &policy_key(&req.domain, v))?
-                        .map(|p| p.hash)
-                        .unwrap_or_default();
+                    let hash = self.policy_hash(&req.domain, v)?;
                     decide(
                         req,
                         DomainState::Active(ActivePolicy {
@@ -491,17 +555,21 @@ impl StateMachine {
                         position,
                     )
                 }
-                Err(e) => {
+                // Only a policy that every replica fails to compile the same
+                // way becomes a recorded decision. Any other failure (a read
+                // error, a missing or altered row) is local to this node:
+                // fail the apply so the node stops and contains, instead of
+                // writing a record its peers do not have (invariant 3).
+                Err(e @ StoreError::PolicyCompile { .. }) => {
                     tracing::error!("{e}");
+                    let hash = self.policy_hash(&req.domain, v)?;
                     decide(
                         req,
-                        DomainState::Unverifiable {
-                            version: v,
-                            hash: Digest::default(),
-                        },
+                        DomainState::Unverifiable { version: v, hash },
                         position,
                     )
                 }
+                Err(e) => return Err(e),
             },
         };
         batch.put_cf(
@@ -531,6 +599,18 @@ impl StateMachine {
             record,
             replayed: false,
         })
+    }
+}
+
+impl StateMachine {
+    fn policy_hash(&self, domain: &str, version: u64) -> Result<Digest, StoreError> {
+        self.store
+            .get_json::<PolicyVersion>(CF_POLICIES, &policy_key(domain, version))?
+            .map(|p| p.hash)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!("policies/{domain}/{version}"),
+                message: "active version is missing".into(),
+            })
     }
 }
 
@@ -566,7 +646,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        let s = self.read_state();
+        let s = self.read_state()?;
         Ok((s.last_applied, s.membership))
     }
 
@@ -576,7 +656,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
-            let mut st = self.read_state();
+            let mut st = self.read_state()?;
             let mut batch = WriteBatch::default();
             let log_index = entry.log_id.index;
             let response = match &entry.payload {
@@ -597,9 +677,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // Not synced on its own: the WAL sync of later log appends (or
             // replay of the synced Raft log after a crash) covers it.
             self.store.db.write(batch).map_err(io_err)?;
-            if let Ok(mut s) = self.state.write() {
-                *s = st;
-            }
+            *self
+                .state
+                .write()
+                .map_err(|_| io_err("state machine lock poisoned by an earlier panic"))? = st;
             self.applied_tx.send_replace(log_index);
             if let Some(r) = responder {
                 r.send(response);
@@ -621,7 +702,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let payload = SnapshotPayload::decode(&bytes).map_err(io_err)?;
         // Never install a snapshot whose decision log does not verify: the
         // node would otherwise adopt tampered history (invariant 6).
-        payload.verify().map_err(io_err)?;
+        payload.verify(meta).map_err(io_err)?;
         snapshot::install(&self.store, meta, &payload, &bytes).map_err(io_err)?;
         self.reload().map_err(io_err)?;
         Ok(())

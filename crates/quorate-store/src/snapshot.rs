@@ -20,7 +20,12 @@ use crate::machine::{
     request_key,
 };
 
-const KEY_CURRENT: &[u8] = b"current";
+const KEY_CURRENT_META: &[u8] = b"current_meta";
+const KEY_CURRENT_DATA: &[u8] = b"current_data";
+
+/// Serialises writers of the current snapshot, so a slow build can never
+/// overwrite a newer snapshot installed meanwhile.
+static SAVE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Everything a snapshot carries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,11 +38,6 @@ pub struct SnapshotPayload {
     pub decisions: Vec<DecisionRecord>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
-}
 
 impl SnapshotPayload {
     pub fn decode(bytes: &[u8]) -> Result<SnapshotPayload, StoreError> {
@@ -47,9 +47,32 @@ impl SnapshotPayload {
         })
     }
 
-    /// Checks the carried decision log: dense indexes, links and hashes, and
-    /// that the claimed head matches it.
-    pub fn verify(&self) -> Result<(), IntegrityError> {
+    /// Checks everything the snapshot carries before it may replace local
+    /// state: the payload matches `meta`, every policy version matches its
+    /// content hash, domain metadata matches the versions, and the decision
+    /// log is dense, linked and correctly hashed up to the claimed head.
+    pub fn verify(&self, meta: &SnapshotMeta) -> Result<(), IntegrityError> {
+        let bad = |message: String| IntegrityError { index: 0, message };
+        if self.last_applied != meta.last_log_id || self.membership != meta.last_membership {
+            return Err(bad("snapshot: payload does not match its metadata".into()));
+        }
+        let mut latest: std::collections::BTreeMap<&str, u64> = Default::default();
+        for p in &self.policies {
+            if quorate_core::policy_content_hash(&p.policy_text, p.schema.as_deref()) != p.hash {
+                return Err(bad(format!(
+                    "snapshot: policy {} v{} does not match its content hash",
+                    p.domain, p.version
+                )));
+            }
+            let l = latest.entry(p.domain.as_str()).or_default();
+            *l = (*l).max(p.version);
+        }
+        for (d, m) in &self.domains {
+            let stored = latest.get(d.as_str()).copied().unwrap_or(0);
+            if stored != m.latest_version || m.active_version.is_some_and(|a| a == 0 || a > stored) {
+                return Err(bad(format!("snapshot: domain {d} metadata does not match its versions")));
+            }
+        }
         let mut prev = GENESIS_HASH;
         for (i, rec) in self.decisions.iter().enumerate() {
             let index = i as u64 + 1;
@@ -159,29 +182,51 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, std::io::Error> {
-        self.build().map_err(Into::into)
+        // A full scan and encode: keep it off the async workers so that
+        // heartbeats are not delayed.
+        let builder = SnapshotBuilder {
+            store: self.store.clone(),
+        };
+        tokio::task::spawn_blocking(move || builder.build())
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(Into::into)
     }
 }
 
+/// Saves `meta` and `data` as the current snapshot unless a newer one is
+/// already saved. Meta and data go in one synced batch.
 fn save_current(store: &Store, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StoreError> {
-    let stored = StoredSnapshot {
-        meta: meta.clone(),
-        data: data.to_vec(),
-    };
+    let _guard = SAVE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let existing: Option<SnapshotMeta> = store.get_json(CF_SNAPSHOT, KEY_CURRENT_META)?;
+    if existing.is_some_and(|e| e.last_log_id > meta.last_log_id) {
+        return Ok(());
+    }
+    let cf = store.cf(CF_SNAPSHOT)?;
+    let mut batch = WriteBatch::default();
+    batch.put_cf(&cf, KEY_CURRENT_META, encode(meta));
+    batch.put_cf(&cf, KEY_CURRENT_DATA, data);
     let mut o = WriteOptions::default();
     o.set_sync(true);
-    store
-        .db
-        .put_cf_opt(&store.cf(CF_SNAPSHOT)?, KEY_CURRENT, encode(&stored), &o)?;
+    store.db.write_opt(batch, &o)?;
     Ok(())
 }
 
 /// The last snapshot built or installed.
 pub(crate) fn current(store: &Store) -> Result<Option<Snapshot>, StoreError> {
-    let s: Option<StoredSnapshot> = store.get_json(CF_SNAPSHOT, KEY_CURRENT)?;
-    Ok(s.map(|s| Snapshot {
-        meta: s.meta,
-        snapshot: Cursor::new(s.data),
+    let meta: Option<SnapshotMeta> = store.get_json(CF_SNAPSHOT, KEY_CURRENT_META)?;
+    let Some(meta) = meta else { return Ok(None) };
+    let cf = store.cf(CF_SNAPSHOT)?;
+    let data = store
+        .db
+        .get_cf(&cf, KEY_CURRENT_DATA)?
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "snapshot/current_data".into(),
+            message: "snapshot metadata without data".into(),
+        })?;
+    Ok(Some(Snapshot {
+        meta,
+        snapshot: Cursor::new(data),
     }))
 }
 
@@ -192,13 +237,29 @@ pub(crate) fn install(
     payload: &SnapshotPayload,
     raw: &[u8],
 ) -> Result<(), StoreError> {
+    // One history (invariant 4): a snapshot may extend our decision log but
+    // never rewrite it. If we hold records, the snapshot must hold the same
+    // record at our head's index.
+    let local_head: ChainHead = store.get_json(CF_SM_META, KEY_HEAD)?.unwrap_or_default();
+    if local_head.count > 0 {
+        let theirs = payload
+            .decisions
+            .get((local_head.count - 1) as usize)
+            .map(|r| r.hash);
+        if theirs != Some(local_head.hash) {
+            return Err(StoreError::Diverged {
+                index: local_head.count,
+                message: "the snapshot's decision log does not extend this node's".into(),
+            });
+        }
+    }
     let mut batch = WriteBatch::default();
     for cf in [CF_DECISIONS, CF_REQUEST_IDS, CF_POLICIES, CF_DOMAINS] {
         let h = store.cf(cf)?;
-        // delete_range_cf over the whole key space: keys are at most a few
-        // hundred bytes, so [0x00] .. [0xff; 1024) covers them all.
-        batch.delete_range_cf(&h, [0u8].as_slice(), [0xffu8; 1024].as_slice());
-        batch.delete_cf(&h, [0u8]);
+        // The empty key is the smallest key; keys are at most a few hundred
+        // bytes and never start with 0xff (UTF-8 never contains it; index
+        // keys are below 2^63), so this range covers every key.
+        batch.delete_range_cf(&h, [].as_slice(), [0xffu8; 1024].as_slice());
     }
     let (cf_d, cf_r, cf_p, cf_m, cf_meta) = (
         store.cf(CF_DECISIONS)?,
