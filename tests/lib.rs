@@ -230,22 +230,62 @@ impl Cluster {
         }
     }
 
-    /// Publishes `policy` to `domain` through the current leader and activates it.
+    /// Publishes `policy` to `domain` through the current leader and
+    /// activates it, retrying while leadership settles.
     pub async fn publish(
         &self,
         domain: &str,
         policy: &str,
     ) -> anyhow::Result<v1::PublishPolicyResponse> {
-        let l = self.wait_leader(Duration::from_secs(10)).await?;
-        let mut c = self.client(l).await?;
-        Ok(c.publish_policy(v1::PublishPolicyRequest {
-            domain: domain.into(),
-            policy_text: policy.into(),
-            schema: None,
-            activate: true,
-        })
-        .await?
-        .into_inner())
+        let start = Instant::now();
+        loop {
+            let l = self.wait_leader(Duration::from_secs(10)).await?;
+            let mut c = self.client(l).await?;
+            let r = c
+                .publish_policy(v1::PublishPolicyRequest {
+                    domain: domain.into(),
+                    policy_text: policy.into(),
+                    schema: None,
+                    activate: true,
+                })
+                .await;
+            match r {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(e)
+                    if e.code() == tonic::Code::Unavailable
+                        && start.elapsed() < Duration::from_secs(20) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Sends `req` through node `i` until it is committed (an answer with a
+    /// record), retrying with the same request id, which cannot create a
+    /// second record. Returns the committed answer.
+    pub async fn decide(
+        &self,
+        i: usize,
+        req: v1::AuthorizeRequest,
+    ) -> anyhow::Result<v1::AuthorizeResponse> {
+        let start = Instant::now();
+        loop {
+            let r = self
+                .client(i)
+                .await?
+                .authorize(req.clone())
+                .await?
+                .into_inner();
+            if r.record.is_some() {
+                return Ok(r);
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("request {} not committed within 30 s: {r:?}", req.request_id);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The whole decision log as node `i` serves it, as JSON lines.

@@ -133,7 +133,7 @@ where
             .raft
             .get_read_linearizer(openraft::ReadPolicy::ReadIndex)
             .await
-            .map(|l| l.read_log_id().log_id().clone());
+            .map(|l| *l.read_log_id().log_id());
         reply(msg.from, r)
     }
 

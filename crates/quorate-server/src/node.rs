@@ -22,7 +22,7 @@ use quorate_policy::CompiledPolicy;
 use quorate_proto::internal::raft_transport_server::RaftTransportServer;
 use quorate_proto::v1::governance_client::GovernanceClient;
 use quorate_proto::v1::governance_server::GovernanceServer;
-use quorate_proto::{FORWARDED_METADATA_KEY, record_from_wire};
+use quorate_proto::FORWARDED_METADATA_KEY;
 use quorate_raft::TypeConfig;
 use quorate_raft::network::{Channels, MAX_RAFT_MESSAGE_BYTES, Network, fetch_read_index};
 use quorate_raft::service::{LeaderContact, RaftService};

@@ -27,6 +27,8 @@ const KEY_CURRENT_DATA: &[u8] = b"current_data";
 /// overwrite a newer snapshot installed meanwhile.
 static SAVE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Everything a snapshot carries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotPayload {
@@ -130,7 +132,7 @@ impl SnapshotBuilder {
             Some(b) => decode(CF_SM_META, KEY_HEAD, &b)?,
             None => ChainHead::default(),
         };
-        let scan = |cf: &str| -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let scan = |cf: &str| -> Result<Vec<KeyValue>, StoreError> {
             let h = self.store.cf(cf)?;
             let mut opts = ReadOptions::default();
             opts.set_snapshot(&view);

@@ -2,6 +2,7 @@
 //! temp dir. Every backend must pass it.
 
 use openraft::StorageError;
+use openraft::errors::ErrorSource;
 use openraft::testing::log::{StoreBuilder, Suite};
 use quorate_core::validate::Limits;
 use quorate_raft::TypeConfig;
@@ -13,11 +14,11 @@ struct RocksBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RocksBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir()
-            .map_err(|e| StorageError::write(openraft::AnyError::new(&e).into()))?;
+            .map_err(|e| StorageError::write(ErrorSource::from_error(&e)))?;
         let store = Store::open(dir.path())
-            .map_err(|e| StorageError::write(openraft::AnyError::new(&e).into()))?;
+            .map_err(|e| StorageError::write(ErrorSource::from_error(&e)))?;
         let sm = StateMachine::open(store.clone(), Limits::default())
-            .map_err(|e| StorageError::write(openraft::AnyError::new(&e).into()))?;
+            .map_err(|e| StorageError::write(ErrorSource::from_error(&e)))?;
         Ok((dir, LogStore::new(store), sm))
     }
 }
