@@ -282,7 +282,10 @@ impl Cluster {
                 return Ok(r);
             }
             if start.elapsed() > Duration::from_secs(30) {
-                bail!("request {} not committed within 30 s: {r:?}", req.request_id);
+                bail!(
+                    "request {} not committed within 30 s: {r:?}",
+                    req.request_id
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

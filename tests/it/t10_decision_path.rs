@@ -126,7 +126,10 @@ async fn t11_request_ids_are_idempotent() -> anyhow::Result<()> {
         let r = t.await??.into_inner();
         let r = match r.record {
             Some(_) => r,
-            None => c.decide(0, request("docs", "burst", "alice", "read")).await?,
+            None => {
+                c.decide(0, request("docs", "burst", "alice", "read"))
+                    .await?
+            }
         };
         indexes.insert(r.record.map(|x| x.index).unwrap_or(0));
     }
@@ -218,6 +221,9 @@ async fn t12_bad_input_is_rejected_and_changes_nothing() -> anyhow::Result<()> {
             version: 2,
         })
         .await;
-    assert_eq!(v2.map(|_| ()).map_err(|e| e.code()), Err(tonic::Code::NotFound));
+    assert_eq!(
+        v2.map(|_| ()).map_err(|e| e.code()),
+        Err(tonic::Code::NotFound)
+    );
     Ok(())
 }

@@ -13,7 +13,10 @@ async fn t20_leader_sigkill_loses_nothing_and_the_old_leader_catches_up() -> any
     let mut acked = Vec::new();
     for k in 0..20 {
         let r = c
-            .decide(k % 3, request("docs", &format!("before-{k}"), "alice", "read"))
+            .decide(
+                k % 3,
+                request("docs", &format!("before-{k}"), "alice", "read"),
+            )
             .await?;
         assert!(is_allow(&r));
         acked.push(r.record.expect("record"));
@@ -71,7 +74,10 @@ async fn t21_a_lone_survivor_denies_fast_and_never_allows() -> anyhow::Result<()
     })
     .await?;
     c.publish("docs", POLICY).await?;
-    assert!(is_allow(&c.decide(0, request("docs", "warm", "alice", "read")).await?));
+    assert!(is_allow(
+        &c.decide(0, request("docs", "warm", "alice", "read"))
+            .await?
+    ));
     c.wait_converged(1, Duration::from_secs(10)).await?;
     let survivor = 0;
     c.kill9(1);

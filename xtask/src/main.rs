@@ -74,13 +74,94 @@ fn target_dir() -> PathBuf {
     }
 }
 
+/// The librocksdb-sys version from Cargo.lock, e.g. "0.19.0+11.8.1".
+fn rocksdb_version() -> Option<String> {
+    let lock = std::fs::read_to_string(workspace_root().join("Cargo.lock")).ok()?;
+    let mut lines = lock.lines();
+    while let Some(l) = lines.next() {
+        if l.trim() == "name = \"librocksdb-sys\"" {
+            let v = lines.next()?.trim().strip_prefix("version = \"")?;
+            return Some(v.trim_end_matches('"').to_string());
+        }
+    }
+    None
+}
+
+/// Where the prebuilt `librocksdb.a` of this RocksDB version is kept,
+/// beside the build cache.
+fn rocksdb_cache_dir() -> Option<PathBuf> {
+    let v = rocksdb_version()?;
+    let parent = target_dir().parent()?.to_path_buf();
+    Some(parent.join(format!("librocksdb-{v}")))
+}
+
+/// RocksDB's C++ is the slow part of every clean build, and cargo builds it
+/// again for `cargo clippy` (check mode does not share the build-script run
+/// here). So the first build's `librocksdb.a` is kept beside the build cache
+/// and every later cargo call links it via ROCKSDB_LIB_DIR: one C++ build
+/// per machine and RocksDB version, not one per cargo mode.
+fn ensure_rocksdb_prebuilt() -> Result<(), String> {
+    let Some(cache) = rocksdb_cache_dir() else {
+        return Ok(());
+    };
+    if cache.join("librocksdb.a").exists() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: building RocksDB once (about 25 minutes on 2 cores); later builds reuse it from {}",
+        cache.display()
+    );
+    run_cargo(&["build", "-p", "quorate"], false)?;
+    let build = target_dir().join("debug/build");
+    let mut found: Option<(std::time::SystemTime, PathBuf)> = None;
+    for e in std::fs::read_dir(&build)
+        .map_err(|e| format!("{}: {e}", build.display()))?
+        .flatten()
+    {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .starts_with("librocksdb-sys-")
+        {
+            continue;
+        }
+        let lib = e.path().join("out/librocksdb.a");
+        if let Ok(meta) = std::fs::metadata(&lib) {
+            let t = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+            if found.as_ref().is_none_or(|(ft, _)| t > *ft) {
+                found = Some((t, lib));
+            }
+        }
+    }
+    let Some((_, lib)) = found else {
+        return Err("built RocksDB but found no librocksdb.a to cache".into());
+    };
+    std::fs::create_dir_all(&cache).map_err(|e| format!("{}: {e}", cache.display()))?;
+    let tmp = cache.join("librocksdb.a.tmp");
+    std::fs::copy(&lib, &tmp).map_err(|e| format!("copy {}: {e}", lib.display()))?;
+    std::fs::rename(&tmp, cache.join("librocksdb.a")).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 fn cargo(args: &[&str]) -> Result<(), String> {
+    ensure_rocksdb_prebuilt()?;
+    run_cargo(args, true)
+}
+
+fn run_cargo(args: &[&str], prebuilt_rocksdb: bool) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     eprintln!("xtask: cargo {}", args.join(" "));
-    let status = Command::new(&cargo)
-        .args(args)
+    let mut cmd = Command::new(&cargo);
+    cmd.args(args)
         .current_dir(workspace_root())
-        .env("CARGO_TARGET_DIR", target_dir())
+        .env("CARGO_TARGET_DIR", target_dir());
+    if prebuilt_rocksdb
+        && std::env::var_os("ROCKSDB_LIB_DIR").is_none()
+        && let Some(cache) = rocksdb_cache_dir().filter(|c| c.join("librocksdb.a").exists())
+    {
+        cmd.env("ROCKSDB_LIB_DIR", cache).env("ROCKSDB_STATIC", "1");
+    }
+    let status = cmd
         .status()
         .map_err(|e| format!("could not run {cargo}: {e}"))?;
     if status.success() {
@@ -106,7 +187,7 @@ fn run_quorate(sub: &str, rest: &[String]) -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
-    cargo(&["fmt", "--all", "--check"])?;
+    run_cargo(&["fmt", "--all", "--check"], false)?;
     cargo(&[
         "clippy",
         "--workspace",

@@ -210,12 +210,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let data = snapshot.snapshot.into_inner();
         // Snapshots may be large; allow far more than a heartbeat's TTL.
         let ttl = option.hard_ttl().max(Duration::from_secs(60));
-        let send = self.call(
-            &wire,
-            data,
-            ttl,
-            |mut c, m| async move { c.install_snapshot(m).await },
-        );
+        let send = self.call(&wire, data, ttl, |mut c, m| async move {
+            c.install_snapshot(m).await
+        });
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             r = send => r.map_err(|e| match e {
@@ -251,6 +248,8 @@ pub async fn fetch_read_index(
         client: Some(RaftTransportClient::new(c)),
         addr: addr.to_string(),
     };
-    peer.call(&(), Vec::new(), ttl, |mut c, m| async move { c.read_index(m).await })
-        .await
+    peer.call(&(), Vec::new(), ttl, |mut c, m| async move {
+        c.read_index(m).await
+    })
+    .await
 }

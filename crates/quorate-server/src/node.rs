@@ -19,10 +19,10 @@ use quorate_core::{
     DenyReason, ErrorCode, PolicyActivated, PolicyPublished, PolicyVersion,
 };
 use quorate_policy::CompiledPolicy;
+use quorate_proto::FORWARDED_METADATA_KEY;
 use quorate_proto::internal::raft_transport_server::RaftTransportServer;
 use quorate_proto::v1::governance_client::GovernanceClient;
 use quorate_proto::v1::governance_server::GovernanceServer;
-use quorate_proto::FORWARDED_METADATA_KEY;
 use quorate_raft::TypeConfig;
 use quorate_raft::network::{Channels, MAX_RAFT_MESSAGE_BYTES, Network, fetch_read_index};
 use quorate_raft::service::{LeaderContact, RaftService};
@@ -292,7 +292,18 @@ impl Node {
             .max_encoding_message_size(64 * 1024 * 1024);
         let mut rx = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+            // With our own listener tonic's `tcp_nodelay` does not apply, so
+            // set it per connection: small Raft and API messages must not wait
+            // for Nagle plus delayed ACKs (about 40 ms per hop).
+            let incoming = tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                |conn| {
+                    if let Ok(stream) = &conn {
+                        let _ = stream.set_nodelay(true);
+                    }
+                    conn
+                },
+            );
             let r = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(raft_svc)
@@ -333,7 +344,13 @@ impl Node {
         if cfg.bootstrap {
             node.bootstrap().await?;
         }
-        if node.inner.integrity.read().ok().is_some_and(|g| g.is_some()) {
+        if node
+            .inner
+            .integrity
+            .read()
+            .ok()
+            .is_some_and(|g| g.is_some())
+        {
             // A node that cannot verify its own state must not lead: every
             // follower would forward to it and relay its DENYs. It keeps
             // replicating so that it can be repaired.

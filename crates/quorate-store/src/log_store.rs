@@ -122,7 +122,9 @@ impl RaftLogReader<TypeConfig> for LogReader {
             if let Some(prev) = out.last().map(|e: &Entry| e.log_id.index)
                 && idx != prev + 1
             {
-                return Err(io_err(format!("raft log has a gap between {prev} and {idx}")));
+                return Err(io_err(format!(
+                    "raft log has a gap between {prev} and {idx}"
+                )));
             }
             out.push(decode(CF_LOG, &k, &v).map_err(io_err)?);
         }

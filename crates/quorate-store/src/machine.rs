@@ -214,7 +214,9 @@ impl DecisionLookup {
             }
         }
         if latest.keys().any(|d| !domains.contains_key(d)) {
-            return Err(bad("policy versions stored for a domain with no metadata".into()));
+            return Err(bad(
+                "policy versions stored for a domain with no metadata".into()
+            ));
         }
         Ok(())
     }

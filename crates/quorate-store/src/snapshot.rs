@@ -40,7 +40,6 @@ pub struct SnapshotPayload {
     pub decisions: Vec<DecisionRecord>,
 }
 
-
 impl SnapshotPayload {
     pub fn decode(bytes: &[u8]) -> Result<SnapshotPayload, StoreError> {
         serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
@@ -71,8 +70,11 @@ impl SnapshotPayload {
         }
         for (d, m) in &self.domains {
             let stored = latest.get(d.as_str()).copied().unwrap_or(0);
-            if stored != m.latest_version || m.active_version.is_some_and(|a| a == 0 || a > stored) {
-                return Err(bad(format!("snapshot: domain {d} metadata does not match its versions")));
+            if stored != m.latest_version || m.active_version.is_some_and(|a| a == 0 || a > stored)
+            {
+                return Err(bad(format!(
+                    "snapshot: domain {d} metadata does not match its versions"
+                )));
             }
         }
         let mut prev = GENESIS_HASH;

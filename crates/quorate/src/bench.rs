@@ -154,6 +154,6 @@ pub(crate) async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             "max": h.max() as f64 / 1000.0,
         },
     });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    crate::client::print_json(&out)?;
     Ok(ExitCode::SUCCESS)
 }

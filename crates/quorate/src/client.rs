@@ -48,9 +48,15 @@ pub(crate) fn status_error(s: &tonic::Status) -> anyhow::Error {
     }
 }
 
-fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+/// Prints JSON to stdout. A closed pipe (`quorate ... | head`) ends output
+/// quietly instead of panicking.
+pub(crate) fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(v)?;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 pub(crate) async fn run_node(
@@ -305,13 +311,25 @@ pub(crate) async fn log(l: LogCmd) -> anyhow::Result<ExitCode> {
             use std::io::Write;
             let stdout = std::io::stdout();
             let mut lock = std::io::BufWriter::new(stdout.lock());
-            stream_records(&endpoint.endpoint, from, domain, limit, |rec| {
+            let r = stream_records(&endpoint.endpoint, from, domain, limit, |rec| {
                 serde_json::to_writer(&mut lock, &rec)?;
                 lock.write_all(b"\n")?;
                 Ok(())
             })
-            .await?;
-            lock.flush()?;
+            .await
+            .and_then(|_| Ok(lock.flush()?));
+            if let Err(e) = r {
+                // `quorate log list | head` closes the pipe early: not an error.
+                let broken = e
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                    || e.downcast_ref::<serde_json::Error>()
+                        .and_then(|j| j.io_error_kind())
+                        == Some(std::io::ErrorKind::BrokenPipe);
+                if !broken {
+                    return Err(e);
+                }
+            }
         }
         LogCmd::Get {
             endpoint,

@@ -98,6 +98,10 @@ async fn ensure_demo_policy(leader_addr: &str) -> anyhow::Result<&'static str> {
     Ok("published and activated the demo policy in domain `demo`")
 }
 
+fn tracing_note(e: &anyhow::Error) {
+    eprintln!("quorate dev: cluster still settling ({e}); retrying");
+}
+
 fn stop(children: &mut [(usize, Child)]) {
     for (_, c) in children.iter() {
         if let Some(pid) = c.id() {
@@ -128,27 +132,35 @@ pub(crate) async fn run(data_dir: PathBuf, detach: bool) -> anyhow::Result<ExitC
         children.push((n, spawn_node(&exe, &data_dir, n)?));
     }
     eprintln!("quorate dev: starting 3 nodes in {}", data_dir.display());
-    let leader = match wait_quorate(Duration::from_secs(60)).await {
-        Ok(s) => s,
-        Err(e) => {
-            stop(&mut children);
-            return Err(e);
+    // The first seconds of a fresh cluster can see a leadership change or
+    // two (all three nodes start campaigning at once); retry the set-up
+    // until it lands or the deadline passes.
+    let started = Instant::now();
+    let (leader, what) = loop {
+        let attempt = async {
+            let leader = wait_quorate(Duration::from_secs(60)).await?;
+            let addr = leader
+                .members
+                .iter()
+                .find(|m| m.node_id == leader.node_id)
+                .map(|m| m.addr.clone())
+                .ok_or_else(|| anyhow!("leader is not in its own membership"))?;
+            let what = ensure_demo_policy(&addr).await?;
+            anyhow::Ok((leader, what))
+        };
+        match attempt.await {
+            Ok(v) => break v,
+            Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                tracing_note(&e);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => {
+                stop(&mut children);
+                return Err(e);
+            }
         }
     };
-    let leader_addr = leader
-        .members
-        .iter()
-        .find(|m| m.node_id == leader.node_id)
-        .map(|m| m.addr.clone())
-        .ok_or_else(|| anyhow!("leader is not in its own membership"))?;
-    let what = match ensure_demo_policy(&leader_addr).await {
-        Ok(w) => w,
-        Err(e) => {
-            stop(&mut children);
-            return Err(e);
-        }
-    };
-    println!("{}", serde_json::to_string_pretty(&status_json(&leader))?);
+    crate::client::print_json(&status_json(&leader))?;
     let pids: Vec<String> = children
         .iter()
         .map(|(n, c)| format!("node{n}={}", c.id().unwrap_or(0)))

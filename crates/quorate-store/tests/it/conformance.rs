@@ -13,8 +13,8 @@ struct RocksBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RocksBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
-        let dir = tempfile::tempdir()
-            .map_err(|e| StorageError::write(ErrorSource::from_error(&e)))?;
+        let dir =
+            tempfile::tempdir().map_err(|e| StorageError::write(ErrorSource::from_error(&e)))?;
         let store = Store::open(dir.path())
             .map_err(|e| StorageError::write(ErrorSource::from_error(&e)))?;
         let sm = StateMachine::open(store.clone(), Limits::default())
