@@ -51,7 +51,10 @@ impl LogStore {
     /// Opens the log over `store` and starts its flusher thread.
     pub fn new(store: Store) -> LogStore {
         let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
-        let db = store.db.clone();
+        // A weak handle: the thread must not keep the database open after the
+        // last Store is dropped (RocksDB must close before process exit, or its
+        // static destructors abort with "pthread lock: Invalid argument").
+        let db = std::sync::Arc::downgrade(&store.db);
         std::thread::Builder::new()
             .name("quorate-wal-sync".into())
             .spawn(move || {
@@ -63,13 +66,20 @@ impl LogStore {
                     let started = std::time::Instant::now();
                     // One sync covers every write issued before it, so every
                     // queued callback may now report its entries durable.
-                    let result = db.flush_wal(true);
+                    let result = match db.upgrade() {
+                        Some(db) => db.flush_wal(true).map_err(io_err),
+                        None => Err(io_err("database closed before the WAL sync")),
+                    };
                     metrics::histogram!("quorate_wal_sync_seconds")
                         .record(started.elapsed().as_secs_f64());
                     metrics::histogram!("quorate_wal_sync_batch_appends")
                         .record(batch.len() as f64);
                     for cb in batch {
-                        cb.io_completed(result.as_ref().map(|_| ()).map_err(io_err));
+                        let r = match &result {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(io_err(e)),
+                        };
+                        cb.io_completed(r);
                     }
                 }
             })
