@@ -24,17 +24,21 @@ async fn t40_authorize_exit_codes_and_json_output() -> anyhow::Result<()> {
     let ep = c.nodes[1].grpc.clone();
     let policy = c.dir.path().join("p.cedar");
     std::fs::write(&policy, POLICY)?;
-    let (code, out, err) = quorate(&[
-        "policy",
-        "publish",
-        "--endpoint",
-        &ep,
-        "--domain",
-        "docs",
-        "--file",
-        policy.to_str().unwrap_or_default(),
-        "--activate",
-    ]);
+    let publish = |extra: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "publish",
+            "--endpoint",
+            &ep,
+            "--domain",
+            "docs",
+            "--file",
+            policy.to_str().unwrap_or_default(),
+        ];
+        args.extend_from_slice(extra);
+        quorate(&args)
+    };
+    let (code, out, err) = publish(&["--activate"]);
     assert_eq!(code, 0, "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(&out)?;
     assert_eq!(v["version"], 1);
@@ -105,16 +109,7 @@ async fn t40_authorize_exit_codes_and_json_output() -> anyhow::Result<()> {
     assert_eq!(code, 2, "{err}");
     // An invalid policy file exits 2 with Cedar's message.
     std::fs::write(&policy, "permit(")?;
-    let (code, _, err) = quorate(&[
-        "policy",
-        "publish",
-        "--endpoint",
-        &ep,
-        "--domain",
-        "docs",
-        "--file",
-        policy.to_str().unwrap_or_default(),
-    ]);
+    let (code, _, err) = publish(&[]);
     assert_eq!(code, 2);
     assert!(err.contains("INVALID_POLICY"), "{err}");
 
