@@ -68,7 +68,7 @@ impl Default for BatchConfig {
     fn default() -> BatchConfig {
         BatchConfig {
             max_requests: 256,
-            max_in_flight: 8,
+            max_in_flight: 2,
         }
     }
 }
