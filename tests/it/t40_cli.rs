@@ -43,6 +43,10 @@ async fn t40_authorize_exit_codes_and_json_output() -> anyhow::Result<()> {
     let v: serde_json::Value = serde_json::from_str(&out)?;
     assert_eq!(v["version"], 1);
 
+    // Warm the path through node 2 (a committed decision), so the exit-code
+    // checks below are not racing the cluster's first seconds.
+    c.decide(1, quorate_e2e::request("docs", "warm", "alice", "read"))
+        .await?;
     let authz = |who: &str, rid: &str| {
         quorate(&[
             "authorize",
@@ -64,7 +68,7 @@ async fn t40_authorize_exit_codes_and_json_output() -> anyhow::Result<()> {
     assert_eq!(code, 0, "ALLOW exits 0: {out}");
     let v: serde_json::Value = serde_json::from_str(&out)?;
     assert_eq!(v["decision"], "ALLOW");
-    assert_eq!(v["record"]["index"], 1);
+    assert_eq!(v["record"]["index"], 2);
     let (code, out, _) = authz("bob", "cli-2");
     assert_eq!(code, 1, "DENY exits 1: {out}");
     let v: serde_json::Value = serde_json::from_str(&out)?;
@@ -118,7 +122,7 @@ async fn t40_authorize_exit_codes_and_json_output() -> anyhow::Result<()> {
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out)?;
     assert_eq!(v["quorate"], true);
-    c.wait_converged(2, Duration::from_secs(10)).await?;
+    c.wait_converged(3, Duration::from_secs(10)).await?;
     let (code, out, _) = quorate(&["log", "export", "--endpoint", &ep]);
     assert_eq!(code, 0);
     assert_eq!(out, c.export(1).await?);
