@@ -50,10 +50,6 @@ impl NodeProc {
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
 }
 
 /// A cluster of real node processes in a temp dir.

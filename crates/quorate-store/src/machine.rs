@@ -283,7 +283,9 @@ pub struct IntegrityError {
 pub struct StateMachine {
     pub(crate) store: Store,
     pub(crate) state: Arc<RwLock<MachineState>>,
-    compiled: HashMap<(String, u64), Arc<CompiledPolicy>>,
+    /// Compiled policy versions with their verified content hash, so the
+    /// per-request path reads neither from RocksDB.
+    compiled: HashMap<(String, u64), (Arc<CompiledPolicy>, Digest)>,
     limits: Limits,
     applied_tx: watch::Sender<u64>,
     applied_rx: watch::Receiver<u64>,
@@ -345,7 +347,11 @@ impl StateMachine {
         Ok(())
     }
 
-    fn compiled(&mut self, domain: &str, version: u64) -> Result<Arc<CompiledPolicy>, StoreError> {
+    fn compiled(
+        &mut self,
+        domain: &str,
+        version: u64,
+    ) -> Result<(Arc<CompiledPolicy>, Digest), StoreError> {
         let key = (domain.to_string(), version);
         if let Some(c) = self.compiled.get(&key) {
             return Ok(c.clone());
@@ -371,9 +377,9 @@ impl StateMachine {
                 version,
                 message: e.to_string(),
             })?;
-        let c = Arc::new(c);
-        self.compiled.insert(key, c.clone());
-        Ok(c)
+        let entry = (Arc::new(c), pv.hash);
+        self.compiled.insert(key, entry.clone());
+        Ok(entry)
     }
 
     /// Applies one command at `log_index`, adding its writes to `batch` and
@@ -450,7 +456,7 @@ impl StateMachine {
                     encode(&meta),
                 );
                 self.compiled
-                    .insert((domain.clone(), version), Arc::new(compiled));
+                    .insert((domain.clone(), version), (Arc::new(compiled), pv.hash));
                 metrics::counter!("quorate_policy_versions_published_total").increment(1);
                 Ok(CommandResponse::Published(PolicyPublished {
                     domain: domain.clone(),
@@ -545,18 +551,15 @@ impl StateMachine {
                 active_version: Some(v),
                 ..
             }) => match self.compiled(&req.domain, v) {
-                Ok(compiled) => {
-                    let hash = self.policy_hash(&req.domain, v)?;
-                    decide(
-                        req,
-                        DomainState::Active(ActivePolicy {
-                            version: v,
-                            hash,
-                            compiled: &compiled,
-                        }),
-                        position,
-                    )
-                }
+                Ok((compiled, hash)) => decide(
+                    req,
+                    DomainState::Active(ActivePolicy {
+                        version: v,
+                        hash,
+                        compiled: &compiled,
+                    }),
+                    position,
+                ),
                 // Only a policy that every replica fails to compile the same
                 // way becomes a recorded decision. Any other failure (a read
                 // error, a missing or altered row) is local to this node:
