@@ -243,6 +243,8 @@ impl Cluster {
                     policy_text: policy.into(),
                     schema: None,
                     activate: true,
+                    publisher_key: None,
+                    signature: None,
                 })
                 .await;
             match r {

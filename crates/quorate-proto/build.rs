@@ -3,7 +3,12 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not with env!(): cargo shares build-script binaries
+    // between checkouts of the same workspace (metadata hashes use paths
+    // relative to the workspace), so a compiled-in path could point into
+    // another clone and miss changes to this one's protos.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
+    let root = std::path::Path::new(&manifest_dir).join("../../proto");
     let files = [
         root.join("quorate/v1/governance.proto"),
         root.join("quorate/internal/v1/raft.proto"),

@@ -17,6 +17,7 @@ async fn t10_publish_activate_and_authorize_through_every_node() -> anyhow::Resu
             policy_text: POLICY.into(),
             schema: None,
             activate: false,
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -156,6 +157,7 @@ async fn t12_bad_input_is_rejected_and_changes_nothing() -> anyhow::Result<()> {
             policy_text: "permit(principal, action, resource) when { context.x ==".into(),
             schema: None,
             activate: true,
+            ..Default::default()
         })
         .await
         .expect_err("invalid Cedar must be refused");

@@ -32,6 +32,7 @@ async fn t30_replaying_the_log_reproduces_every_record_hash() -> anyhow::Result<
             policy_text: r#"permit(principal, action, resource);"#.into(),
             schema: None,
             activate: true,
+            ..Default::default()
         })
         .await?;
     for p in who {

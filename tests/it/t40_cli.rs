@@ -125,6 +125,27 @@ async fn t40_authorize_exit_codes_and_json_output() -> anyhow::Result<()> {
     c.wait_converged(3, Duration::from_secs(10)).await?;
     let (code, out, _) = quorate(&["log", "export", "--endpoint", &ep]);
     assert_eq!(code, 0);
-    assert_eq!(out, c.export(1).await?);
+    // The export is typed JSON lines: a header, then policy events, records
+    // and checkpoints. Its records are exactly the node's decision log.
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(lines[0]["type"], "header");
+    assert_eq!(lines[0]["format"], "quorate-export/v1");
+    let mut records: Vec<serde_json::Value> = lines
+        .into_iter()
+        .filter(|l| l["type"] == "record")
+        .collect();
+    for r in &mut records {
+        r.as_object_mut().map(|o| o.remove("type"));
+    }
+    let listed: Vec<serde_json::Value> = c
+        .export(1)
+        .await?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(records, listed);
     Ok(())
 }

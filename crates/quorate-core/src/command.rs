@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::proof::{PolicySignature, Signature};
 use crate::reason::ErrorCode;
 use crate::record::{AuthorizeRequest, DecisionRecord, Digest};
 
@@ -22,6 +23,9 @@ pub enum Command {
         policy_text: String,
         schema: Option<String>,
         activate: bool,
+        /// Checked at the edge against the trusted publishers and again on
+        /// apply (a signature that does not verify is refused everywhere).
+        signature: Option<PolicySignature>,
         timestamp_ms: u64,
     },
     /// Makes an existing version the domain's active one.
@@ -29,6 +33,15 @@ pub enum Command {
         domain: String,
         version: u64,
         timestamp_ms: u64,
+    },
+    /// A voter's signature over the Merkle root it computed itself at
+    /// `size` (FORMATS.md §7). Verified against the signer's key in the
+    /// applied membership and compared with the applying node's own root.
+    Cosign {
+        signer: u64,
+        size: u64,
+        root: Digest,
+        signature: Signature,
     },
 }
 
@@ -58,6 +71,16 @@ pub struct PolicyActivated {
     pub log_index: u64,
 }
 
+/// The effect of a cosignature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cosigned {
+    pub size: u64,
+    /// Valid voter cosignatures now held for this root.
+    pub cosigners: usize,
+    /// True when this cosignature made the checkpoint final.
+    pub became_final: bool,
+}
+
 /// A command the state machine refused deterministically: every replica
 /// refuses it the same way and nothing changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +98,7 @@ pub enum CommandResponse {
     Authorized(Vec<AuthorizeOutcome>),
     Published(PolicyPublished),
     Activated(PolicyActivated),
+    Cosigned(Cosigned),
     Rejected(Rejection),
 }
 
@@ -88,6 +112,7 @@ impl std::fmt::Display for Command {
             Command::ActivatePolicy {
                 domain, version, ..
             } => write!(f, "ActivatePolicy({domain}, v{version})"),
+            Command::Cosign { signer, size, .. } => write!(f, "Cosign(node {signer}, size {size})"),
         }
     }
 }

@@ -9,12 +9,20 @@
 
 pub mod canonical;
 pub mod command;
+pub mod export;
+pub mod merkle;
+pub mod proof;
 pub mod reason;
 pub mod record;
 pub mod validate;
+pub mod verify;
 
 pub use command::{
-    AuthorizeOutcome, Command, CommandResponse, PolicyActivated, PolicyPublished, Rejection,
+    AuthorizeOutcome, Command, CommandResponse, Cosigned, PolicyActivated, PolicyPublished,
+    Rejection,
+};
+pub use proof::{
+    Checkpoint, Cosignature, PolicySignature, PublicKey, Receipt, SecretKey, Signature, TrustFile,
 };
 pub use reason::{DenyReason, ErrorCode};
 pub use record::{

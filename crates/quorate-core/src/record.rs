@@ -188,6 +188,11 @@ pub struct PolicyVersion {
     /// Raft log index of the entry that published it.
     pub log_index: u64,
     pub published_at_ms: u64,
+    /// The publisher's signature over the exact policy bytes, when signed.
+    /// Not part of `hash`: the content hash identifies the policy, the
+    /// signature says who vouched for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::proof::PolicySignature>,
 }
 
 #[cfg(test)]

@@ -306,3 +306,62 @@ pub fn decide(req: &AuthorizeRequest, domain: DomainState<'_>, at: Position) -> 
 
 #[cfg(test)]
 mod tests;
+
+/// Re-evaluates exported decisions for the offline verifier
+/// (`quorate_core::verify`): the same `decide` every replica ran, under the
+/// policy version the export says was active. Compiled versions are cached.
+#[derive(Debug, Default)]
+pub struct CedarReevaluator {
+    limits: Limits,
+    compiled: std::collections::HashMap<(String, u64), Option<CompiledPolicy>>,
+}
+
+impl CedarReevaluator {
+    pub fn new(limits: Limits) -> CedarReevaluator {
+        CedarReevaluator {
+            limits,
+            compiled: Default::default(),
+        }
+    }
+}
+
+impl quorate_core::verify::Reevaluator for CedarReevaluator {
+    fn reevaluate(
+        &mut self,
+        record: &DecisionRecord,
+        policy: quorate_core::verify::PolicyAt<'_>,
+    ) -> DecisionRecord {
+        use quorate_core::verify::PolicyAt;
+        let at = Position {
+            index: record.index,
+            log_index: record.log_index,
+            timestamp_ms: record.timestamp_ms,
+            prev_hash: record.prev_hash,
+        };
+        match policy {
+            PolicyAt::UnknownDomain => decide(&record.request, DomainState::Unknown, at),
+            PolicyAt::NoActiveVersion => decide(&record.request, DomainState::NoActiveVersion, at),
+            PolicyAt::Active(pv) => {
+                let limits = &self.limits;
+                let compiled = self
+                    .compiled
+                    .entry((pv.domain.clone(), pv.version))
+                    .or_insert_with(|| {
+                        CompiledPolicy::compile(&pv.policy_text, pv.schema.as_deref(), limits).ok()
+                    });
+                let state = match compiled {
+                    Some(c) => DomainState::Active(ActivePolicy {
+                        version: pv.version,
+                        hash: pv.hash,
+                        compiled: c,
+                    }),
+                    None => DomainState::Unverifiable {
+                        version: pv.version,
+                        hash: pv.hash,
+                    },
+                };
+                decide(&record.request, state, at)
+            }
+        }
+    }
+}

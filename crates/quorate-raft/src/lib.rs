@@ -13,13 +13,36 @@ pub mod service;
 
 openraft::declare_raft_types!(
     /// quorate's Raft types: commands in, command responses out, u64 node
-    /// ids, nodes addressed by their gRPC address.
+    /// ids, members described by `NodeInfo`.
     pub TypeConfig:
         D = quorate_core::Command,
         R = quorate_core::CommandResponse,
         NodeId = u64,
-        Node = openraft::BasicNode,
+        Node = NodeInfo,
 );
+
+/// A member as the cluster membership records it: where to reach it and the
+/// ed25519 key its checkpoint cosignatures must verify under. Because keys
+/// are part of membership, every replica checks a cosignature against the
+/// same key at the same log position.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    /// gRPC address of the node (API and Raft transport).
+    pub addr: String,
+    pub public_key: quorate_core::PublicKey,
+    #[serde(default)]
+    pub region: String,
+}
+
+impl std::fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (key {}, region {})",
+            self.addr, self.public_key, self.region
+        )
+    }
+}
 
 /// Snapshot bytes as they move between state machine and transport.
 pub type SnapshotData = Cursor<Vec<u8>>;

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::BasicNode;
+use crate::NodeInfo;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
@@ -89,7 +89,7 @@ pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+    async fn new_client(&mut self, target: u64, node: &NodeInfo) -> PeerClient {
         let client = self.channels.get(&node.addr).ok().map(|c| {
             RaftTransportClient::new(c)
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
@@ -230,6 +230,92 @@ pub(crate) struct WireSnapshot {
     pub(crate) meta: crate::SnapshotMeta,
 }
 
+fn peer(
+    channels: &Channels,
+    from: u64,
+    target: u64,
+    addr: &str,
+) -> Result<PeerClient, TransportError> {
+    let c = channels
+        .get(addr)
+        .map_err(|e| TransportError::Unreachable(target, e.to_string()))?;
+    Ok(PeerClient {
+        from,
+        target,
+        client: Some(
+            RaftTransportClient::new(c)
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+        ),
+        addr: addr.to_string(),
+    })
+}
+
+/// Asks the node at `addr` who it is (id, cluster, public key, region).
+pub async fn fetch_identity(
+    channels: &Channels,
+    from: u64,
+    addr: &str,
+    ttl: Duration,
+) -> Result<crate::service::Identity, TransportError> {
+    let mut p = peer(channels, from, 0, addr)?;
+    p.call(&(), Vec::new(), ttl, |mut c, m| async move {
+        c.identity(m).await
+    })
+    .await
+}
+
+/// Sends a checkpoint cosignature to the leader at `addr` to propose.
+pub async fn submit_cosign(
+    channels: &Channels,
+    from: u64,
+    target: u64,
+    addr: &str,
+    cmd: &quorate_core::Command,
+    ttl: Duration,
+) -> Result<(), TransportError> {
+    let mut p = peer(channels, from, target, addr)?;
+    p.call(cmd, Vec::new(), ttl, |mut c, m| async move {
+        c.submit_cosign(m).await
+    })
+    .await
+}
+
+/// Fetches the current state-machine snapshot of the node at `addr`.
+pub async fn fetch_snapshot(
+    channels: &Channels,
+    from: u64,
+    addr: &str,
+    ttl: Duration,
+) -> Result<(crate::SnapshotMeta, Vec<u8>), TransportError> {
+    let p = peer(channels, from, 0, addr)?;
+    let Some(client) = p.client else {
+        return Err(TransportError::Unreachable(
+            0,
+            format!("bad address {addr}"),
+        ));
+    };
+    let msg = RaftMessage {
+        from,
+        payload: b"null".to_vec(),
+        data: Vec::new(),
+    };
+    let resp = match tokio::time::timeout(ttl, async move {
+        let mut c = client;
+        c.fetch_snapshot(msg).await
+    })
+    .await
+    {
+        Err(_) => return Err(TransportError::Unreachable(0, "timed out".into())),
+        Ok(Err(s)) => return Err(TransportError::Failed(0, s.message().to_string())),
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    let meta: Result<crate::SnapshotMeta, String> = serde_json::from_slice(&resp.payload)
+        .map_err(|e| TransportError::Failed(0, format!("decode: {e}")))?;
+    meta.map(|m| (m, resp.data))
+        .map_err(|e| TransportError::Failed(0, e))
+}
+
 /// Asks the node at `addr` (the leader) for a read index. The caller then
 /// waits until its own state machine has applied that log id.
 pub async fn fetch_read_index(
@@ -239,16 +325,8 @@ pub async fn fetch_read_index(
     addr: &str,
     ttl: Duration,
 ) -> Result<crate::LogId, TransportError> {
-    let c = channels
-        .get(addr)
-        .map_err(|e| TransportError::Unreachable(target, e.to_string()))?;
-    let mut peer = PeerClient {
-        from,
-        target,
-        client: Some(RaftTransportClient::new(c)),
-        addr: addr.to_string(),
-    };
-    peer.call(&(), Vec::new(), ttl, |mut c, m| async move {
+    let mut p = peer(channels, from, target, addr)?;
+    p.call(&(), Vec::new(), ttl, |mut c, m| async move {
         c.read_index(m).await
     })
     .await

@@ -55,6 +55,26 @@ impl LeaderContact {
     }
 }
 
+/// Who a node is: what a bootstrapping peer records in the membership.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Identity {
+    pub node_id: u64,
+    pub cluster_id: String,
+    pub public_key: quorate_core::PublicKey,
+    pub region: String,
+}
+
+/// The node-level peer RPCs, implemented by the server crate (this crate
+/// must not know about storage or signing).
+#[tonic::async_trait]
+pub trait PeerHandler: Send + Sync + 'static {
+    fn identity(&self) -> Identity;
+    /// Proposes a peer's `Command::Cosign` if this node leads.
+    async fn submit_cosign(&self, cmd: quorate_core::Command) -> Result<(), String>;
+    /// A verified snapshot of this node's current state.
+    async fn fetch_snapshot(&self) -> Result<(crate::SnapshotMeta, Vec<u8>), String>;
+}
+
 /// Serves the Raft RPCs of one node.
 pub struct RaftService<SM>
 where
@@ -62,14 +82,23 @@ where
 {
     raft: Raft<TypeConfig, SM>,
     contact: LeaderContact,
+    handler: Arc<dyn PeerHandler>,
 }
 
 impl<SM> RaftService<SM>
 where
     SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
 {
-    pub fn new(raft: Raft<TypeConfig, SM>, contact: LeaderContact) -> RaftService<SM> {
-        RaftService { raft, contact }
+    pub fn new(
+        raft: Raft<TypeConfig, SM>,
+        contact: LeaderContact,
+        handler: Arc<dyn PeerHandler>,
+    ) -> RaftService<SM> {
+        RaftService {
+            raft,
+            contact,
+            handler,
+        }
     }
 }
 
@@ -152,5 +181,37 @@ where
             self.contact.touch();
         }
         reply(msg.from, r)
+    }
+
+    async fn identity(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let msg = req.into_inner();
+        reply::<_, String>(msg.from, Ok(self.handler.identity()))
+    }
+
+    async fn submit_cosign(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let msg = req.into_inner();
+        let cmd: quorate_core::Command = decode(&msg)?;
+        if !matches!(cmd, quorate_core::Command::Cosign { .. }) {
+            return Err(Status::invalid_argument("SubmitCosign carries only Cosign"));
+        }
+        reply(msg.from, self.handler.submit_cosign(cmd).await)
+    }
+
+    async fn fetch_snapshot(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let msg = req.into_inner();
+        match self.handler.fetch_snapshot().await {
+            Ok((meta, data)) => {
+                let mut resp = reply::<_, String>(msg.from, Ok(meta))?;
+                resp.get_mut().data = data;
+                Ok(resp)
+            }
+            Err(e) => reply::<crate::SnapshotMeta, _>(msg.from, Err(e)),
+        }
     }
 }

@@ -127,8 +127,38 @@ fn policy_to_wire(p: &quorate_core::PolicyVersion, active: bool) -> v1::PolicyVe
         active,
         log_index: p.log_index,
         published_at_ms: p.published_at_ms,
+        publisher_key: p.signature.map(|s| s.publisher_key.to_hex()),
+        signature: p.signature.map(|s| s.signature.to_hex()),
     }
 }
+
+/// The signature fields of a publish request: both or neither.
+fn signature_from_wire(
+    key: Option<String>,
+    sig: Option<String>,
+) -> Result<Option<quorate_core::PolicySignature>, ApiError> {
+    let key = key.filter(|k| !k.trim().is_empty());
+    let sig = sig.filter(|s| !s.trim().is_empty());
+    match (key, sig) {
+        (None, None) => Ok(None),
+        (Some(k), Some(s)) => Ok(Some(quorate_core::PolicySignature {
+            publisher_key: quorate_core::PublicKey::from_hex(&k)
+                .map_err(|e| ApiError::invalid(e.to_string()))?,
+            signature: quorate_core::Signature::from_hex(&s)
+                .map_err(|e| ApiError::invalid(e.to_string()))?,
+        })),
+        _ => Err(ApiError::invalid(
+            "give both publisher_key and signature, or neither",
+        )),
+    }
+}
+
+fn document<T: serde::Serialize>(v: &T) -> Result<Response<v1::ProofDocument>, Status> {
+    let json = serde_json::to_string(v).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(v1::ProofDocument { json }))
+}
+
+type ExportStream = Pin<Box<dyn Stream<Item = Result<v1::ExportLine, Status>> + Send>>;
 
 type RecordStream = Pin<Box<dyn Stream<Item = Result<v1::DecisionRecord, Status>> + Send>>;
 
@@ -149,6 +179,7 @@ impl Governance for GovernanceApi {
         req: Request<v1::PublishPolicyRequest>,
     ) -> Result<Response<v1::PublishPolicyResponse>, Status> {
         let r = req.into_inner();
+        let signature = signature_from_wire(r.publisher_key, r.signature)?;
         let p = self
             .node
             .publish_policy(
@@ -156,6 +187,7 @@ impl Governance for GovernanceApi {
                 r.policy_text,
                 r.schema.filter(|s| !s.trim().is_empty()),
                 r.activate,
+                signature,
             )
             .await?;
         Ok(Response::new(v1::PublishPolicyResponse {
@@ -291,10 +323,77 @@ impl Governance for GovernanceApi {
                     node_id: m.node_id,
                     addr: m.addr,
                     voter: m.voter,
+                    public_key: m.public_key,
+                    region: m.region,
                 })
                 .collect(),
             region: s.region,
             cluster_id: s.cluster_id,
+            public_key: s.public_key,
+            last_final_checkpoint: s.last_final_checkpoint,
         }))
+    }
+
+    async fn get_receipt(
+        &self,
+        req: Request<v1::GetDecisionRequest>,
+    ) -> Result<Response<v1::ProofDocument>, Status> {
+        let index = match req.into_inner().key {
+            Some(v1::get_decision_request::Key::Index(i)) => i,
+            Some(v1::get_decision_request::Key::Request(k)) => {
+                self.node
+                    .get_decision_by_request(&k.domain, &k.request_id)
+                    .await?
+                    .index
+            }
+            None => {
+                return Err(ApiError::invalid("give an index or a (domain, request_id)").into());
+            }
+        };
+        document(&self.node.receipt(index).await?)
+    }
+
+    async fn get_checkpoint(
+        &self,
+        req: Request<v1::GetCheckpointRequest>,
+    ) -> Result<Response<v1::ProofDocument>, Status> {
+        let size = req.into_inner().size;
+        document(
+            &self
+                .node
+                .final_checkpoint((size != 0).then_some(size))
+                .await?,
+        )
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        req: Request<v1::GetConsistencyProofRequest>,
+    ) -> Result<Response<v1::ProofDocument>, Status> {
+        let r = req.into_inner();
+        let new = (r.new_size != 0).then_some(r.new_size);
+        document(&self.node.consistency(r.old_size, new).await?)
+    }
+
+    async fn get_trust(
+        &self,
+        _req: Request<v1::GetTrustRequest>,
+    ) -> Result<Response<v1::ProofDocument>, Status> {
+        document(&self.node.trust_file().await?)
+    }
+
+    type ExportLogStream = ExportStream;
+
+    async fn export_log(
+        &self,
+        _req: Request<v1::ExportLogRequest>,
+    ) -> Result<Response<ExportStream>, Status> {
+        let rx = self.node.export().await?;
+        let stream =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |line| {
+                line.map(|json| v1::ExportLine { json })
+                    .map_err(Status::from)
+            });
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -27,6 +27,67 @@ pub struct MemberConfig {
     pub id: u64,
     /// gRPC address peers and clients use to reach this member.
     pub addr: String,
+    /// The member's ed25519 public key (hex). When absent, the bootstrapping
+    /// node asks the member for it over the internal transport.
+    #[serde(default)]
+    pub public_key: Option<quorate_core::PublicKey>,
+    /// The member's region; learned from the member when absent.
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+/// Checkpoint cadence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// The leader proposes a checkpoint at most this often. Milliseconds.
+    pub interval_ms: u64,
+    /// ... or as soon as this many records were appended since the last one.
+    pub max_entries: u64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> CheckpointConfig {
+        CheckpointConfig {
+            interval_ms: 250,
+            max_entries: 1024,
+        }
+    }
+}
+
+/// Re-verification of stored state at rest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntegrityConfig {
+    /// Re-verify the whole stored chain, Merkle tree and checkpoints this
+    /// often (it is also verified on every start). Seconds; 0 disables.
+    pub verify_interval_s: u64,
+}
+
+impl Default for IntegrityConfig {
+    fn default() -> IntegrityConfig {
+        IntegrityConfig {
+            verify_interval_s: 300,
+        }
+    }
+}
+
+/// A publisher whose policy signatures this node accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublisherConfig {
+    pub name: String,
+    pub public_key: quorate_core::PublicKey,
+}
+
+/// Policy signing requirements.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Refuse PublishPolicy unless it carries a valid signature by one of
+    /// `trusted_publishers` over the exact policy bytes.
+    pub require_signed_policies: bool,
+    pub trusted_publishers: Vec<PublisherConfig>,
 }
 
 /// Raft timing and log retention.
@@ -102,6 +163,16 @@ pub struct NodeConfig {
     /// Log format: "text" or "json".
     #[serde(default = "default_log_format")]
     pub log_format: String,
+    /// This node's ed25519 identity key (hex seed). Created with mode 0600 on
+    /// first start when absent. Default: `<data_dir>/node.key`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    #[serde(default)]
+    pub integrity: IntegrityConfig,
+    #[serde(default)]
+    pub security: SecurityConfig,
 }
 
 fn default_region() -> String {
@@ -166,6 +237,18 @@ impl NodeConfig {
         if self.batch.max_requests == 0 || self.batch.max_in_flight == 0 {
             return Err(ConfigError::Invalid(
                 "batch.max_requests and batch.max_in_flight must be > 0".into(),
+            ));
+        }
+        if self.checkpoint.interval_ms == 0 || self.checkpoint.max_entries == 0 {
+            return Err(ConfigError::Invalid(
+                "checkpoint.interval_ms and checkpoint.max_entries must be > 0".into(),
+            ));
+        }
+        if self.security.require_signed_policies && self.security.trusted_publishers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "security.require_signed_policies is on but no [[security.trusted_publishers]] \
+                 are listed; add one (quorate keys gen prints a public key)"
+                    .into(),
             ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {

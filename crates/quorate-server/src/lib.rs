@@ -15,7 +15,9 @@ mod batcher;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod node;
+mod proofs;
 
 pub use config::{ConfigError, NodeConfig};
 pub use error::ApiError;

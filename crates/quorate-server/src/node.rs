@@ -12,20 +12,21 @@ use std::time::Duration;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{InitializeError, RaftError};
 use openraft::raft::linearizable_read::{Linearizer, ReadLogId};
-use openraft::{BasicNode, Instant as _, ReadPolicy, ServerState};
+use openraft::{Instant as _, ReadPolicy, ServerState};
 use quorate_core::validate::Limits;
 use quorate_core::{
     AuthorizeOutcome, AuthorizeRequest, Command, CommandResponse, Decision, DecisionRecord,
-    DenyReason, ErrorCode, PolicyActivated, PolicyPublished, PolicyVersion,
+    DenyReason, ErrorCode, PolicyActivated, PolicyPublished, PolicySignature, PolicyVersion,
+    SecretKey,
 };
 use quorate_policy::CompiledPolicy;
 use quorate_proto::FORWARDED_METADATA_KEY;
 use quorate_proto::internal::raft_transport_server::RaftTransportServer;
 use quorate_proto::v1::governance_client::GovernanceClient;
 use quorate_proto::v1::governance_server::GovernanceServer;
-use quorate_raft::TypeConfig;
 use quorate_raft::network::{Channels, MAX_RAFT_MESSAGE_BYTES, Network, fetch_read_index};
-use quorate_raft::service::{LeaderContact, RaftService};
+use quorate_raft::service::{Identity, LeaderContact, PeerHandler, RaftService};
+use quorate_raft::{NodeInfo, TypeConfig};
 use quorate_store::{ChainHead, DecisionLookup, LogStore, StateMachine, Store};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -52,6 +53,8 @@ pub enum NodeError {
     RaftConfig(String),
     #[error("cannot start Raft: {0}")]
     Raft(String),
+    #[error("node identity key: {0}")]
+    Key(#[from] crate::identity::KeyError),
     #[error("cannot listen on {addr}: {source} (is another node already running there?)")]
     Bind {
         addr: SocketAddr,
@@ -113,6 +116,9 @@ pub struct NodeStatus {
     pub last_applied_index: u64,
     pub decision_count: u64,
     pub chain_head_hash: String,
+    pub public_key: String,
+    /// Records covered by the largest final (quorum-cosigned) checkpoint.
+    pub last_final_checkpoint: u64,
     pub members: Vec<MemberStatus>,
 }
 
@@ -121,6 +127,8 @@ pub struct MemberStatus {
     pub node_id: u64,
     pub addr: String,
     pub voter: bool,
+    pub public_key: String,
+    pub region: String,
 }
 
 struct Inner {
@@ -135,6 +143,8 @@ struct Inner {
     /// everything until repaired (invariant 6).
     integrity: RwLock<Option<String>>,
     limits: Limits,
+    /// This node's identity: signs its checkpoint cosignatures.
+    key: SecretKey,
 }
 
 /// A handle to the node's operations. Cheap to clone.
@@ -199,16 +209,23 @@ impl Node {
             path: data_dir.to_path_buf(),
             source,
         })?;
+        let key_path = cfg
+            .key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("node.key"));
+        let key = crate::identity::load_or_create_key(&key_path)?;
         let db_dir = data_dir.join("db");
         let store = Store::open(&db_dir).map_err(|source| NodeError::Store {
             path: db_dir.clone(),
             source,
         })?;
         let limits = Limits::default();
-        let sm = StateMachine::open(store.clone(), limits).map_err(|source| NodeError::Store {
-            path: db_dir.clone(),
-            source,
-        })?;
+        let sm = StateMachine::open(store.clone(), limits)
+            .map_err(|source| NodeError::Store {
+                path: db_dir.clone(),
+                source,
+            })?
+            .with_cluster_id(&cfg.cluster_id);
         let lookup = sm.lookup();
         // Verify the stored decision log before serving anything from it.
         let integrity = match lookup.verify_state() {
@@ -261,6 +278,7 @@ impl Node {
                 batcher,
                 integrity: RwLock::new(integrity),
                 limits,
+                key,
             }),
         };
 
@@ -284,7 +302,8 @@ impl Node {
 
         let mut tasks = Vec::new();
         let api = crate::api::GovernanceApi::new(node.clone());
-        let raft_svc = RaftTransportServer::new(RaftService::new(raft.clone(), contact))
+        let handler: Arc<dyn PeerHandler> = Arc::new(node.clone());
+        let raft_svc = RaftTransportServer::new(RaftService::new(raft.clone(), contact, handler))
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
         let gov_svc = GovernanceServer::new(api)
@@ -329,8 +348,16 @@ impl Node {
                 tracing::error!("HTTP server stopped: {e}");
             }
         }));
+        tasks.push(tokio::spawn(crate::proofs::checkpoint_task(
+            node.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::proofs::integrity_task(
+            node.clone(),
+            shutdown_rx.clone(),
+        )));
         let metrics_node = node.clone();
-        let mut rx = shutdown_rx;
+        let mut rx = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 metrics_node.publish_gauges();
@@ -342,7 +369,14 @@ impl Node {
         }));
 
         if cfg.bootstrap {
-            node.bootstrap().await?;
+            let n = node.clone();
+            let mut rx = shutdown_rx;
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    _ = n.bootstrap() => {}
+                    _ = rx.wait_for(|s| *s) => {}
+                }
+            }));
         }
         if node
             .inner
@@ -366,24 +400,107 @@ impl Node {
         })
     }
 
-    /// Initialises the cluster from the configured members. A no-op when
-    /// this node already has state (idempotent across restarts).
-    async fn bootstrap(&self) -> Result<(), NodeError> {
-        let members: BTreeMap<u64, BasicNode> = self
-            .inner
-            .cfg
-            .members
-            .iter()
-            .map(|m| (m.id, BasicNode::new(m.addr.clone())))
-            .collect();
-        match self.inner.raft.initialize(members).await {
-            Ok(()) => {
-                tracing::info!("initialised a new cluster from the configured members");
-                Ok(())
-            }
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
-            Err(e) => Err(NodeError::Raft(format!("initialise: {e}"))),
+    /// Initialises the cluster from the configured members, once every
+    /// member's public key is known (from the config or asked from the
+    /// member itself). A no-op when this node already has state; retried in
+    /// the background until the members answer.
+    async fn bootstrap(&self) {
+        if self.inner.raft.is_initialized().await.unwrap_or(true) {
+            return;
         }
+        let members = loop {
+            match self.member_identities().await {
+                Ok(m) => break m,
+                Err(e) => {
+                    tracing::info!("bootstrap waits for members: {e}");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+            if self.inner.raft.is_initialized().await.unwrap_or(true) {
+                return;
+            }
+        };
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => tracing::info!("initialised a new cluster from the configured members"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(e) => tracing::error!("cannot initialise the cluster: {e}"),
+        }
+    }
+
+    /// Every configured member with its public key and region.
+    async fn member_identities(&self) -> Result<BTreeMap<u64, NodeInfo>, String> {
+        let cfg = &self.inner.cfg;
+        let mut out = BTreeMap::new();
+        for m in &cfg.members {
+            let (public_key, region) = if m.id == self.inner.id {
+                (self.inner.key.public(), cfg.region.clone())
+            } else if let (Some(k), Some(r)) = (m.public_key, m.region.clone()) {
+                (k, r)
+            } else {
+                let id = quorate_raft::network::fetch_identity(
+                    &self.inner.channels,
+                    self.inner.id,
+                    &m.addr,
+                    Duration::from_secs(2),
+                )
+                .await
+                .map_err(|e| format!("member {} at {}: {e}", m.id, m.addr))?;
+                if id.node_id != m.id || id.cluster_id != cfg.cluster_id {
+                    return Err(format!(
+                        "{} answers as node {} of cluster {:?}, but [[members]] says node {} of {:?}; fix the config",
+                        m.addr, id.node_id, id.cluster_id, m.id, cfg.cluster_id
+                    ));
+                }
+                if m.public_key.is_some_and(|k| k != id.public_key) {
+                    return Err(format!(
+                        "member {} presents key {}, not the configured one",
+                        m.id, id.public_key
+                    ));
+                }
+                (id.public_key, m.region.clone().unwrap_or(id.region))
+            };
+            out.insert(
+                m.id,
+                NodeInfo {
+                    addr: m.addr.clone(),
+                    public_key,
+                    region,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Allows or forbids this node to become leader (it keeps voting and
+    /// replicating either way).
+    pub fn set_electable(&self, on: bool) {
+        self.inner.raft.runtime_config().elect(on);
+    }
+
+    pub fn public_key(&self) -> quorate_core::PublicKey {
+        self.inner.key.public()
+    }
+
+    pub(crate) fn key(&self) -> &SecretKey {
+        &self.inner.key
+    }
+
+    pub(crate) fn channels(&self) -> &Channels {
+        &self.inner.channels
+    }
+
+    /// Marks this node's stored state as failed verification: it contains
+    /// (DENY INTEGRITY_FAILURE) and stops leading until repaired.
+    pub(crate) fn set_integrity_failure(&self, message: String) {
+        if let Ok(mut g) = self.inner.integrity.write()
+            && g.is_none()
+        {
+            tracing::error!(
+                "{message}; this node contains (DENY INTEGRITY_FAILURE) until repaired"
+            );
+            *g = Some(message);
+        }
+        self.set_electable(false);
     }
 
     pub fn id(&self) -> u64 {
@@ -402,7 +519,7 @@ impl Node {
         &self.inner.lookup
     }
 
-    fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
+    pub(crate) fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
         self.inner.raft.metrics().borrow_watched().clone()
     }
 
@@ -417,7 +534,25 @@ impl Node {
         if let Some(msg) = self.inner.integrity.read().ok().and_then(|g| g.clone()) {
             return Some((DenyReason::IntegrityFailure, msg));
         }
+        // Invariant 3: a voter cosigned a root this node did not compute.
+        if let Some(d) = self.inner.lookup.divergence() {
+            return Some((DenyReason::Divergence, d.to_string()));
+        }
         let m = self.metrics();
+        // The membership must name this node with this node's key; otherwise
+        // its cosignatures cannot verify and its identity is in doubt.
+        if let Some(info) = m.membership_config.membership().get_node(&self.inner.id)
+            && info.public_key != self.inner.key.public()
+        {
+            return Some((
+                DenyReason::IntegrityFailure,
+                format!(
+                    "the membership lists key {} for this node, but its key file holds {}",
+                    info.public_key,
+                    self.inner.key.public()
+                ),
+            ));
+        }
         if let Err(fatal) = &m.running_state {
             return Some((
                 DenyReason::IntegrityFailure,
@@ -596,16 +731,19 @@ impl Node {
         policy_text: String,
         schema: Option<String>,
         activate: bool,
+        signature: Option<PolicySignature>,
     ) -> Result<PolicyPublished, ApiError> {
         quorate_core::validate::domain(&domain, &self.inner.limits)
             .map_err(|e| ApiError::invalid(e.to_string()))?;
         CompiledPolicy::compile(&policy_text, schema.as_deref(), &self.inner.limits)
             .map_err(|e| ApiError::new(ErrorCode::InvalidPolicy, e.to_string()))?;
+        self.check_policy_signature(&policy_text, schema.as_deref(), signature.as_ref())?;
         let cmd = Command::PublishPolicy {
             domain,
             policy_text,
             schema,
             activate,
+            signature,
             timestamp_ms: now_ms(),
         };
         match self.write(cmd).await? {
@@ -613,6 +751,40 @@ impl Node {
             CommandResponse::Rejected(r) => Err(ApiError::new(r.code, r.message)),
             other => Err(ApiError::internal(format!("unexpected response {other:?}"))),
         }
+    }
+
+    /// Invariant 7: with `require_signed_policies`, a policy without a valid
+    /// signature by a trusted publisher is refused before anything is
+    /// proposed. A signature that is present is always checked.
+    fn check_policy_signature(
+        &self,
+        policy_text: &str,
+        schema: Option<&str>,
+        signature: Option<&PolicySignature>,
+    ) -> Result<(), ApiError> {
+        let sec = &self.inner.cfg.security;
+        let Some(sig) = signature else {
+            if sec.require_signed_policies {
+                return Err(ApiError::invalid(
+                    "this cluster requires signed policies: sign the exact policy bytes with \
+                     `quorate policy sign --key KEY` and publish with --signature",
+                ));
+            }
+            return Ok(());
+        };
+        sig.verify(policy_text, schema)
+            .map_err(|e| ApiError::invalid(format!("{e} over these exact policy bytes")))?;
+        let trusted = sec
+            .trusted_publishers
+            .iter()
+            .any(|p| p.public_key == sig.publisher_key);
+        if sec.require_signed_policies && !trusted {
+            return Err(ApiError::invalid(format!(
+                "policy is signed by {}, which is not in security.trusted_publishers",
+                sig.publisher_key
+            )));
+        }
+        Ok(())
     }
 
     pub async fn activate_policy(
@@ -640,7 +812,7 @@ impl Node {
     /// Proposes an administrative command on the leader (admin writes are
     /// rare; they are not batched). Followers refuse with the leader's
     /// address so the client can retry there; the CLI does that itself.
-    async fn write(&self, cmd: Command) -> Result<CommandResponse, ApiError> {
+    pub(crate) async fn write(&self, cmd: Command) -> Result<CommandResponse, ApiError> {
         if let Some((reason, msg)) = self.containment() {
             return Err(ApiError::new(
                 ErrorCode::Contained,
@@ -793,6 +965,8 @@ impl Node {
                 node_id: *id,
                 addr: n.addr.clone(),
                 voter: voters.contains(id),
+                public_key: n.public_key.to_hex(),
+                region: n.region.clone(),
             })
             .collect();
         NodeStatus {
@@ -816,6 +990,8 @@ impl Node {
             last_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             decision_count: head.count,
             chain_head_hash: head.hash.to_hex(),
+            public_key: self.inner.key.public().to_hex(),
+            last_final_checkpoint: self.inner.lookup.proof_state().last_final,
             members,
         }
     }
@@ -836,5 +1012,43 @@ impl Node {
                 0.0
             });
         }
+    }
+}
+
+#[tonic::async_trait]
+impl PeerHandler for Node {
+    fn identity(&self) -> Identity {
+        Identity {
+            node_id: self.inner.id,
+            cluster_id: self.inner.cfg.cluster_id.clone(),
+            public_key: self.inner.key.public(),
+            region: self.inner.cfg.region.clone(),
+        }
+    }
+
+    async fn submit_cosign(&self, cmd: Command) -> Result<(), String> {
+        match self.write(cmd).await {
+            Ok(CommandResponse::Cosigned(_)) => Ok(()),
+            Ok(CommandResponse::Rejected(r)) => Err(r.message),
+            Ok(other) => Err(format!("unexpected response {other:?}")),
+            Err(e) => Err(e.message),
+        }
+    }
+
+    async fn fetch_snapshot(&self) -> Result<(quorate_raft::SnapshotMeta, Vec<u8>), String> {
+        // Never hand out state this node cannot vouch for.
+        if let Some((reason @ (DenyReason::IntegrityFailure | DenyReason::Divergence), msg)) =
+            self.containment()
+        {
+            return Err(format!(
+                "node {} is contained ({reason}): {msg}",
+                self.inner.id
+            ));
+        }
+        let lookup = self.inner.lookup.clone();
+        tokio::task::spawn_blocking(move || lookup.build_snapshot())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     }
 }

@@ -15,8 +15,11 @@ pub(crate) const CF_REQUEST_IDS: &str = "request_ids";
 pub(crate) const CF_POLICIES: &str = "policies";
 pub(crate) const CF_DOMAINS: &str = "domains";
 pub(crate) const CF_SNAPSHOT: &str = "snapshot";
+pub(crate) const CF_MERKLE: &str = "merkle";
+pub(crate) const CF_CHECKPOINTS: &str = "checkpoints";
+pub(crate) const CF_ACTIVATIONS: &str = "activations";
 
-const ALL_CFS: [&str; 8] = [
+const ALL_CFS: [&str; 11] = [
     CF_LOG,
     CF_RAFT_META,
     CF_SM_META,
@@ -25,6 +28,9 @@ const ALL_CFS: [&str; 8] = [
     CF_POLICIES,
     CF_DOMAINS,
     CF_SNAPSHOT,
+    CF_MERKLE,
+    CF_CHECKPOINTS,
+    CF_ACTIVATIONS,
 ];
 
 /// Errors from opening or reading the store.

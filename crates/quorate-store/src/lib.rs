@@ -1,6 +1,7 @@
 //! quorate-store owns the bytes on disk: one RocksDB database per node
 //! holding the Raft log, the vote, and the governed state machine (decision
-//! log, request-id index, policy versions, domains, snapshot).
+//! log, request-id index, policy versions, domains, the Merkle tree's nodes,
+//! checkpoints with their cosignatures, activations, snapshot).
 //!
 //! Architecture invariant: this is the only crate that knows RocksDB. It
 //! implements openraft's storage traits for `quorate_raft::TypeConfig`; the
@@ -14,11 +15,15 @@
 //! WAL, so a synced log also carries every applied change before it.
 
 mod db;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod log_store;
 mod machine;
+mod proofs;
 mod snapshot;
 
 pub use db::{Store, StoreError};
 pub use log_store::LogStore;
-pub use machine::{ChainHead, DecisionLookup, MachineState, StateMachine};
-pub use snapshot::SnapshotPayload;
+pub use machine::{ChainHead, DecisionLookup, IntegrityError, MachineState, StateMachine};
+pub use proofs::{CheckpointProgress, CheckpointState, Divergence, ProofState};
+pub use snapshot::{SnapshotPayload, repair_from_snapshot};

@@ -9,9 +9,12 @@ use std::sync::{Arc, RwLock};
 use futures::StreamExt;
 use openraft::EntryPayload;
 use openraft::storage::{EntryResponder, RaftStateMachine};
+use quorate_core::export::Activation;
+use quorate_core::merkle::{self, Frontier};
+use quorate_core::proof::{Checkpoint, checkpoint_message, record_leaf};
 use quorate_core::validate::{self, Limits};
 use quorate_core::{
-    AuthorizeOutcome, AuthorizeRequest, Command, CommandResponse, DecisionRecord, Digest,
+    AuthorizeOutcome, AuthorizeRequest, Command, CommandResponse, Cosigned, DecisionRecord, Digest,
     ErrorCode, GENESIS_HASH, PolicyActivated, PolicyPublished, PolicyVersion, Rejection,
     policy_content_hash,
 };
@@ -22,14 +25,22 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::db::{
-    CF_DECISIONS, CF_DOMAINS, CF_POLICIES, CF_REQUEST_IDS, CF_SM_META, Store, StoreError, decode,
-    encode, key_u64, u64_key,
+    CF_ACTIVATIONS, CF_CHECKPOINTS, CF_DECISIONS, CF_DOMAINS, CF_MERKLE, CF_POLICIES,
+    CF_REQUEST_IDS, CF_SM_META, Store, StoreError, decode, encode, key_u64, u64_key,
+};
+use crate::proofs::{
+    CheckpointProgress, CheckpointState, Divergence, ProofState, StoredNodes, merkle_key, proof_err,
 };
 use crate::snapshot::{self, SnapshotBuilder, SnapshotPayload};
 
 pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
+
+type View<'a> = rocksdb::SnapshotWithThreadMode<'a, rocksdb::DB>;
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
 pub(crate) const KEY_HEAD: &[u8] = b"chain_head";
+pub(crate) const KEY_PROOF: &[u8] = b"proof";
+/// Node-local: this node's divergence evidence. Never in a snapshot.
+pub(crate) const KEY_DIVERGENCE: &[u8] = b"divergence";
 
 /// The end of the decision log: how many records and the last one's hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -52,6 +63,10 @@ pub struct MachineState {
     pub membership: StoredMembership,
     pub head: ChainHead,
     pub(crate) domains: BTreeMap<String, DomainMeta>,
+    pub proof: ProofState,
+    /// Set when a validly signed checkpoint root differed from ours: this
+    /// node's history is not the quorum's, and it contains (invariant 3).
+    pub divergence: Option<Divergence>,
 }
 
 pub(crate) fn request_key(domain: &str, request_id: &str) -> Vec<u8> {
@@ -76,6 +91,7 @@ pub struct DecisionLookup {
     store: Store,
     state: Arc<RwLock<MachineState>>,
     applied: watch::Receiver<u64>,
+    checkpoints: watch::Receiver<CheckpointProgress>,
 }
 
 impl std::fmt::Debug for DecisionLookup {
@@ -97,6 +113,105 @@ impl DecisionLookup {
     /// Notified with the last applied Raft log index after every apply.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied.clone()
+    }
+
+    /// Notified with each checkpoint that gained a cosignature.
+    pub fn subscribe_checkpoints(&self) -> watch::Receiver<CheckpointProgress> {
+        self.checkpoints.clone()
+    }
+
+    pub fn proof_state(&self) -> ProofState {
+        self.state
+            .read()
+            .map(|s| s.proof.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn divergence(&self) -> Option<Divergence> {
+        self.state.read().ok().and_then(|s| s.divergence.clone())
+    }
+
+    /// The Merkle root of the first `size` records, from stored nodes.
+    pub fn root_at(&self, size: u64) -> Result<Digest, StoreError> {
+        merkle::root_at(&StoredNodes { store: &self.store }, size).map_err(proof_err)
+    }
+
+    /// Audit path of record `index` (1-based) in the tree of `size` records.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Digest>, StoreError> {
+        merkle::inclusion_proof(
+            &StoredNodes { store: &self.store },
+            index.saturating_sub(1),
+            size,
+        )
+        .map_err(proof_err)
+    }
+
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Digest>, StoreError> {
+        merkle::consistency_proof(&StoredNodes { store: &self.store }, old, new).map_err(proof_err)
+    }
+
+    pub fn checkpoint(&self, size: u64) -> Result<Option<CheckpointState>, StoreError> {
+        self.store.get_json(CF_CHECKPOINTS, &u64_key(size))
+    }
+
+    /// The smallest final checkpoint whose tree holds record `index`.
+    pub fn final_checkpoint_covering(
+        &self,
+        index: u64,
+    ) -> Result<Option<CheckpointState>, StoreError> {
+        let cf = self.store.cf(CF_CHECKPOINTS)?;
+        let key = u64_key(index);
+        let it = self
+            .store
+            .db
+            .iterator_cf(&cf, IteratorMode::From(&key, rocksdb::Direction::Forward));
+        for kv in it {
+            let (k, v) = kv?;
+            let cp: CheckpointState = decode(CF_CHECKPOINTS, &k, &v)?;
+            if cp.is_final() {
+                return Ok(Some(cp));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The largest final checkpoint, if any.
+    pub fn latest_final_checkpoint(&self) -> Result<Option<CheckpointState>, StoreError> {
+        let size = self.proof_state().last_final;
+        if size == 0 {
+            return Ok(None);
+        }
+        self.checkpoint(size)
+    }
+
+    /// Builds a snapshot of the current state from a consistent view (for
+    /// `quorate node repair` on a peer).
+    pub fn build_snapshot(&self) -> Result<(quorate_raft::SnapshotMeta, Vec<u8>), StoreError> {
+        let s = SnapshotBuilder::new(self.store.clone()).build()?;
+        Ok((s.meta, s.snapshot.into_inner()))
+    }
+
+    /// The tree size and root as last applied, read together.
+    pub fn tree_head(&self) -> (u64, Digest) {
+        self.state
+            .read()
+            .map(|s| (s.proof.frontier.size(), s.proof.frontier.root()))
+            .unwrap_or((0, merkle::empty_root()))
+    }
+
+    /// Every stored checkpoint, in size order.
+    pub fn checkpoints(&self) -> Result<Vec<CheckpointState>, StoreError> {
+        scan_all(&self.store, CF_CHECKPOINTS)
+    }
+
+    /// Every activation (and publish-with-activate), in log order.
+    pub fn activations(&self) -> Result<Vec<Activation>, StoreError> {
+        scan_all(&self.store, CF_ACTIVATIONS)
+    }
+
+    /// Every policy version of every domain.
+    pub fn policies(&self) -> Result<Vec<PolicyVersion>, StoreError> {
+        scan_all(&self.store, CF_POLICIES)
     }
 
     pub fn decision(&self, index: u64) -> Result<Option<DecisionRecord>, StoreError> {
@@ -168,21 +283,58 @@ impl DecisionLookup {
     /// Verifies everything a decision rests on: every policy version
     /// against its content hash, every domain's metadata against the stored
     /// versions, then the whole decision chain (invariant 6).
+    ///
+    /// Everything is read from one RocksDB snapshot, so a check running
+    /// beside live applies sees one consistent state, never a half-applied
+    /// entry.
     pub fn verify_state(&self) -> Result<ChainHead, IntegrityError> {
-        self.verify_policies()?;
-        self.verify_chain()
+        let view = self.store.db.snapshot();
+        self.verify_policies_in(&view)?;
+        self.verify_chain_in(&view)
+    }
+
+    fn view_json<T: serde::de::DeserializeOwned>(
+        &self,
+        view: &View<'_>,
+        cf: &str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        let h = self.store.cf(cf)?;
+        match view.get_cf(&h, key)? {
+            None => Ok(None),
+            Some(b) => decode(cf, key, &b).map(Some),
+        }
+    }
+
+    fn view_scan<T: serde::de::DeserializeOwned>(
+        &self,
+        view: &View<'_>,
+        cf: &str,
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        let h = self.store.cf(cf)?;
+        let mut out = Vec::new();
+        for kv in view.iterator_cf(&h, IteratorMode::Start) {
+            let (k, v) = kv?;
+            let t = decode(cf, &k, &v)?;
+            out.push((k.to_vec(), t));
+        }
+        Ok(out)
     }
 
     /// Checks every stored policy version against its content hash and every
     /// domain's metadata against the versions present.
     pub fn verify_policies(&self) -> Result<(), IntegrityError> {
+        self.verify_policies_in(&self.store.db.snapshot())
+    }
+
+    fn verify_policies_in(&self, view: &View<'_>) -> Result<(), IntegrityError> {
         let bad = |message: String| IntegrityError { index: 0, message };
-        let cf = self.store.cf(CF_POLICIES).map_err(|e| bad(e.to_string()))?;
         let mut latest: BTreeMap<String, u64> = BTreeMap::new();
-        for kv in self.store.db.iterator_cf(&cf, IteratorMode::Start) {
-            let (k, v) = kv.map_err(|e| bad(e.to_string()))?;
-            let pv: PolicyVersion = decode(CF_POLICIES, &k, &v).map_err(|e| bad(e.to_string()))?;
-            if policy_key(&pv.domain, pv.version) != k.as_ref() {
+        let policies: Vec<(Vec<u8>, PolicyVersion)> = self
+            .view_scan(view, CF_POLICIES)
+            .map_err(|e| bad(e.to_string()))?;
+        for (k, pv) in policies {
+            if policy_key(&pv.domain, pv.version) != k.as_slice() {
                 return Err(bad(format!(
                     "policy {} v{} is stored under another key",
                     pv.domain, pv.version
@@ -197,11 +349,12 @@ impl DecisionLookup {
             let l = latest.entry(pv.domain.clone()).or_default();
             *l = (*l).max(pv.version);
         }
-        let domains = self
-            .state
-            .read()
-            .map(|s| s.domains.clone())
-            .map_err(|_| bad("state lock poisoned".into()))?;
+        let domains: BTreeMap<String, DomainMeta> = self
+            .view_scan::<DomainMeta>(view, CF_DOMAINS)
+            .map_err(|e| bad(e.to_string()))?
+            .into_iter()
+            .map(|(k, m)| (String::from_utf8_lossy(&k).into_owned(), m))
+            .collect();
         for (d, meta) in &domains {
             let stored = latest.get(d).copied().unwrap_or(0);
             if stored != meta.latest_version
@@ -221,16 +374,37 @@ impl DecisionLookup {
         Ok(())
     }
 
-    /// Walks the whole decision log and checks every record's hash and its
-    /// link to the one before. Returns the first bad index (invariant 6).
+    /// Walks the whole decision log and checks every record's hash, its
+    /// link to the one before, every stored Merkle node it completes, the
+    /// stored frontier, and every stored checkpoint root. Returns the first
+    /// bad index (invariant 6).
     pub fn verify_chain(&self) -> Result<ChainHead, IntegrityError> {
-        let cf = self.store.cf(CF_DECISIONS).map_err(|e| IntegrityError {
-            index: 0,
-            message: e.to_string(),
-        })?;
+        self.verify_chain_in(&self.store.db.snapshot())
+    }
+
+    fn verify_chain_in(&self, view: &View<'_>) -> Result<ChainHead, IntegrityError> {
+        let early = |message: String| IntegrityError { index: 0, message };
+        let cf = self
+            .store
+            .cf(CF_DECISIONS)
+            .map_err(|e| early(e.to_string()))?;
+        let checkpoints: Vec<(Vec<u8>, CheckpointState)> = self
+            .view_scan(view, CF_CHECKPOINTS)
+            .map_err(|e| early(format!("checkpoints: {e}")))?;
+        let head: ChainHead = self
+            .view_json(view, CF_SM_META, KEY_HEAD)
+            .map_err(|e| early(e.to_string()))?
+            .unwrap_or_default();
+        let stored_proof: ProofState = self
+            .view_json(view, CF_SM_META, KEY_PROOF)
+            .map_err(|e| early(e.to_string()))?
+            .unwrap_or_default();
+        let mut pending = checkpoints.iter().map(|(_, c)| c).peekable();
+        let nodes = StoredNodes { store: &self.store };
+        let mut frontier = Frontier::new();
         let mut expected = 1u64;
         let mut prev = GENESIS_HASH;
-        for kv in self.store.db.iterator_cf(&cf, IteratorMode::Start) {
+        for kv in view.iterator_cf(&cf, IteratorMode::Start) {
             let bad = |message: String| IntegrityError {
                 index: expected,
                 message,
@@ -250,10 +424,43 @@ impl DecisionLookup {
             if !rec.hash_is_valid() {
                 return Err(bad("hash does not match the record's contents".into()));
             }
+            for (level, i, h) in frontier.append(record_leaf(&rec)) {
+                match merkle::NodeSource::node(&nodes, level, i) {
+                    Ok(stored) if stored == h => {}
+                    Ok(_) => {
+                        return Err(bad(format!(
+                            "stored Merkle node (level {level}, index {i}) does not match the records"
+                        )));
+                    }
+                    Err(e) => return Err(bad(format!("Merkle node: {e}"))),
+                }
+            }
+            while let Some(cp) = pending.next_if(|c| c.checkpoint.size == expected) {
+                if cp.checkpoint.root != frontier.root() {
+                    return Err(bad(format!(
+                        "stored checkpoint at size {expected} has a root the records do not produce"
+                    )));
+                }
+            }
             prev = rec.hash;
             expected += 1;
         }
-        let head = self.head();
+        if let Some(cp) = pending.next() {
+            return Err(IntegrityError {
+                index: expected,
+                message: format!(
+                    "a checkpoint is stored for size {} but the log has {} records",
+                    cp.checkpoint.size,
+                    expected - 1
+                ),
+            });
+        }
+        if stored_proof.frontier != frontier {
+            return Err(IntegrityError {
+                index: expected,
+                message: "stored Merkle frontier does not match the records".into(),
+            });
+        }
         let found = ChainHead {
             count: expected - 1,
             hash: prev,
@@ -287,8 +494,12 @@ pub struct StateMachine {
     /// per-request path reads neither from RocksDB.
     compiled: HashMap<(String, u64), (Arc<CompiledPolicy>, Digest)>,
     limits: Limits,
+    /// Signed into and checked against every checkpoint message.
+    cluster_id: String,
     applied_tx: watch::Sender<u64>,
     applied_rx: watch::Receiver<u64>,
+    checkpoints_tx: watch::Sender<CheckpointProgress>,
+    checkpoints_rx: watch::Receiver<CheckpointProgress>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -307,14 +518,24 @@ impl StateMachine {
         let state = load_state(&store)?;
         let applied = state.last_applied.map(|l| l.index).unwrap_or(0);
         let (applied_tx, applied_rx) = watch::channel(applied);
+        let (checkpoints_tx, checkpoints_rx) = watch::channel(CheckpointProgress::default());
         Ok(StateMachine {
             store,
             state: Arc::new(RwLock::new(state)),
             compiled: HashMap::new(),
             limits,
+            cluster_id: String::new(),
             applied_tx,
             applied_rx,
+            checkpoints_tx,
+            checkpoints_rx,
         })
+    }
+
+    /// Sets the cluster id that checkpoint cosignatures are checked against.
+    pub fn with_cluster_id(mut self, cluster_id: &str) -> StateMachine {
+        self.cluster_id = cluster_id.to_string();
+        self
     }
 
     /// A read handle that stays valid after the machine moves into openraft.
@@ -323,6 +544,7 @@ impl StateMachine {
             store: self.store.clone(),
             state: self.state.clone(),
             applied: self.applied_rx.clone(),
+            checkpoints: self.checkpoints_rx.clone(),
         }
     }
 
@@ -416,8 +638,16 @@ impl StateMachine {
                 policy_text,
                 schema,
                 activate,
+                signature,
                 timestamp_ms,
             } => {
+                // A signature that does not verify is refused everywhere
+                // alike; whether its key is trusted is the edge's check.
+                if let Some(sig) = signature
+                    && let Err(e) = sig.verify(policy_text, schema.as_deref())
+                {
+                    return Ok(reject(ErrorCode::InvalidArgument, e.to_string()));
+                }
                 // The edge validated this before proposing; checking again here
                 // keeps the state machine total: an entry that slipped past
                 // (another release, a bug) is refused identically everywhere.
@@ -439,6 +669,7 @@ impl StateMachine {
                     hash: policy_content_hash(policy_text, schema.as_deref()),
                     log_index,
                     published_at_ms: *timestamp_ms,
+                    signature: *signature,
                 };
                 meta.latest_version = version;
                 if *activate {
@@ -455,6 +686,9 @@ impl StateMachine {
                     domain.as_bytes(),
                     encode(&meta),
                 );
+                if *activate {
+                    self.record_activation(batch, domain, version, log_index)?;
+                }
                 self.compiled
                     .insert((domain.clone(), version), (Arc::new(compiled), pv.hash));
                 metrics::counter!("quorate_policy_versions_published_total").increment(1);
@@ -492,6 +726,7 @@ impl StateMachine {
                     domain.as_bytes(),
                     encode(&meta),
                 );
+                self.record_activation(batch, domain, *version, log_index)?;
                 Ok(CommandResponse::Activated(PolicyActivated {
                     domain: domain.clone(),
                     version: *version,
@@ -499,7 +734,153 @@ impl StateMachine {
                     log_index,
                 }))
             }
+            Command::Cosign {
+                signer,
+                size,
+                root,
+                signature,
+            } => self.apply_cosign(*signer, *size, root, signature, log_index, st, batch),
         }
+    }
+
+    fn record_activation(
+        &self,
+        batch: &mut WriteBatch,
+        domain: &str,
+        version: u64,
+        log_index: u64,
+    ) -> Result<(), StoreError> {
+        let a = Activation {
+            domain: domain.to_string(),
+            version,
+            log_index,
+        };
+        batch.put_cf(
+            &self.store.cf(CF_ACTIVATIONS)?,
+            u64_key(log_index),
+            encode(&a),
+        );
+        Ok(())
+    }
+
+    /// The Merkle root of the first `size` records as this node computed it.
+    fn own_root(&self, st: &MachineState, size: u64) -> Result<Digest, StoreError> {
+        if size == st.proof.frontier.size() {
+            return Ok(st.proof.frontier.root());
+        }
+        merkle::root_at(&StoredNodes { store: &self.store }, size).map_err(proof_err)
+    }
+
+    /// Applies a voter's checkpoint cosignature. The checks use only the
+    /// entry and replicated state (the applied membership's keys), so every
+    /// replica accepts or refuses it alike; the root comparison is each
+    /// node's own evidence of agreement (invariants 3 and 4).
+    #[allow(clippy::too_many_arguments)]
+    fn apply_cosign(
+        &mut self,
+        signer: u64,
+        size: u64,
+        root: &Digest,
+        signature: &quorate_core::Signature,
+        log_index: u64,
+        st: &mut MachineState,
+        batch: &mut WriteBatch,
+    ) -> Result<CommandResponse, StoreError> {
+        let membership = st.membership.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let Some(node) = membership.get_node(&signer) else {
+            return Ok(reject(
+                ErrorCode::InvalidArgument,
+                format!("cosignature from node {signer}, which is not a member"),
+            ));
+        };
+        if !voters.contains(&signer) {
+            return Ok(reject(
+                ErrorCode::InvalidArgument,
+                format!("cosignature from node {signer}, which is not a voter"),
+            ));
+        }
+        if size == 0 || size > st.head.count {
+            return Ok(reject(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "cosignature for size {size}; the log has {} records",
+                    st.head.count
+                ),
+            ));
+        }
+        let message = checkpoint_message(&self.cluster_id, size, root);
+        if let Err(e) = node.public_key.verify(&message, signature) {
+            return Ok(reject(
+                ErrorCode::InvalidArgument,
+                format!("cosignature of node {signer} at size {size}: {e}"),
+            ));
+        }
+        let own = self.own_root(st, size)?;
+        if own != *root {
+            // Invariant 3: a voter that recomputed every decision reached a
+            // different root. This node cannot tell whose history is wrong,
+            // so it contains (DENY DIVERGENCE) and never cosigns this size.
+            // The evidence is node-local and kept across restarts.
+            if st.divergence.is_none() {
+                let d = Divergence {
+                    size,
+                    signer,
+                    their_root: *root,
+                    own_root: own,
+                    log_index,
+                };
+                tracing::error!("divergence: {d}; this node contains (DENY DIVERGENCE)");
+                metrics::counter!("quorate_divergences_total").increment(1);
+                batch.put_cf(&self.store.cf(CF_SM_META)?, KEY_DIVERGENCE, encode(&d));
+                st.divergence = Some(d);
+            }
+            return Ok(reject(
+                ErrorCode::Contained,
+                format!("root at size {size} differs from this node's; divergence"),
+            ));
+        }
+        let mut cp: CheckpointState = self
+            .store
+            .get_json(CF_CHECKPOINTS, &u64_key(size))?
+            .unwrap_or_else(|| CheckpointState {
+                checkpoint: Checkpoint {
+                    cluster_id: self.cluster_id.clone(),
+                    size,
+                    root: *root,
+                    cosignatures: Vec::new(),
+                },
+                finalized_at: None,
+            });
+        let added = cp.add(signer, *signature);
+        let cosigners = cp
+            .checkpoint
+            .cosignatures
+            .iter()
+            .filter(|c| voters.contains(&c.node_id))
+            .count();
+        let quorum = voters.len() / 2 + 1;
+        let became_final = added && !cp.is_final() && cosigners >= quorum;
+        if became_final {
+            cp.finalized_at = Some(log_index);
+            st.proof.last_final = st.proof.last_final.max(size);
+            metrics::counter!("quorate_checkpoints_final_total").increment(1);
+        }
+        if added {
+            st.proof.last_checkpoint = st.proof.last_checkpoint.max(size);
+            batch.put_cf(&self.store.cf(CF_CHECKPOINTS)?, u64_key(size), encode(&cp));
+            self.checkpoints_tx.send_replace(CheckpointProgress {
+                size,
+                root: *root,
+                cosigners: cp.cosigners(),
+                is_final: cp.is_final(),
+            });
+        }
+        Ok(CommandResponse::Cosigned(Cosigned {
+            size,
+            cosigners,
+            became_final,
+        }))
     }
 
     fn authorize_one(
@@ -577,6 +958,12 @@ impl StateMachine {
                 Err(e) => return Err(e),
             },
         };
+        #[cfg(feature = "fault-injection")]
+        let record = crate::fault::maybe_diverge(&self.store, record);
+        let merkle_cf = self.store.cf(CF_MERKLE)?;
+        for (level, i, h) in st.proof.frontier.append(record_leaf(&record)) {
+            batch.put_cf(&merkle_cf, merkle_key(level, i), h.0);
+        }
         batch.put_cf(
             &self.store.cf(CF_DECISIONS)?,
             u64_key(record.index),
@@ -631,6 +1018,8 @@ pub(crate) fn load_state(store: &Store) -> Result<MachineState, StoreError> {
         .get_json(CF_SM_META, KEY_MEMBERSHIP)?
         .unwrap_or_default();
     let head: ChainHead = store.get_json(CF_SM_META, KEY_HEAD)?.unwrap_or_default();
+    let proof: ProofState = store.get_json(CF_SM_META, KEY_PROOF)?.unwrap_or_default();
+    let divergence: Option<Divergence> = store.get_json(CF_SM_META, KEY_DIVERGENCE)?;
     let mut domains = BTreeMap::new();
     let cf = store.cf(CF_DOMAINS)?;
     for kv in store.db.iterator_cf(&cf, IteratorMode::Start) {
@@ -643,7 +1032,19 @@ pub(crate) fn load_state(store: &Store) -> Result<MachineState, StoreError> {
         membership,
         head,
         domains,
+        proof,
+        divergence,
     })
+}
+
+fn scan_all<T: serde::de::DeserializeOwned>(store: &Store, cf: &str) -> Result<Vec<T>, StoreError> {
+    let h = store.cf(cf)?;
+    let mut out = Vec::new();
+    for kv in store.db.iterator_cf(&h, IteratorMode::Start) {
+        let (k, v) = kv?;
+        out.push(decode(cf, &k, &v)?);
+    }
+    Ok(out)
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -679,6 +1080,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.put_cf(&meta, KEY_LAST_APPLIED, encode(&st.last_applied));
             batch.put_cf(&meta, KEY_MEMBERSHIP, encode(&st.membership));
             batch.put_cf(&meta, KEY_HEAD, encode(&st.head));
+            batch.put_cf(&meta, KEY_PROOF, encode(&st.proof));
             // Not synced on its own: the WAL sync of later log appends (or
             // replay of the synced Raft log after a crash) covers it.
             self.store.db.write(batch).map_err(io_err)?;
@@ -707,8 +1109,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let payload = SnapshotPayload::decode(&bytes).map_err(io_err)?;
         // Never install a snapshot whose decision log does not verify: the
         // node would otherwise adopt tampered history (invariant 6).
-        payload.verify(meta).map_err(io_err)?;
-        snapshot::install(&self.store, meta, &payload, &bytes).map_err(io_err)?;
+        let proof = payload.verify(meta, &self.cluster_id).map_err(io_err)?;
+        snapshot::install(&self.store, meta, &payload, &proof, &bytes).map_err(io_err)?;
         self.reload().map_err(io_err)?;
         Ok(())
     }

@@ -6,19 +6,25 @@
 use std::io::Cursor;
 
 use openraft::storage::RaftSnapshotBuilder;
+use quorate_core::export::Activation;
+use quorate_core::merkle::Frontier;
+use quorate_core::proof::record_leaf;
 use quorate_core::{DecisionRecord, GENESIS_HASH, PolicyVersion};
 use quorate_raft::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 use rocksdb::{IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{
-    CF_DECISIONS, CF_DOMAINS, CF_POLICIES, CF_REQUEST_IDS, CF_SM_META, CF_SNAPSHOT, Store,
-    StoreError, decode, encode, u64_key,
+    CF_ACTIVATIONS, CF_CHECKPOINTS, CF_DECISIONS, CF_DOMAINS, CF_LOG, CF_MERKLE, CF_POLICIES,
+    CF_RAFT_META, CF_REQUEST_IDS, CF_SM_META, CF_SNAPSHOT, Store, StoreError, decode, encode,
+    u64_key,
 };
+use crate::log_store::KEY_PURGED;
 use crate::machine::{
-    ChainHead, DomainMeta, IntegrityError, KEY_HEAD, KEY_LAST_APPLIED, KEY_MEMBERSHIP, policy_key,
-    request_key,
+    ChainHead, DomainMeta, IntegrityError, KEY_DIVERGENCE, KEY_HEAD, KEY_LAST_APPLIED,
+    KEY_MEMBERSHIP, KEY_PROOF, policy_key, request_key,
 };
+use crate::proofs::{CheckpointState, ProofState, merkle_key};
 
 const KEY_CURRENT_META: &[u8] = b"current_meta";
 const KEY_CURRENT_DATA: &[u8] = b"current_data";
@@ -38,6 +44,10 @@ pub struct SnapshotPayload {
     pub domains: Vec<(String, DomainMeta)>,
     pub policies: Vec<PolicyVersion>,
     pub decisions: Vec<DecisionRecord>,
+    #[serde(default)]
+    pub checkpoints: Vec<CheckpointState>,
+    #[serde(default)]
+    pub activations: Vec<Activation>,
 }
 
 impl SnapshotPayload {
@@ -51,8 +61,15 @@ impl SnapshotPayload {
     /// Checks everything the snapshot carries before it may replace local
     /// state: the payload matches `meta`, every policy version matches its
     /// content hash, domain metadata matches the versions, and the decision
-    /// log is dense, linked and correctly hashed up to the claimed head.
-    pub fn verify(&self, meta: &SnapshotMeta) -> Result<(), IntegrityError> {
+    /// log is dense, linked and correctly hashed up to the claimed head,
+    /// every checkpoint root is the root of its records, and every
+    /// cosignature by a current member verifies under its key for
+    /// `cluster_id`. Returns the proof state the records produce.
+    pub fn verify(
+        &self,
+        meta: &SnapshotMeta,
+        cluster_id: &str,
+    ) -> Result<ProofState, IntegrityError> {
         let bad = |message: String| IntegrityError { index: 0, message };
         if self.last_applied != meta.last_log_id || self.membership != meta.last_membership {
             return Err(bad("snapshot: payload does not match its metadata".into()));
@@ -77,6 +94,54 @@ impl SnapshotPayload {
                 )));
             }
         }
+        let membership = self.membership.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let mut pending = self.checkpoints.iter().peekable();
+        let mut proof = ProofState::default();
+        let mut last_size = 0;
+        for cp in &self.checkpoints {
+            let c = &cp.checkpoint;
+            if c.size <= last_size || c.cluster_id != cluster_id {
+                return Err(bad(format!(
+                    "snapshot: checkpoint at size {} is out of order or for another cluster",
+                    c.size
+                )));
+            }
+            last_size = c.size;
+            let mut valid = 0;
+            for sig in &c.cosignatures {
+                let Some(node) = membership.get_node(&sig.node_id) else {
+                    continue;
+                };
+                node.public_key
+                    .verify(&c.message(), &sig.signature)
+                    .map_err(|e| {
+                        bad(format!(
+                            "snapshot: checkpoint {} cosignature of node {}: {e}",
+                            c.size, sig.node_id
+                        ))
+                    })?;
+                if voters.contains(&sig.node_id) {
+                    valid += 1;
+                }
+            }
+            if cp.is_final() {
+                proof.last_final = c.size;
+                if valid < voters.len() / 2 + 1 {
+                    return Err(bad(format!(
+                        "snapshot: checkpoint {} is marked final with {valid} voter cosignatures",
+                        c.size
+                    )));
+                }
+            }
+            proof.last_checkpoint = c.size;
+        }
+        let mut frontier = Frontier::new();
+        let n = self.decisions.len() as u64;
+        let bad_head = |m: &str| IntegrityError {
+            index: n + 1,
+            message: m.to_string(),
+        };
         let mut prev = GENESIS_HASH;
         for (i, rec) in self.decisions.iter().enumerate() {
             let index = i as u64 + 1;
@@ -93,16 +158,22 @@ impl SnapshotPayload {
             if !rec.hash_is_valid() {
                 return Err(bad("hash does not match contents"));
             }
+            frontier.append(record_leaf(rec));
+            while let Some(cp) = pending.next_if(|c| c.checkpoint.size == index) {
+                if cp.checkpoint.root != frontier.root() {
+                    return Err(bad("a checkpoint root is not the root of the records"));
+                }
+            }
             prev = rec.hash;
         }
-        let n = self.decisions.len() as u64;
-        if self.head.count != n || self.head.hash != prev {
-            return Err(IntegrityError {
-                index: n + 1,
-                message: "snapshot: chain head does not match its records".into(),
-            });
+        if pending.next().is_some() {
+            return Err(bad_head("snapshot: a checkpoint is beyond the last record"));
         }
-        Ok(())
+        if self.head.count != n || self.head.hash != prev {
+            return Err(bad_head("snapshot: chain head does not match its records"));
+        }
+        proof.frontier = frontier;
+        Ok(proof)
     }
 }
 
@@ -116,7 +187,7 @@ impl SnapshotBuilder {
         SnapshotBuilder { store }
     }
 
-    fn build(&self) -> Result<Snapshot, StoreError> {
+    pub(crate) fn build(&self) -> Result<Snapshot, StoreError> {
         let view = self.store.db.snapshot();
         let read = |cf: &str, key: &[u8]| -> Result<Option<Vec<u8>>, StoreError> {
             let h = self.store.cf(cf)?;
@@ -160,6 +231,14 @@ impl SnapshotBuilder {
         for (k, v) in scan(CF_DECISIONS)? {
             decisions.push(decode(CF_DECISIONS, &k, &v)?);
         }
+        let mut checkpoints = Vec::new();
+        for (k, v) in scan(CF_CHECKPOINTS)? {
+            checkpoints.push(decode(CF_CHECKPOINTS, &k, &v)?);
+        }
+        let mut activations = Vec::new();
+        for (k, v) in scan(CF_ACTIVATIONS)? {
+            activations.push(decode(CF_ACTIVATIONS, &k, &v)?);
+        }
         let payload = SnapshotPayload {
             last_applied,
             membership: membership.clone(),
@@ -167,6 +246,8 @@ impl SnapshotBuilder {
             domains,
             policies,
             decisions,
+            checkpoints,
+            activations,
         };
         let data = encode(&payload);
         let meta = SnapshotMeta {
@@ -234,18 +315,32 @@ pub(crate) fn current(store: &Store) -> Result<Option<Snapshot>, StoreError> {
     }))
 }
 
-/// Replaces the state machine's contents with `payload`, atomically.
+/// Replaces the state machine's contents with `payload` (already verified,
+/// giving `proof`), atomically.
 pub(crate) fn install(
     store: &Store,
     meta: &SnapshotMeta,
     payload: &SnapshotPayload,
+    proof: &ProofState,
     raw: &[u8],
+) -> Result<(), StoreError> {
+    install_inner(store, meta, payload, proof, raw, false)
+}
+
+fn install_inner(
+    store: &Store,
+    meta: &SnapshotMeta,
+    payload: &SnapshotPayload,
+    proof: &ProofState,
+    raw: &[u8],
+    repair: bool,
 ) -> Result<(), StoreError> {
     // One history (invariant 4): a snapshot may extend our decision log but
     // never rewrite it. If we hold records, the snapshot must hold the same
-    // record at our head's index.
+    // record at our head's index. A repair replaces state that failed
+    // verification, so its own head is not evidence.
     let local_head: ChainHead = store.get_json(CF_SM_META, KEY_HEAD)?.unwrap_or_default();
-    if local_head.count > 0 {
+    if local_head.count > 0 && !repair {
         let theirs = payload
             .decisions
             .get((local_head.count - 1) as usize)
@@ -258,7 +353,15 @@ pub(crate) fn install(
         }
     }
     let mut batch = WriteBatch::default();
-    for cf in [CF_DECISIONS, CF_REQUEST_IDS, CF_POLICIES, CF_DOMAINS] {
+    for cf in [
+        CF_DECISIONS,
+        CF_REQUEST_IDS,
+        CF_POLICIES,
+        CF_DOMAINS,
+        CF_MERKLE,
+        CF_CHECKPOINTS,
+        CF_ACTIVATIONS,
+    ] {
         let h = store.cf(cf)?;
         // The empty key is the smallest key; keys are at most a few hundred
         // bytes and never start with 0xff (UTF-8 never contains it; index
@@ -272,7 +375,12 @@ pub(crate) fn install(
         store.cf(CF_DOMAINS)?,
         store.cf(CF_SM_META)?,
     );
+    let cf_merkle = store.cf(CF_MERKLE)?;
+    let mut frontier = Frontier::new();
     for rec in &payload.decisions {
+        for (level, i, h) in frontier.append(record_leaf(rec)) {
+            batch.put_cf(&cf_merkle, merkle_key(level, i), h.0);
+        }
         batch.put_cf(&cf_d, u64_key(rec.index), encode(rec));
         batch.put_cf(
             &cf_r,
@@ -286,6 +394,18 @@ pub(crate) fn install(
     for (d, m) in &payload.domains {
         batch.put_cf(&cf_m, d.as_bytes(), encode(m));
     }
+    let cf_c = store.cf(CF_CHECKPOINTS)?;
+    for c in &payload.checkpoints {
+        batch.put_cf(&cf_c, u64_key(c.checkpoint.size), encode(c));
+    }
+    let cf_a = store.cf(CF_ACTIVATIONS)?;
+    for a in &payload.activations {
+        batch.put_cf(&cf_a, u64_key(a.log_index), encode(a));
+    }
+    batch.put_cf(&cf_meta, KEY_PROOF, encode(proof));
+    if repair {
+        batch.delete_cf(&cf_meta, KEY_DIVERGENCE);
+    }
     batch.put_cf(&cf_meta, KEY_LAST_APPLIED, encode(&meta.last_log_id));
     batch.put_cf(&cf_meta, KEY_MEMBERSHIP, encode(&meta.last_membership));
     batch.put_cf(&cf_meta, KEY_HEAD, encode(&payload.head));
@@ -294,4 +414,59 @@ pub(crate) fn install(
     store.db.write_opt(batch, &o)?;
     save_current(store, meta, raw)?;
     Ok(())
+}
+
+/// Replaces this node's damaged state machine with a peer's snapshot
+/// (`quorate node repair`). The node must be stopped. The snapshot is
+/// verified in full (chain, Merkle roots, cosignatures) before anything is
+/// written; the Raft log is kept, and purged up to the snapshot only when
+/// the snapshot is ahead of it, exactly as a snapshot install would.
+pub fn repair_from_snapshot(
+    store: &Store,
+    meta: &SnapshotMeta,
+    raw: &[u8],
+    cluster_id: &str,
+) -> Result<ChainHead, StoreError> {
+    let payload = SnapshotPayload::decode(raw)?;
+    let proof = payload
+        .verify(meta, cluster_id)
+        .map_err(|e| StoreError::Corrupt {
+            what: "peer snapshot".into(),
+            message: e.to_string(),
+        })?;
+    if proof.last_final == 0 && !payload.decisions.is_empty() {
+        return Err(StoreError::Corrupt {
+            what: "peer snapshot".into(),
+            message: "it holds no final checkpoint, so a quorum does not vouch for it; \
+                      retry once the cluster has cosigned a checkpoint"
+                .into(),
+        });
+    }
+    let purged: Option<LogId> = store.get_json(CF_RAFT_META, KEY_PURGED)?;
+    let snap_index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+    if purged.is_some_and(|p| p.index > snap_index) {
+        return Err(StoreError::Corrupt {
+            what: "peer snapshot".into(),
+            message: format!(
+                "it ends at log index {snap_index} but this node's Raft log is compacted to {}; \
+                 repair from a peer with a newer snapshot",
+                purged.map(|p| p.index).unwrap_or(0)
+            ),
+        });
+    }
+    install_inner(store, meta, &payload, &proof, raw, true)?;
+    // The state machine now starts at the snapshot. Log entries up to it are
+    // no longer needed; if the log ends before it, openraft must see the
+    // log as purged up to the snapshot (as after a normal install).
+    if let Some(last) = meta.last_log_id {
+        let cf_log = store.cf(CF_LOG)?;
+        let cf_meta = store.cf(CF_RAFT_META)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(&cf_meta, KEY_PURGED, encode(&last));
+        batch.delete_range_cf(&cf_log, u64_key(0), u64_key(last.index + 1));
+        let mut o = WriteOptions::default();
+        o.set_sync(true);
+        store.db.write_opt(batch, &o)?;
+    }
+    Ok(payload.head)
 }

@@ -141,6 +141,7 @@ pub(crate) async fn authorize(a: AuthorizeArgs) -> anyhow::Result<ExitCode> {
         parent: a.parent,
         trace_id: a.trace_id,
     };
+    let want_receipt = a.receipt;
     let mut client = connect(&a.endpoint.endpoint).await?;
     let resp = client
         .authorize(req)
@@ -159,6 +160,23 @@ pub(crate) async fn authorize(a: AuthorizeArgs) -> anyhow::Result<ExitCode> {
     let verified = record
         .as_ref()
         .is_some_and(|r| r.hash_is_valid() && r.decision == quorate_core::Decision::Allow);
+    let receipt = match (&record, want_receipt) {
+        (Some(r), true) => Some(
+            crate::proofs::fetch_receipt(
+                &a.endpoint.endpoint,
+                v1::get_decision_request::Key::Index(r.index),
+                Duration::from_secs(10),
+            )
+            .await
+            .context("the decision is committed but its receipt is not available yet; fetch it later with `quorate log receipt`")?,
+        ),
+        _ => None,
+    };
+    if let (Some(rc), Some(r)) = (&receipt, &record)
+        && rc.record != *r
+    {
+        bail!("the receipt is for a different record than the answer; do not trust this node");
+    }
     let out = serde_json::json!({
         "decision": if allow && verified { "ALLOW" } else { "DENY" },
         "reason": if allow && !verified { "INTEGRITY_FAILURE".to_string() } else { resp.reason.clone() },
@@ -166,6 +184,7 @@ pub(crate) async fn authorize(a: AuthorizeArgs) -> anyhow::Result<ExitCode> {
         "replayed": resp.replayed,
         "served_by": resp.served_by,
         "record": record,
+        "receipt": receipt,
     });
     print_json(&out)?;
     Ok(if allow && verified {
@@ -205,16 +224,16 @@ pub(crate) async fn policy(p: PolicyCmd) -> anyhow::Result<ExitCode> {
             file,
             schema,
             activate,
+            signature,
+            sign_with,
         } => {
-            let policy_text = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read policy file {}", file.display()))?;
-            let schema = match schema {
-                None => None,
-                Some(p) => Some(
-                    std::fs::read_to_string(&p)
-                        .with_context(|| format!("cannot read schema file {}", p.display()))?,
-                ),
-            };
+            let (policy_text, schema) = crate::proofs::read_policy(&file, schema.as_deref())?;
+            let sig = crate::proofs::publish_signature(
+                signature.as_deref(),
+                sign_with.as_deref(),
+                &policy_text,
+                schema.as_deref(),
+            )?;
             let mut c = connect_leader(&endpoint.endpoint).await?;
             let r = c
                 .publish_policy(v1::PublishPolicyRequest {
@@ -222,6 +241,8 @@ pub(crate) async fn policy(p: PolicyCmd) -> anyhow::Result<ExitCode> {
                     policy_text,
                     schema,
                     activate,
+                    publisher_key: sig.map(|s| s.publisher_key.to_hex()),
+                    signature: sig.map(|s| s.signature.to_hex()),
                 })
                 .await
                 .map_err(|s| status_error(&s))?
@@ -265,7 +286,11 @@ pub(crate) async fn policy(p: PolicyCmd) -> anyhow::Result<ExitCode> {
                 "domain": p.domain, "version": p.version, "hash": p.hash, "active": p.active,
                 "log_index": p.log_index, "published_at_ms": p.published_at_ms,
                 "policy_text": p.policy_text, "schema": p.schema,
+                "publisher_key": p.publisher_key, "signature": p.signature,
             }))?;
+        }
+        PolicyCmd::Sign { key, file, schema } => {
+            return crate::proofs::policy_sign(&key, &file, schema.as_deref());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -301,7 +326,39 @@ pub(crate) async fn stream_records(
 
 pub(crate) async fn log(l: LogCmd) -> anyhow::Result<ExitCode> {
     match l {
-        LogCmd::List(a) | LogCmd::Export(a) => {
+        LogCmd::Export { endpoint, out } => {
+            return crate::proofs::export(&endpoint.endpoint, out.as_deref()).await;
+        }
+        LogCmd::Receipt {
+            endpoint,
+            index,
+            domain,
+            request_id,
+            wait,
+        } => {
+            let key = match (index, domain, request_id) {
+                (Some(i), _, _) => v1::get_decision_request::Key::Index(i),
+                (None, Some(domain), Some(request_id)) => {
+                    v1::get_decision_request::Key::Request(v1::DecisionKey { domain, request_id })
+                }
+                _ => bail!("give --index N, or --domain D --request-id ID"),
+            };
+            let r =
+                crate::proofs::fetch_receipt(&endpoint.endpoint, key, Duration::from_secs(wait))
+                    .await?;
+            print_json(&r)?;
+        }
+        LogCmd::Checkpoint { endpoint, size } => {
+            return crate::proofs::checkpoint(&endpoint.endpoint, size).await;
+        }
+        LogCmd::Consistency {
+            endpoint,
+            old_size,
+            new_size,
+        } => {
+            return crate::proofs::consistency(&endpoint.endpoint, old_size, new_size).await;
+        }
+        LogCmd::List(a) => {
             let LogArgs {
                 endpoint,
                 domain,
@@ -372,8 +429,11 @@ pub(crate) fn status_json(s: &v1::StatusResponse) -> serde_json::Value {
         "last_applied_index": s.last_applied_index,
         "decision_count": s.decision_count,
         "chain_head_hash": s.chain_head_hash,
+        "public_key": s.public_key,
+        "last_final_checkpoint": s.last_final_checkpoint,
         "members": s.members.iter().map(|m| serde_json::json!({
-            "node_id": m.node_id, "addr": m.addr, "voter": m.voter
+            "node_id": m.node_id, "addr": m.addr, "voter": m.voter,
+            "public_key": m.public_key, "region": m.region,
         })).collect::<Vec<_>>(),
     })
 }

@@ -92,6 +92,8 @@ async fn ensure_demo_policy(leader_addr: &str) -> anyhow::Result<&'static str> {
         policy_text: DEMO_POLICY.into(),
         schema: None,
         activate: true,
+        publisher_key: None,
+        signature: None,
     })
     .await
     .map_err(|s| status_error(&s))?;

@@ -8,6 +8,7 @@
 mod bench;
 mod client;
 mod dev;
+mod proofs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,11 +44,15 @@ struct Endpoint {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run one node from a config file (see config/dev/node1.toml for every key).
+    /// Run one node from a config file (see config/dev/node1.toml for every key),
+    /// or repair a stopped node's damaged state (`quorate node repair`).
+    #[command(args_conflicts_with_subcommands = true)]
     Node {
+        #[command(subcommand)]
+        action: Option<NodeCmd>,
         /// The node's TOML config.
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// Overrides `data_dir` from the config.
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -82,6 +87,71 @@ enum Cmd {
     },
     /// Load a running cluster with authorization requests and report decisions/s and latency.
     Bench(bench::BenchArgs),
+    /// Make and export ed25519 keys: publisher keys, and the trust file verifiers need.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Verify receipts, log exports and consistency proofs offline (no node needed).
+    ///
+    /// Exit 0 when everything verifies, 1 when anything does not (the error
+    /// names the first bad line and record index), 2 when an input cannot be read.
+    /// Get the trust file from the cluster once with `quorate keys export`.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["receipt", "log", "consistency"])))]
+    Verify {
+        /// Trust file from `quorate keys export`: cluster id, node keys, trusted publishers.
+        #[arg(long)]
+        trust: PathBuf,
+        /// A receipt from `quorate authorize --receipt` or `quorate log receipt`.
+        #[arg(long)]
+        receipt: Option<PathBuf>,
+        /// A log export from `quorate log export`: recomputes every hash, the chain,
+        /// the Merkle roots and cosignatures, and re-evaluates every decision.
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// OLD is a checkpoint you kept (`quorate log checkpoint`); NEW is a consistency
+        /// bundle (`quorate log consistency --old-size <OLD's size>`). Proves NEW extends OLD.
+        #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
+        consistency: Option<Vec<PathBuf>>,
+        /// With --log: skip re-evaluating decisions with Cedar (hashes, chain and proofs only).
+        #[arg(long)]
+        no_reevaluate: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCmd {
+    /// Repair a stopped node whose stored state failed verification
+    /// (INTEGRITY_FAILURE) or diverged (DIVERGENCE): fetch a snapshot from a
+    /// healthy peer, verify it completely (chain, Merkle roots, quorum
+    /// cosignatures), and replace the damaged state with it.
+    Repair {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides `data_dir` from the config.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Peer to repair from (host:port); default: each other member in turn.
+        #[arg(long)]
+        from: Option<String>,
+        /// Repair even if the local state verifies.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCmd {
+    /// Create an ed25519 key file (mode 0600) and print its public key.
+    Gen {
+        /// Where to write the secret key; refuses to overwrite.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the trust file of a running cluster (redirect it to trust.json).
+    Export {
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -116,6 +186,10 @@ struct AuthorizeArgs {
     /// Trace id to record with the decision.
     #[arg(long)]
     trace_id: Option<String>,
+    /// Also wait for the decision's receipt (inclusion proof under a
+    /// quorum-cosigned checkpoint) and print it under "receipt".
+    #[arg(long)]
+    receipt: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -135,6 +209,25 @@ enum PolicyCmd {
         /// Make the new version active in the same log entry.
         #[arg(long)]
         activate: bool,
+        /// Signature file from `quorate policy sign` over these exact files.
+        #[arg(long, conflicts_with = "sign_with")]
+        signature: Option<PathBuf>,
+        /// Sign with this publisher key file before publishing.
+        #[arg(long)]
+        sign_with: Option<PathBuf>,
+    },
+    /// Sign a policy (and schema) as a publisher: prints the signature JSON
+    /// that `policy publish --signature` sends.
+    Sign {
+        /// Publisher key file from `quorate keys gen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// Cedar policy file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Optional schema file; it is covered by the signature.
+        #[arg(long)]
+        schema: Option<PathBuf>,
     },
     /// Make an existing version the domain's active one.
     Activate {
@@ -160,8 +253,46 @@ enum PolicyCmd {
 enum LogCmd {
     /// Decision records as JSON lines, from an index.
     List(LogArgs),
-    /// The whole decision log (or a domain's part) as JSON lines, for archiving and verification.
-    Export(LogArgs),
+    /// The whole log as verifiable JSON lines (header, policies, activations,
+    /// records, checkpoints) for archiving and `quorate verify --log`.
+    Export {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The receipt of one decision (by index or request id), waiting up to
+    /// --wait seconds for a final checkpoint to cover it.
+    Receipt {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        #[arg(long, conflicts_with_all = ["domain", "request_id"])]
+        index: Option<u64>,
+        #[arg(long, requires = "request_id")]
+        domain: Option<String>,
+        #[arg(long, requires = "domain")]
+        request_id: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+    },
+    /// A final (quorum-cosigned) checkpoint: the latest, or the one at --size.
+    Checkpoint {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Proof that the latest final checkpoint (or --new-size) extends the
+    /// tree of --old-size records; verify it with `quorate verify --consistency`.
+    Consistency {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        #[arg(long)]
+        old_size: u64,
+        #[arg(long)]
+        new_size: Option<u64>,
+    },
     /// One decision, by index or by request id.
     Get {
         #[command(flatten)]
@@ -213,7 +344,48 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Cmd::Node { config, data_dir } => client::run_node(config, data_dir).await,
+        Cmd::Node {
+            action:
+                Some(NodeCmd::Repair {
+                    config,
+                    data_dir,
+                    from,
+                    force,
+                }),
+            ..
+        } => proofs::repair(&config, data_dir, from, force).await,
+        Cmd::Node {
+            action: None,
+            config,
+            data_dir,
+        } => match config {
+            Some(config) => client::run_node(config, data_dir).await,
+            None => anyhow::bail!("give --config FILE (see config/dev/node1.toml)"),
+        },
+        Cmd::Keys(KeysCmd::Gen { out }) => proofs::keys_gen(&out),
+        Cmd::Keys(KeysCmd::Export { endpoint }) => proofs::keys_export(&endpoint.endpoint).await,
+        Cmd::Verify {
+            trust,
+            receipt,
+            log,
+            consistency,
+            no_reevaluate,
+        } => {
+            let what = match (receipt, log, consistency) {
+                (Some(r), _, _) => proofs::VerifyWhat::Receipt(r),
+                (None, Some(path), _) => proofs::VerifyWhat::Log {
+                    path,
+                    reevaluate: !no_reevaluate,
+                },
+                (None, None, Some(mut c)) if c.len() == 2 => {
+                    let new = c.pop().unwrap_or_default();
+                    let old = c.pop().unwrap_or_default();
+                    proofs::VerifyWhat::Consistency { old, new }
+                }
+                _ => anyhow::bail!("give --receipt FILE, --log FILE or --consistency OLD NEW"),
+            };
+            proofs::verify(&trust, what)
+        }
         Cmd::Dev { data_dir, detach } => dev::run(data_dir, detach).await,
         Cmd::Authorize(a) => client::authorize(a).await,
         Cmd::Policy(p) => client::policy(p).await,

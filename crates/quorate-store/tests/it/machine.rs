@@ -39,6 +39,7 @@ fn publish(activate: bool) -> Command {
         policy_text: POLICY.into(),
         schema: None,
         activate,
+        signature: None,
         timestamp_ms: 10,
     }
 }
@@ -183,6 +184,7 @@ async fn invalid_commands_are_refused_and_change_nothing() {
                     policy_text: "permit(".into(),
                     schema: None,
                     activate: true,
+                    signature: None,
                     timestamp_ms: 21,
                 },
             ),
@@ -248,16 +250,7 @@ async fn a_flipped_byte_in_a_stored_record_is_found_at_its_index() {
     }
     // Tamper with record 3 (alice's ALLOW) directly in RocksDB.
     {
-        let cfs = [
-            "raft_log",
-            "raft_meta",
-            "sm_meta",
-            "decisions",
-            "request_ids",
-            "policies",
-            "domains",
-            "snapshot",
-        ];
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).expect("list");
         let db =
             rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).expect("raw open");
         let cf = db.cf_handle("decisions").expect("cf");

@@ -1,0 +1,360 @@
+//! The node's side of the proofs: signing checkpoints, re-verifying stored
+//! state at rest, and serving receipts, checkpoints, consistency proofs,
+//! the trust file and the log export.
+//!
+//! Signing rule (invariants 3 and 4): a voter signs only the root it
+//! computed itself. The leader proposes a checkpoint of its applied tree at
+//! most every `checkpoint.interval_ms` or `checkpoint.max_entries` records;
+//! another voter cosigns a size once it has applied someone's cosignature
+//! for it, which the state machine accepts only when that root equals its
+//! own. A mismatch never yields a cosignature: the node contains instead.
+
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+use quorate_core::export::{EXPORT_FORMAT, ExportHeader, ExportLine};
+use quorate_core::proof::{
+    CONSISTENCY_FORMAT, ConsistencyBundle, RECEIPT_FORMAT, TRUST_FORMAT, TrustedNode,
+    TrustedPublisher, checkpoint_message,
+};
+use quorate_core::{Checkpoint, Command, CommandResponse, Digest, ErrorCode, Receipt, TrustFile};
+use quorate_store::CheckpointState;
+use tokio::sync::{mpsc, watch};
+
+use crate::error::ApiError;
+use crate::node::Node;
+
+/// Signs `root` at `size` as this node and gets it into the log: proposed
+/// directly on the leader, sent to the leader otherwise.
+async fn cosign(node: &Node, size: u64, root: Digest) -> Result<(), String> {
+    let signature = node
+        .key()
+        .sign(&checkpoint_message(&node.config().cluster_id, size, &root));
+    let cmd = Command::Cosign {
+        signer: node.id(),
+        size,
+        root,
+        signature,
+    };
+    let m = node.metrics();
+    if m.state == ServerState::Leader {
+        return match node.write(cmd).await {
+            Ok(CommandResponse::Cosigned(_)) => Ok(()),
+            Ok(CommandResponse::Rejected(r)) => Err(r.message),
+            Ok(other) => Err(format!("unexpected response {other:?}")),
+            Err(e) => Err(e.message),
+        };
+    }
+    let leader = m.current_leader.ok_or("no known leader")?;
+    let addr = m
+        .membership_config
+        .membership()
+        .get_node(&leader)
+        .map(|n| n.addr.clone())
+        .ok_or("leader not in membership")?;
+    quorate_raft::network::submit_cosign(
+        node.channels(),
+        node.id(),
+        leader,
+        &addr,
+        &cmd,
+        Duration::from_millis(node.config().commit_timeout_ms),
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Runs on every node; only voters sign.
+pub(crate) async fn checkpoint_task(node: Node, mut shutdown: watch::Receiver<bool>) {
+    let cfg = node.config().checkpoint.clone();
+    let interval = Duration::from_millis(cfg.interval_ms);
+    let mut applied = node.lookup().subscribe();
+    let mut progress = node.lookup().subscribe_checkpoints();
+    let mut last_signed = 0u64;
+    let mut last_proposal = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            r = applied.changed() => if r.is_err() { return },
+            r = progress.changed() => if r.is_err() { return },
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        // A contained node signs nothing: its state is in doubt.
+        if matches!(
+            node.containment(),
+            Some((
+                quorate_core::DenyReason::Divergence | quorate_core::DenyReason::IntegrityFailure,
+                _
+            ))
+        ) {
+            continue;
+        }
+        let m = node.metrics();
+        let is_voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == node.id());
+        if !is_voter {
+            continue;
+        }
+        // Cosign a checkpoint another voter signed, once, until it is final.
+        let p = progress.borrow_and_update().clone();
+        if p.size > last_signed && !p.is_final && !p.cosigners.contains(&node.id()) {
+            last_signed = p.size;
+            if let Err(e) = cosign(&node, p.size, p.root).await {
+                tracing::debug!(size = p.size, "cosignature not submitted: {e}");
+            }
+            continue;
+        }
+        if m.state != ServerState::Leader {
+            continue;
+        }
+        let (size, root) = node.lookup().tree_head();
+        let last = node.lookup().proof_state().last_checkpoint.max(last_signed);
+        let due =
+            last_proposal.elapsed() >= interval || size.saturating_sub(last) >= cfg.max_entries;
+        if size > last && due {
+            last_proposal = Instant::now();
+            last_signed = size;
+            if let Err(e) = cosign(&node, size, root).await {
+                tracing::debug!(size, "checkpoint not proposed: {e}");
+            }
+        }
+    }
+}
+
+/// Re-verifies the stored chain, Merkle tree and checkpoints periodically
+/// (invariant 6). A failure contains the node until it is repaired.
+pub(crate) async fn integrity_task(node: Node, mut shutdown: watch::Receiver<bool>) {
+    let every = node.config().integrity.verify_interval_s;
+    if every == 0 {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(every)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let lookup = node.lookup().clone();
+        let started = Instant::now();
+        let r = tokio::task::spawn_blocking(move || lookup.verify_state()).await;
+        metrics::histogram!("quorate_integrity_verify_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match r {
+            Ok(Ok(head)) => tracing::debug!(records = head.count, "stored state re-verified"),
+            Ok(Err(e)) => {
+                metrics::counter!("quorate_integrity_failures_total").increment(1);
+                node.set_integrity_failure(e.to_string());
+            }
+            Err(e) => tracing::error!("integrity check task failed: {e}"),
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(e.to_string())
+}
+
+impl Node {
+    /// The receipt of the decision at `index`: the record, its inclusion
+    /// proof and the smallest final checkpoint covering it.
+    pub async fn receipt(&self, index: u64) -> Result<Receipt, ApiError> {
+        let record = self.get_decision_by_index(index).await?;
+        let Some(cp) = self
+            .lookup()
+            .final_checkpoint_covering(index)
+            .map_err(internal)?
+        else {
+            let last = self.lookup().proof_state().last_final;
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "decision {index} is not yet covered by a final checkpoint (the latest covers \
+                     {last} records); checkpoints are cosigned within about {} ms: retry",
+                    self.config().checkpoint.interval_ms * 2
+                ),
+            ));
+        };
+        let inclusion_proof = self
+            .lookup()
+            .inclusion_proof(index, cp.checkpoint.size)
+            .map_err(internal)?;
+        Ok(Receipt {
+            format: RECEIPT_FORMAT.into(),
+            record,
+            inclusion_proof,
+            checkpoint: cp.checkpoint,
+        })
+    }
+
+    /// The final checkpoint at `size`, or the latest final one.
+    pub async fn final_checkpoint(&self, size: Option<u64>) -> Result<Checkpoint, ApiError> {
+        self.linearize().await?;
+        let cp: Option<CheckpointState> = match size {
+            Some(s) => self.lookup().checkpoint(s).map_err(internal)?,
+            None => self.lookup().latest_final_checkpoint().map_err(internal)?,
+        };
+        match cp {
+            Some(c) if c.is_final() => Ok(c.checkpoint),
+            Some(_) => Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!("the checkpoint at size {size:?} is not final yet; retry"),
+            )),
+            None => Err(ApiError::new(
+                ErrorCode::NotFound,
+                match size {
+                    Some(s) => format!("no checkpoint at size {s}"),
+                    None => "no final checkpoint yet: the log is empty or not yet cosigned".into(),
+                },
+            )),
+        }
+    }
+
+    /// Proof that the latest final checkpoint (or the one at `new_size`)
+    /// extends the tree of `old_size` records.
+    pub async fn consistency(
+        &self,
+        old_size: u64,
+        new_size: Option<u64>,
+    ) -> Result<ConsistencyBundle, ApiError> {
+        let checkpoint = self.final_checkpoint(new_size).await?;
+        if old_size == 0 || old_size > checkpoint.size {
+            return Err(ApiError::invalid(format!(
+                "old size must be in 1..={} (the newer checkpoint's size)",
+                checkpoint.size
+            )));
+        }
+        let proof = self
+            .lookup()
+            .consistency_proof(old_size, checkpoint.size)
+            .map_err(internal)?;
+        Ok(ConsistencyBundle {
+            format: CONSISTENCY_FORMAT.into(),
+            old_size,
+            proof,
+            checkpoint,
+        })
+    }
+
+    /// What a verifier must trust: the cluster id, every member's key and
+    /// role, and the trusted policy publishers.
+    pub async fn trust_file(&self) -> Result<TrustFile, ApiError> {
+        self.linearize().await?;
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        Ok(TrustFile {
+            format: TRUST_FORMAT.into(),
+            cluster_id: self.config().cluster_id.clone(),
+            nodes: membership
+                .nodes()
+                .map(|(id, n)| TrustedNode {
+                    node_id: *id,
+                    public_key: n.public_key,
+                    voter: voters.contains(id),
+                    region: n.region.clone(),
+                })
+                .collect(),
+            publishers: self
+                .config()
+                .security
+                .trusted_publishers
+                .iter()
+                .map(|p| TrustedPublisher {
+                    name: p.name.clone(),
+                    public_key: p.public_key,
+                })
+                .collect(),
+        })
+    }
+
+    /// Streams the whole log export (FORMATS.md §11) as JSON lines.
+    pub async fn export(&self) -> Result<mpsc::Receiver<Result<String, ApiError>>, ApiError> {
+        self.linearize().await?;
+        let lookup = self.lookup().clone();
+        let head = lookup.head();
+        let header = ExportLine::Header(ExportHeader {
+            format: EXPORT_FORMAT.into(),
+            cluster_id: self.config().cluster_id.clone(),
+            records: head.count,
+            head: head.hash,
+            node_id: self.id(),
+        });
+        let (tx, rx) = mpsc::channel(256);
+        tokio::task::spawn_blocking(move || {
+            let send = |line: &ExportLine| -> bool {
+                let json = serde_json::to_string(line).map_err(internal);
+                tx.blocking_send(json).is_ok()
+            };
+            let run = || -> Result<(), ApiError> {
+                if !send(&header) {
+                    return Ok(());
+                }
+                // Policy events in log order; checkpoints by size.
+                let mut events: Vec<ExportLine> = lookup
+                    .policies()
+                    .map_err(internal)?
+                    .into_iter()
+                    .map(ExportLine::Policy)
+                    .chain(
+                        lookup
+                            .activations()
+                            .map_err(internal)?
+                            .into_iter()
+                            .map(ExportLine::Activation),
+                    )
+                    .collect();
+                // A publish and its activation share a log index: the
+                // publication comes first.
+                events.sort_by_key(|e| (e.log_index(), matches!(e, ExportLine::Activation(_))));
+                let mut events = events.into_iter().peekable();
+                let checkpoints: Vec<Checkpoint> = lookup
+                    .checkpoints()
+                    .map_err(internal)?
+                    .into_iter()
+                    .filter(|c| c.is_final() && c.checkpoint.size <= head.count)
+                    .map(|c| c.checkpoint)
+                    .collect();
+                let mut checkpoints = checkpoints.into_iter().peekable();
+                let mut next = 1u64;
+                while next <= head.count {
+                    let chunk = lookup.decisions(next, 1024, None).map_err(internal)?;
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    for rec in chunk {
+                        if rec.index > head.count {
+                            break;
+                        }
+                        while let Some(e) = events.next_if(|e| e.log_index() < rec.log_index) {
+                            if !send(&e) {
+                                return Ok(());
+                            }
+                        }
+                        next = rec.index + 1;
+                        let index = rec.index;
+                        if !send(&ExportLine::Record(rec)) {
+                            return Ok(());
+                        }
+                        while let Some(c) = checkpoints.next_if(|c| c.size == index) {
+                            if !send(&ExportLine::Checkpoint(c)) {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                for e in events {
+                    if !send(&e) {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            };
+            if let Err(e) = run() {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        Ok(rx)
+    }
+}

@@ -1,0 +1,41 @@
+//! Test-only fault switches, compiled only with the `fault-injection`
+//! feature (enabled by test builds, never by the `quorate` binary).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use quorate_core::{Decision, DecisionRecord};
+
+use crate::db::Store;
+
+static DIVERGE: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+/// Makes the state machine on the store at `db_dir` evaluate differently
+/// from its peers: every decision it records is inverted. Simulates a
+/// nondeterministic or tampered evaluator on one replica.
+pub fn set_diverge(db_dir: &Path, on: bool) {
+    let mut g = DIVERGE.lock().unwrap_or_else(|p| p.into_inner());
+    let set = g.get_or_insert_with(HashSet::new);
+    if on {
+        set.insert(db_dir.to_path_buf());
+    } else {
+        set.remove(db_dir);
+    }
+}
+
+pub(crate) fn maybe_diverge(store: &Store, record: DecisionRecord) -> DecisionRecord {
+    let on = DIVERGE
+        .lock()
+        .map(|g| g.as_ref().is_some_and(|s| s.contains(store.db.path())))
+        .unwrap_or(false);
+    if !on {
+        return record;
+    }
+    let mut r = record;
+    r.decision = match r.decision {
+        Decision::Allow => Decision::Deny,
+        Decision::Deny => Decision::Allow,
+    };
+    r.seal()
+}
