@@ -19,6 +19,18 @@ use tonic::transport::Channel;
 
 /// The `quorate` binary: `$QUORATE_BIN`, or next to the test executable's
 /// `deps/` directory (where `cargo test --workspace` builds it).
+/// Runs the `quorate` CLI; returns (exit code, stdout, stderr).
+pub fn cli(args: &[&str]) -> (i32, String, String) {
+    match Command::new(quorate_bin()).args(args).output() {
+        Ok(out) => (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ),
+        Err(e) => (-1, String::new(), format!("cannot run quorate: {e}")),
+    }
+}
+
 pub fn quorate_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("QUORATE_BIN") {
         return PathBuf::from(p);
@@ -75,6 +87,8 @@ pub struct ClusterOpts {
     pub nodes: u64,
     pub commit_timeout_ms: u64,
     pub snapshot_after_entries: u64,
+    /// TOML appended to every node's config (e.g. a `[security]` table).
+    pub extra_config: String,
 }
 
 impl Default for ClusterOpts {
@@ -85,6 +99,7 @@ impl Default for ClusterOpts {
             // test itself. Tests of the timeout path set their own.
             commit_timeout_ms: 3000,
             snapshot_after_entries: 20_000,
+            extra_config: String::new(),
         }
     }
 }
@@ -113,8 +128,8 @@ impl Cluster {
                  commit_timeout_ms = {}\n\n{members}\
                  [raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\n\
                  election_timeout_max_ms = 1000\nsnapshot_after_entries = {}\n\
-                 keep_entries_after_snapshot = 100\n",
-                opts.commit_timeout_ms, opts.snapshot_after_entries
+                 keep_entries_after_snapshot = 100\n\n{}\n",
+                opts.commit_timeout_ms, opts.snapshot_after_entries, opts.extra_config
             );
             std::fs::write(&config, text)?;
             nodes.push(NodeProc {
@@ -163,6 +178,11 @@ impl Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Starts node `i` again after `kill9`, on its data directory.
+    pub fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
+        self.spawn(i)
     }
 
     /// Restarts node `i` on its data directory.

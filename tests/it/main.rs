@@ -2,9 +2,13 @@
 //! processes, real TCP on loopback, real RocksDB in temp dirs.
 //!
 //! Named by priority, as openraft's tests are: t10 the basic decision path,
-//! t20 crashes and quorum loss, t30 determinism, t40 the CLI contract.
+//! t20 crashes and quorum loss, t30 determinism, t40 the CLI contract, t50
+//! proofs (receipts, exports, consistency, signed policies), t60 tamper
+//! evidence and repair.
 
 mod t10_decision_path;
 mod t20_crashes;
 mod t30_determinism;
 mod t40_cli;
+mod t50_proofs;
+mod t60_tamper;

@@ -1,21 +1,12 @@
 //! The CLI contract scripts rely on: `quorate authorize` exits 0 on ALLOW,
 //! 1 on DENY and 2 on bad input or error; output is JSON.
 
-use std::process::Command;
 use std::time::Duration;
 
-use quorate_e2e::{Cluster, ClusterOpts, POLICY, quorate_bin};
+use quorate_e2e::{Cluster, ClusterOpts, POLICY};
 
 fn quorate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(quorate_bin())
-        .args(args)
-        .output()
-        .expect("run quorate");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    quorate_e2e::cli(args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

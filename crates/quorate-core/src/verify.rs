@@ -105,6 +105,13 @@ pub enum Problem {
     )]
     LogOrder { previous: u64, found: u64 },
     #[error(
+        "log_index {log_index} is also that of the preceding {previous} line; one Raft entry carries one command, so only the records of one batch, or a publication and its own activation, share a log index"
+    )]
+    SharedLogIndex {
+        log_index: u64,
+        previous: &'static str,
+    },
+    #[error(
         "policy {domain:?} version {version}: hash {found} does not match its text and schema (they hash to {computed})"
     )]
     PolicyHash {
@@ -220,6 +227,39 @@ pub struct ExportSummary {
     pub uncovered_tail: u64,
 }
 
+/// The last line that carried a log index.
+struct LastEntry {
+    log_index: u64,
+    kind: LastKind,
+}
+
+enum LastKind {
+    Start,
+    Records,
+    Policy { domain: String, version: u64 },
+    Activation,
+}
+
+impl LastKind {
+    fn name(&self) -> &'static str {
+        match self {
+            LastKind::Start => "header",
+            LastKind::Records => "record",
+            LastKind::Policy { .. } => "policy",
+            LastKind::Activation => "activation",
+        }
+    }
+}
+
+/// The line being ordered: a record, or a policy or activation of (domain,
+/// version).
+#[derive(Clone, Copy)]
+enum Entry<'a> {
+    Record,
+    Policy(&'a str, u64),
+    Activation(&'a str, u64),
+}
+
 /// Per-domain policy state: the versions published so far and the active one.
 #[derive(Default)]
 struct DomainPolicies {
@@ -239,7 +279,7 @@ pub struct ExportVerifier<'a> {
     failed: Option<VerifyError>,
     line: u64,
     header: Option<ExportHeader>,
-    last_log_index: u64,
+    last_entry: LastEntry,
     domains: HashMap<String, DomainPolicies>,
     records: u64,
     head: Digest,
@@ -279,7 +319,10 @@ impl<'a> ExportVerifier<'a> {
             failed: None,
             line: 0,
             header: None,
-            last_log_index: 0,
+            last_entry: LastEntry {
+                log_index: 0,
+                kind: LastKind::Start,
+            },
             domains: HashMap::new(),
             records: 0,
             head: GENESIS_HASH,
@@ -364,23 +407,57 @@ impl<'a> ExportVerifier<'a> {
         Ok(())
     }
 
-    /// Log indexes never decrease across policy, activation and record lines.
-    fn log_order(&mut self, log_index: u64, record: Option<u64>) -> Result<(), VerifyError> {
-        if log_index < self.last_log_index {
+    /// Log indexes never decrease across policy, activation and record
+    /// lines, and lines share a log index only as one Raft entry can: the
+    /// records of one batch, or a publication and its own activation.
+    fn log_order(
+        &mut self,
+        log_index: u64,
+        record: Option<u64>,
+        this: Entry<'_>,
+    ) -> Result<(), VerifyError> {
+        let last = &self.last_entry;
+        if log_index < last.log_index {
             return Err(self.fail(
                 record,
                 Problem::LogOrder {
-                    previous: self.last_log_index,
+                    previous: last.log_index,
                     found: log_index,
                 },
             ));
         }
-        self.last_log_index = log_index;
+        if log_index == last.log_index {
+            let same_entry = match (&last.kind, this) {
+                (LastKind::Start, _) | (LastKind::Records, Entry::Record) => true,
+                (LastKind::Policy { domain, version }, Entry::Activation(d, v)) => {
+                    domain == d && *version == v
+                }
+                _ => false,
+            };
+            if !same_entry {
+                return Err(self.fail(
+                    record,
+                    Problem::SharedLogIndex {
+                        log_index,
+                        previous: last.kind.name(),
+                    },
+                ));
+            }
+        }
+        let kind = match this {
+            Entry::Record => LastKind::Records,
+            Entry::Policy(domain, version) => LastKind::Policy {
+                domain: domain.to_string(),
+                version,
+            },
+            Entry::Activation(..) => LastKind::Activation,
+        };
+        self.last_entry = LastEntry { log_index, kind };
         Ok(())
     }
 
     fn policy(&mut self, p: PolicyVersion) -> Result<(), VerifyError> {
-        self.log_order(p.log_index, None)?;
+        self.log_order(p.log_index, None, Entry::Policy(&p.domain, p.version))?;
         let computed = policy_content_hash(&p.policy_text, p.schema.as_deref());
         if computed != p.hash {
             return Err(self.fail(
@@ -444,7 +521,7 @@ impl<'a> ExportVerifier<'a> {
     }
 
     fn activation(&mut self, a: Activation) -> Result<(), VerifyError> {
-        self.log_order(a.log_index, None)?;
+        self.log_order(a.log_index, None, Entry::Activation(&a.domain, a.version))?;
         let latest = self
             .domains
             .get(&a.domain)
@@ -478,7 +555,7 @@ impl<'a> ExportVerifier<'a> {
                 },
             ));
         }
-        self.log_order(r.log_index, at)?;
+        self.log_order(r.log_index, at, Entry::Record)?;
         if r.prev_hash != self.head {
             let problem = if self.records == 0 {
                 Problem::PrevHashGenesis { found: r.prev_hash }
@@ -683,24 +760,32 @@ impl<'de> Deserialize<'de> for HexDigest {
     }
 }
 
-fn decode_digest(s: &str) -> Option<Digest> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
+/// Hex digit values; 0xff marks a byte that is not a hex digit.
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0u8;
+    while i < 16 {
+        t[b"0123456789abcdef"[i as usize] as usize] = i;
+        t[b"0123456789ABCDEF"[i as usize] as usize] = i;
+        i += 1;
     }
+    t
+};
+
+fn decode_digest(s: &str) -> Option<Digest> {
     let bytes = s.as_bytes();
     if bytes.len() != 64 {
         return None;
     }
     let mut out = [0u8; 32];
+    // Branch-free: accumulate every digit value and check once.
+    let mut seen = 0u8;
     for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        let (hi, lo) = (HEX_VALUE[pair[0] as usize], HEX_VALUE[pair[1] as usize]);
+        seen |= hi | lo;
+        *o = (hi << 4) | lo;
     }
-    Some(Digest(out))
+    (seen < 16).then_some(Digest(out))
 }
 
 fn kind(line: &ExportLine) -> &'static str {
@@ -772,28 +857,39 @@ fn check_policy_fields(r: &DecisionRecord, policy: PolicyAt<'_>) -> Result<(), P
                 .map_or_else(|| "none".to_string(), |h| h.to_hex()),
         )
     };
-    let (ok, state, expected) = match policy {
-        PolicyAt::UnknownDomain => (
+    let ok = match policy {
+        PolicyAt::UnknownDomain => {
             r.reason == Some(DenyReason::UnknownDomain)
                 && r.policy_version.is_none()
-                && r.policy_hash.is_none(),
-            "has no published policy".to_string(),
-            "the record must be DENY UNKNOWN_DOMAIN with no policy version or hash".to_string(),
-        ),
-        PolicyAt::NoActiveVersion => (
+                && r.policy_hash.is_none()
+        }
+        PolicyAt::NoActiveVersion => {
             r.reason == Some(DenyReason::NoActivePolicy)
                 && r.policy_version.is_none()
-                && r.policy_hash.is_none(),
-            "has no active policy version".to_string(),
-            "the record must be DENY NO_ACTIVE_POLICY with no policy version or hash".to_string(),
-        ),
-        PolicyAt::Active(p) => (
+                && r.policy_hash.is_none()
+        }
+        PolicyAt::Active(p) => {
             r.policy_version == Some(p.version)
                 && r.policy_hash == Some(p.hash)
                 && !matches!(
                     r.reason,
                     Some(DenyReason::UnknownDomain | DenyReason::NoActivePolicy)
-                ),
+                )
+        }
+    };
+    if ok {
+        return Ok(());
+    }
+    let (state, expected) = match policy {
+        PolicyAt::UnknownDomain => (
+            "has no published policy".to_string(),
+            "the record must be DENY UNKNOWN_DOMAIN with no policy version or hash".to_string(),
+        ),
+        PolicyAt::NoActiveVersion => (
+            "has no active policy version".to_string(),
+            "the record must be DENY NO_ACTIVE_POLICY with no policy version or hash".to_string(),
+        ),
+        PolicyAt::Active(p) => (
             format!("has version {} active", p.version),
             format!(
                 "the record must name policy_version {} and policy_hash {}",
@@ -801,9 +897,6 @@ fn check_policy_fields(r: &DecisionRecord, policy: PolicyAt<'_>) -> Result<(), P
             ),
         ),
     };
-    if ok {
-        return Ok(());
-    }
     Err(Problem::PolicyState {
         domain: r.request.domain.clone(),
         log_index: r.log_index,
@@ -1448,10 +1541,12 @@ mod tests {
     #[test]
     fn activation_and_order_checks() {
         let lines = honest();
-        let a = find(&lines, "activation", 0);
+        // The standalone activation of beta version 1 (its own Raft entry).
+        let a = find(&lines, "activation", find(&lines, "activation", 0) + 1);
         let ExportLine::Activation(act) = parsed(&lines[a]) else {
             unreachable!()
         };
+        assert_eq!((act.domain.as_str(), act.version), ("beta", 1));
         let mut bad = lines.clone();
         bad[a] = line(&ExportLine::Activation(Activation {
             version: 2,
@@ -1472,12 +1567,69 @@ mod tests {
             Problem::ActivationUnpublished { latest: 0, .. }
         ));
         bad[a] = line(&ExportLine::Activation(Activation {
-            log_index: act.log_index - 1,
+            log_index: 1,
             ..act
         }));
         let e = err(&bad);
         assert_eq!(e.line, a as u64 + 1);
         assert!(matches!(*e.problem, Problem::LogOrder { .. }), "{e}");
+    }
+
+    #[test]
+    fn one_command_per_log_index() {
+        let lines = honest();
+        let batch = (1..lines.len())
+            .find(|&i| {
+                matches!((parsed(&lines[i]), parsed(&lines[i - 1])),
+                    (ExportLine::Record(a), ExportLine::Record(b)) if a.log_index == b.log_index)
+            })
+            .unwrap_or_else(|| panic!("no batch"));
+        let ExportLine::Record(r) = parsed(&lines[batch]) else {
+            unreachable!()
+        };
+        // An activation slipped into the middle of a batch.
+        let mut bad = lines.clone();
+        bad.insert(
+            batch,
+            line(&ExportLine::Activation(Activation {
+                domain: "alpha".into(),
+                version: 1,
+                log_index: r.log_index,
+            })),
+        );
+        let e = err(&bad);
+        assert_eq!(e.line, batch as u64 + 1, "{e}");
+        assert!(
+            matches!(
+                *e.problem,
+                Problem::SharedLogIndex {
+                    previous: "record",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // An activation for another domain than the publication it shares
+        // an entry with.
+        let p = find(&lines, "policy", 0);
+        let ExportLine::Activation(mut a) = parsed(&lines[p + 1]) else {
+            panic!("publish-with-activate expected")
+        };
+        a.domain = "beta".into();
+        let mut bad = lines.clone();
+        bad[p + 1] = line(&ExportLine::Activation(a));
+        let e = err(&bad);
+        assert_eq!(e.line, p as u64 + 2, "{e}");
+        assert!(
+            matches!(
+                *e.problem,
+                Problem::SharedLogIndex {
+                    previous: "policy",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

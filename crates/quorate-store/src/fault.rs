@@ -39,3 +39,32 @@ pub(crate) fn maybe_diverge(store: &Store, record: DecisionRecord) -> DecisionRe
     };
     r.seal()
 }
+
+/// Rewrites the stored decision record at `index` in the (stopped) node's
+/// database at `db_dir` through `edit`, without fixing its hash: what a
+/// flipped byte on disk or a tampering operator would leave behind.
+pub fn tamper_record(
+    db_dir: &Path,
+    index: u64,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Result<(), crate::StoreError> {
+    let store = Store::open(db_dir)?;
+    let cf = store.cf(crate::db::CF_DECISIONS)?;
+    let key = index.to_be_bytes();
+    let bytes = store
+        .db
+        .get_cf(&cf, key)?
+        .ok_or_else(|| crate::StoreError::Corrupt {
+            what: format!("decisions/{index}"),
+            message: "no such record".into(),
+        })?;
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| crate::StoreError::Corrupt {
+            what: format!("decisions/{index}"),
+            message: e.to_string(),
+        })?;
+    edit(&mut v);
+    store.db.put_cf(&cf, key, crate::db::encode(&v))?;
+    store.db.flush_wal(true)?;
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! Divergence (invariant 3): a replica made to evaluate differently (the
+//! test-only `fault-injection` switch inverts every decision it records)
+//! contains with DIVERGENCE instead of cosigning a different root, while
+//! the honest majority keeps deciding and finalising checkpoints.
+//!
+//! Real nodes as tasks: real TCP on loopback, real RocksDB in temp dirs.
+
+use std::time::{Duration, Instant};
+
+use quorate_core::{AuthorizeRequest, Decision, DenyReason};
+use quorate_server::config::{MemberConfig, NodeConfig};
+use quorate_server::{Node, RunningNode};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn config(id: u64, ports: &[(u16, u16)]) -> NodeConfig {
+    let members = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (g, _))| MemberConfig {
+            id: i as u64 + 1,
+            addr: format!("127.0.0.1:{g}"),
+            public_key: None,
+            region: None,
+        })
+        .collect();
+    let (g, h) = ports[(id - 1) as usize];
+    let text = format!(
+        "cluster_id = \"div\"\nnode_id = {id}\ngrpc_addr = \"127.0.0.1:{g}\"\n\
+         http_addr = \"127.0.0.1:{h}\"\ncommit_timeout_ms = 3000\nmembers = []\n"
+    );
+    let mut cfg: NodeConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("config: {e}"));
+    cfg.members = members;
+    cfg.raft.election_timeout_min_ms = 500;
+    cfg.raft.election_timeout_max_ms = 1000;
+    cfg
+}
+
+fn request(id: &str) -> AuthorizeRequest {
+    AuthorizeRequest {
+        domain: "docs".into(),
+        request_id: id.into(),
+        principal: r#"User::"alice""#.into(),
+        action: r#"Action::"read""#.into(),
+        resource: r#"Doc::"1""#.into(),
+        context: "{}".into(),
+        entities: None,
+        parent: None,
+        trace_id: None,
+    }
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_divergent_replica_contains_instead_of_cosigning() {
+    let dirs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")))
+        .collect();
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    // Node 3 evaluates wrongly; it must also never lead, or the honest
+    // majority would see only its roots.
+    quorate_store::fault::set_diverge(&dirs[2].path().join("db"), true);
+    let mut running: Vec<RunningNode> = Vec::new();
+    for id in 1..=3u64 {
+        let mut cfg = config(id, &ports);
+        // Node 3 must not initialise the cluster: openraft campaigns at once
+        // after `initialize`, before `set_electable(false)` could apply.
+        cfg.bootstrap = id != 3;
+        let n = Node::start(cfg, dirs[(id - 1) as usize].path())
+            .await
+            .unwrap_or_else(|e| panic!("start node {id}: {e}"));
+        if id == 3 {
+            n.node.set_electable(false);
+        }
+        running.push(n);
+    }
+    let nodes: Vec<Node> = running.iter().map(|r| r.node.clone()).collect();
+    wait_for("a leader", Duration::from_secs(20), || {
+        nodes.iter().any(|n| n.status().role == "leader")
+    })
+    .await;
+    let leader = nodes
+        .iter()
+        .find(|n| n.status().role == "leader")
+        .cloned()
+        .unwrap_or_else(|| panic!("no leader"));
+    assert_ne!(leader.id(), 3);
+    let mut published = false;
+    for _ in 0..100 {
+        if leader
+            .publish_policy(
+                "docs".into(),
+                "permit(principal == User::\"alice\", action, resource);".into(),
+                None,
+                true,
+                None,
+            )
+            .await
+            .is_ok()
+        {
+            published = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(published, "could not publish");
+
+    let mut allowed = 0;
+    for k in 0..40 {
+        let a = leader
+            .authorize(request(&format!("r{k}")), false)
+            .await
+            .unwrap_or_else(|e| panic!("authorize: {e}"));
+        if a.decision == Decision::Allow {
+            allowed += 1;
+        }
+    }
+    assert!(
+        allowed > 30,
+        "the honest leader decides: {allowed}/40 ALLOW"
+    );
+
+    // Node 3 detects that a validly signed root differs from its own.
+    wait_for("node 3 to contain", Duration::from_secs(15), || {
+        nodes[2].containment().map(|c| c.0) == Some(DenyReason::Divergence)
+    })
+    .await;
+    let s3 = nodes[2].status();
+    assert_eq!(s3.containment_reason, Some(DenyReason::Divergence));
+    assert!(
+        s3.containment_message.contains("cosigned root"),
+        "{}",
+        s3.containment_message
+    );
+    // It answers DENY DIVERGENCE, never its own wrong ALLOW or DENY.
+    let a = nodes[2]
+        .authorize(request("to-node-3"), false)
+        .await
+        .unwrap_or_else(|e| panic!("authorize: {e}"));
+    assert_eq!(a.decision, Decision::Deny);
+    assert_eq!(a.reason, Some(DenyReason::Divergence));
+
+    // The honest majority finalises checkpoints; node 3 cosigned none of
+    // them, and the honest nodes agree on every root.
+    wait_for(
+        "a final checkpoint on the leader",
+        Duration::from_secs(15),
+        || leader.lookup().proof_state().last_final >= 40,
+    )
+    .await;
+    for n in &nodes[..2] {
+        assert!(
+            n.containment().is_none(),
+            "an honest node contained: {:?}",
+            n.containment()
+        );
+        for cp in n.lookup().checkpoints().unwrap_or_default() {
+            assert!(
+                !cp.cosigners().contains(&3),
+                "the divergent node cosigned size {}",
+                cp.checkpoint.size
+            );
+        }
+    }
+    wait_for(
+        "the honest nodes to hold identical checkpoints",
+        Duration::from_secs(10),
+        || {
+            nodes[0].lookup().checkpoints().unwrap_or_default()
+                == nodes[1].lookup().checkpoints().unwrap_or_default()
+        },
+    )
+    .await;
+    // The containment survives a restart: the evidence is stored.
+    drop(nodes);
+    drop(leader);
+    let r3 = running.pop().unwrap_or_else(|| panic!("node 3"));
+    r3.shutdown().await;
+    let mut cfg = config(3, &ports);
+    cfg.bootstrap = false;
+    let again = Node::start(cfg, dirs[2].path())
+        .await
+        .unwrap_or_else(|e| panic!("restart node 3: {e}"));
+    assert_eq!(
+        again.node.containment().map(|c| c.0),
+        Some(DenyReason::Divergence)
+    );
+    again.shutdown().await;
+    for r in running {
+        r.shutdown().await;
+    }
+    quorate_store::fault::set_diverge(&dirs[2].path().join("db"), false);
+}
