@@ -196,9 +196,6 @@ fn test() -> Result<(), String> {
         "-D",
         "warnings",
     ])?;
-    // The end-to-end tests run the `quorate` binary; build it first so they
-    // never test a stale one.
-    cargo(&["build", "--workspace", "--bins"])?;
     cargo(&[
         "test",
         "--workspace",
@@ -208,6 +205,10 @@ fn test() -> Result<(), String> {
         "--test-threads",
         "2",
     ])?;
+    // The end-to-end tests run the `quorate` binary. Build it now, after the
+    // unit tests: their dev-dependencies switch on test-only fault features,
+    // and this build (no dev-dependencies) relinks the binary without them.
+    cargo(&["build", "--workspace", "--bins"])?;
     // Each cluster test starts three real nodes; one test at a time keeps
     // two cores from starving their heartbeats.
     cargo(&["test", "-p", "quorate-e2e", "--", "--test-threads", "1"])

@@ -267,3 +267,80 @@ impl NodeConfig {
             .map(|m| m.addr.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(path: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(path)
+    }
+
+    #[test]
+    fn example_configs_load() {
+        for f in [
+            "config/dev/node1.toml",
+            "config/dev/node2.toml",
+            "config/dev/node3.toml",
+            "config/production/node.toml",
+        ] {
+            let cfg = NodeConfig::load(&repo(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert_eq!(
+                cfg.security.require_signed_policies,
+                f.contains("production"),
+                "{f}: signed policies are required in production only"
+            );
+        }
+    }
+
+    /// Every key a config can hold is documented in config/dev/node1.toml.
+    #[test]
+    fn every_key_is_documented_in_the_dev_config() {
+        let text = std::fs::read_to_string(repo("config/dev/node1.toml")).unwrap_or_default();
+        let mut cfg = NodeConfig::load(&repo("config/dev/node1.toml"))
+            .unwrap_or_else(|e| panic!("load: {e}"));
+        cfg.key_file = Some(PathBuf::from("k"));
+        for m in &mut cfg.members {
+            m.public_key = Some(quorate_core::PublicKey([0; 32]));
+            m.region = Some("r".into());
+        }
+        cfg.security.trusted_publishers.push(PublisherConfig {
+            name: "n".into(),
+            public_key: quorate_core::PublicKey([0; 32]),
+        });
+        let value = toml::Value::try_from(&cfg).unwrap_or_else(|e| panic!("to toml: {e}"));
+        fn keys(v: &toml::Value, out: &mut Vec<String>) {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k, v) in t {
+                        out.push(k.clone());
+                        keys(v, out);
+                    }
+                }
+                toml::Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        keys(&value, &mut all);
+        for k in all {
+            assert!(
+                text.contains(&format!("{k} ="))
+                    || text.contains(&format!("[{k}]"))
+                    || text.contains(&format!(".{k}]"))
+                    || text.contains(&format!("# {k} =")),
+                "config key {k} is not documented in config/dev/node1.toml"
+            );
+        }
+    }
+
+    #[test]
+    fn signed_policies_need_a_trusted_publisher() {
+        let mut cfg = NodeConfig::load(&repo("config/dev/node1.toml"))
+            .unwrap_or_else(|e| panic!("load: {e}"));
+        cfg.security.require_signed_policies = true;
+        assert!(cfg.check().is_err());
+    }
+}
