@@ -35,7 +35,7 @@ pub enum Command {
         timestamp_ms: u64,
     },
     /// A voter's signature over the Merkle root it computed itself at
-    /// `size` (FORMATS.md §7). Verified against the signer's key in the
+    /// `size` (FORMATS.md §8). Verified against the signer's key in the
     /// applied membership and compared with the applying node's own root.
     Cosign {
         signer: u64,

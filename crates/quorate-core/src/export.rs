@@ -1,5 +1,5 @@
 //! The log export: one JSON object per line (`quorate log export`), the
-//! input of the offline verifier (`crate::verify`). FORMATS.md §10 specifies
+//! input of the offline verifier (`crate::verify`). FORMATS.md §11 specifies
 //! it. Lines come in log order: a header, then policy publications,
 //! activations and decision records ordered by Raft log index, each
 //! checkpoint right after the record that completes its tree size.

@@ -1,6 +1,6 @@
 //! Keys, signatures, checkpoints, receipts and the trust file: the signed
 //! objects that make invariants 3, 4 and 6 checkable by anyone. The signed
-//! byte layouts are specified in `docs/FORMATS.md` §7–§9.
+//! byte layouts are specified in `docs/FORMATS.md` §7–§10.
 //!
 //! A **checkpoint** is (cluster id, tree size, Merkle root) with the
 //! cosignatures of the voters that each computed that root themselves. It is
@@ -151,7 +151,7 @@ impl SecretKey {
     }
 }
 
-/// The bytes a voter signs for a checkpoint (FORMATS.md §7).
+/// The bytes a voter signs for a checkpoint (FORMATS.md §8).
 pub fn checkpoint_message(cluster_id: &str, size: u64, root: &Digest) -> Vec<u8> {
     let mut e = Encoder::new(CHECKPOINT_TAG);
     e.str(cluster_id).u64(size).digest(&root.0);
@@ -159,7 +159,7 @@ pub fn checkpoint_message(cluster_id: &str, size: u64, root: &Digest) -> Vec<u8>
 }
 
 /// The bytes a publisher signs for a policy: the exact policy text and
-/// schema (FORMATS.md §8). The domain is not signed, so one signed policy
+/// schema (FORMATS.md §9). The domain is not signed, so one signed policy
 /// can be rolled out to several domains.
 pub fn policy_signature_message(policy_text: &str, schema: Option<&str>) -> Vec<u8> {
     let mut e = Encoder::new(POLICY_SIGNATURE_TAG);

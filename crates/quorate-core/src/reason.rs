@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 /// carries exactly one of these.
 ///
 /// Committed reasons (`Policy`, `UnknownDomain`, `NoActivePolicy`,
-/// `InvalidRequest`) are part of a decision record in the log. Containment
+/// `InvalidRequest`, and `UnverifiablePolicy` when the active version does
+/// not compile) are part of a decision record in the log. Containment
 /// reasons (`NoQuorum`, `CommitTimeout`, `IntegrityFailure`, `Divergence`,
-/// `UnverifiablePolicy`, `Unavailable`) are answered by a node without a
-/// committed record.
+/// `Unavailable`) are answered by a node without a committed record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[non_exhaustive]

@@ -1,5 +1,5 @@
 //! Opening the RocksDB database and the column families quorate uses.
-//! `docs/FORMATS.md` §5 lists every key layout.
+//! `docs/FORMATS.md` §6 lists every key layout.
 
 use std::path::Path;
 use std::sync::Arc;
