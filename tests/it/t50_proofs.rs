@@ -208,8 +208,8 @@ async fn t50_receipts_exports_and_consistency_verify_offline() -> anyhow::Result
             "consistency",
             "--endpoint",
             &ep,
-            "--old-size",
-            &old_size.to_string(),
+            "--old",
+            old_path.to_str().unwrap_or(""),
         ]);
         let b: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
         if code == 0 && b["checkpoint"]["size"].as_u64().unwrap_or(0) > old_size {

@@ -1,7 +1,12 @@
+//! Faults that need test-only switches, on real nodes run as tasks.
+//!
 //! Divergence (invariant 3): a replica made to evaluate differently (the
-//! test-only `fault-injection` switch inverts every decision it records)
-//! contains with DIVERGENCE instead of cosigning a different root, while
-//! the honest majority keeps deciding and finalising checkpoints.
+//! `fault-injection` switch inverts every decision it records) contains
+//! with DIVERGENCE instead of cosigning a different root, while the honest
+//! majority keeps deciding and finalising checkpoints.
+//!
+//! Tamper at rest while running (invariant 6): the periodic re-verification
+//! finds a record changed under a live node.
 //!
 //! Real nodes as tasks: real TCP on loopback, real RocksDB in temp dirs.
 
@@ -202,4 +207,91 @@ async fn a_divergent_replica_contains_instead_of_cosigning() {
         r.shutdown().await;
     }
     quorate_store::fault::set_diverge(&dirs[2].path().join("db"), false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_reverification_finds_a_record_changed_under_a_running_node() {
+    let dirs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")))
+        .collect();
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let mut running = Vec::new();
+    for id in 1..=3u64 {
+        let mut cfg = config(id, &ports);
+        cfg.integrity.verify_interval_s = 1;
+        running.push(
+            Node::start(cfg, dirs[(id - 1) as usize].path())
+                .await
+                .unwrap_or_else(|e| panic!("start node {id}: {e}")),
+        );
+    }
+    let nodes: Vec<Node> = running.iter().map(|r| r.node.clone()).collect();
+    wait_for("a leader", Duration::from_secs(20), || {
+        nodes.iter().any(|n| n.status().role == "leader")
+    })
+    .await;
+    let leader = nodes
+        .iter()
+        .find(|n| n.status().role == "leader")
+        .cloned()
+        .unwrap_or_else(|| panic!("no leader"));
+    let mut ok = false;
+    for _ in 0..100 {
+        ok = leader
+            .publish_policy(
+                "docs".into(),
+                "permit(principal, action, resource);".into(),
+                None,
+                true,
+                None,
+            )
+            .await
+            .is_ok();
+        if ok {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "could not publish");
+    for k in 0..10 {
+        let a = leader
+            .authorize(request(&format!("r{k}")), false)
+            .await
+            .unwrap_or_else(|e| panic!("authorize: {e}"));
+        assert_eq!(a.decision, Decision::Allow);
+    }
+    let victim = nodes
+        .iter()
+        .find(|n| n.id() != leader.id())
+        .cloned()
+        .unwrap_or_else(|| panic!("a follower"));
+    wait_for("the follower to apply", Duration::from_secs(10), || {
+        victim.head().count == 10
+    })
+    .await;
+    assert!(victim.containment().is_none());
+    quorate_store::fault::tamper_record_live(victim.lookup(), 4, |r| {
+        r["decision"] = "DENY".into();
+    })
+    .unwrap_or_else(|e| panic!("tamper: {e}"));
+    wait_for(
+        "the re-verification to contain the victim",
+        Duration::from_secs(10),
+        || victim.containment().map(|c| c.0) == Some(DenyReason::IntegrityFailure),
+    )
+    .await;
+    let msg = victim.status().containment_message;
+    assert!(msg.contains("index 4"), "{msg}");
+    // The others keep serving.
+    let a = leader
+        .authorize(request("after"), false)
+        .await
+        .unwrap_or_else(|e| panic!("authorize: {e}"));
+    assert_eq!(a.decision, Decision::Allow);
+    drop(nodes);
+    drop(leader);
+    drop(victim);
+    for r in running {
+        r.shutdown().await;
+    }
 }

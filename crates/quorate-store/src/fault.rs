@@ -68,3 +68,30 @@ pub fn tamper_record(
     store.db.flush_wal(true)?;
     Ok(())
 }
+
+/// Like `tamper_record`, on a running node's open database (through its
+/// read handle): what a bit flip under a live node leaves behind.
+pub fn tamper_record_live(
+    lookup: &crate::DecisionLookup,
+    index: u64,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Result<(), crate::StoreError> {
+    let store = lookup.store();
+    let cf = store.cf(crate::db::CF_DECISIONS)?;
+    let key = index.to_be_bytes();
+    let bytes = store
+        .db
+        .get_cf(&cf, key)?
+        .ok_or_else(|| crate::StoreError::Corrupt {
+            what: format!("decisions/{index}"),
+            message: "no such record".into(),
+        })?;
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| crate::StoreError::Corrupt {
+            what: format!("decisions/{index}"),
+            message: e.to_string(),
+        })?;
+    edit(&mut v);
+    store.db.put_cf(&cf, key, crate::db::encode(&v))?;
+    Ok(())
+}

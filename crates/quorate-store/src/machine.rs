@@ -110,6 +110,11 @@ impl DecisionLookup {
         self.state.read().map(|s| s.head).unwrap_or_default()
     }
 
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Notified with the last applied Raft log index after every apply.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied.clone()

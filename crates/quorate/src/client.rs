@@ -353,9 +353,15 @@ pub(crate) async fn log(l: LogCmd) -> anyhow::Result<ExitCode> {
         }
         LogCmd::Consistency {
             endpoint,
+            old,
             old_size,
             new_size,
         } => {
+            let old_size = match (old, old_size) {
+                (Some(p), _) => crate::proofs::checkpoint_size(&p)?,
+                (None, Some(n)) => n,
+                (None, None) => bail!("give --old FILE or --old-size N"),
+            };
             return crate::proofs::consistency(&endpoint.endpoint, old_size, new_size).await;
         }
         LogCmd::List(a) => {

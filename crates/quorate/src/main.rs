@@ -283,13 +283,18 @@ enum LogCmd {
         #[arg(long)]
         size: Option<u64>,
     },
-    /// Proof that the latest final checkpoint (or --new-size) extends the
-    /// tree of --old-size records; verify it with `quorate verify --consistency`.
+    /// Proof that the latest final checkpoint (or --new-size) extends an
+    /// older tree: give the checkpoint you kept (--old FILE) or its size.
+    /// Verify it with `quorate verify --consistency OLD NEW`.
+    #[command(group(clap::ArgGroup::new("older").required(true).args(["old", "old_size"])))]
     Consistency {
         #[command(flatten)]
         endpoint: Endpoint,
+        /// A checkpoint file from `quorate log checkpoint` (its size is used).
         #[arg(long)]
-        old_size: u64,
+        old: Option<PathBuf>,
+        #[arg(long)]
+        old_size: Option<u64>,
         #[arg(long)]
         new_size: Option<u64>,
     },

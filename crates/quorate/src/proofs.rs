@@ -145,6 +145,12 @@ pub(crate) async fn checkpoint(endpoint: &str, size: Option<u64>) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
+/// The size of the checkpoint in `path`.
+pub(crate) fn checkpoint_size(path: &Path) -> anyhow::Result<u64> {
+    let cp: Checkpoint = read_json(path, "checkpoint")?;
+    Ok(cp.size)
+}
+
 pub(crate) async fn consistency(
     endpoint: &str,
     old_size: u64,
