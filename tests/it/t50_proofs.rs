@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use quorate_e2e::{Cluster, ClusterOpts, POLICY, cli, is_allow, request};
 
+/// One way to damage a receipt.
+type Tamper = Box<dyn Fn(&mut serde_json::Value)>;
+
 fn write(dir: &Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
     let p = dir.join(name);
     std::fs::write(&p, text)?;
@@ -21,6 +24,28 @@ fn verify(args: &[&str]) -> anyhow::Result<(i32, serde_json::Value)> {
     let v = serde_json::from_str(&out)
         .map_err(|e| anyhow::anyhow!("verify printed no JSON ({e}): {out} {err}"))?;
     Ok((code, v))
+}
+
+/// `quorate log export` to `out`, then `quorate verify --log`; the export
+/// must verify. Returns the verifier's summary.
+fn export_and_verify(ep: &str, trust: &Path, out: &Path) -> anyhow::Result<serde_json::Value> {
+    let (code, _, err) = cli(&[
+        "log",
+        "export",
+        "--endpoint",
+        ep,
+        "--out",
+        out.to_str().unwrap_or(""),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, v) = verify(&[
+        "--trust",
+        trust.to_str().unwrap_or(""),
+        "--log",
+        out.to_str().unwrap_or(""),
+    ])?;
+    assert_eq!(code, 0, "{v}");
+    Ok(v)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +99,7 @@ async fn t50_receipts_exports_and_consistency_verify_offline() -> anyhow::Result
 
     // Every single-field tamper of the receipt fails.
     let honest = answer["receipt"].clone();
-    let tampers: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    let tampers: Vec<(&str, Tamper)> = vec![
         (
             "decision",
             Box::new(|r| r["record"]["decision"] = "DENY".into()),
@@ -125,22 +150,7 @@ async fn t50_receipts_exports_and_consistency_verify_offline() -> anyhow::Result
     // The export verifies completely, decisions re-evaluated under Cedar.
     c.wait_converged(31, Duration::from_secs(10)).await?;
     let export = dir.join("export.jsonl");
-    let (code, _, err) = cli(&[
-        "log",
-        "export",
-        "--endpoint",
-        &ep,
-        "--out",
-        export.to_str().unwrap_or(""),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let (code, v) = verify(&[
-        "--trust",
-        trust.to_str().unwrap_or(""),
-        "--log",
-        export.to_str().unwrap_or(""),
-    ])?;
-    assert_eq!(code, 0, "{v}");
+    let v = export_and_verify(&ep, &trust, &export)?;
     assert_eq!(v["records"], 31);
     assert_eq!(v["reevaluated"], 31);
     assert!(v["checkpoints"].as_u64().unwrap_or(0) >= 1);
@@ -379,23 +389,7 @@ async fn t51_unsigned_or_wrongly_signed_policies_are_refused_when_required() -> 
     assert_eq!(code, 0);
     assert!(trust_json.contains(&pubkey));
     let trust = write(keys.path(), "trust.json", &trust_json)?;
-    let export = keys.path().join("e.jsonl");
-    let (code, _, err) = cli(&[
-        "log",
-        "export",
-        "--endpoint",
-        &ep,
-        "--out",
-        export.to_str().unwrap_or(""),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let (code, v) = verify(&[
-        "--trust",
-        trust.to_str().unwrap_or(""),
-        "--log",
-        export.to_str().unwrap_or(""),
-    ])?;
-    assert_eq!(code, 0, "{v}");
+    let v = export_and_verify(&ep, &trust, &keys.path().join("e.jsonl"))?;
     assert_eq!(v["signed_policies"], 1);
     Ok(())
 }

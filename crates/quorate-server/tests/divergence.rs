@@ -68,6 +68,30 @@ async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Waits for a leader among `nodes` and publishes `policy` (active) to
+/// domain `docs` through it.
+async fn leader_with_policy(nodes: &[Node], policy: &str) -> Node {
+    wait_for("a leader", Duration::from_secs(20), || {
+        nodes.iter().any(|n| n.status().role == "leader")
+    })
+    .await;
+    let leader = nodes
+        .iter()
+        .find(|n| n.status().role == "leader")
+        .cloned()
+        .unwrap_or_else(|| panic!("no leader"));
+    for _ in 0..100 {
+        let r = leader
+            .publish_policy("docs".into(), policy.into(), None, true, None)
+            .await;
+        if r.is_ok() {
+            return leader;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("could not publish");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_divergent_replica_contains_instead_of_cosigning() {
     let dirs: Vec<tempfile::TempDir> = (0..3)
@@ -92,35 +116,12 @@ async fn a_divergent_replica_contains_instead_of_cosigning() {
         running.push(n);
     }
     let nodes: Vec<Node> = running.iter().map(|r| r.node.clone()).collect();
-    wait_for("a leader", Duration::from_secs(20), || {
-        nodes.iter().any(|n| n.status().role == "leader")
-    })
+    let leader = leader_with_policy(
+        &nodes,
+        "permit(principal == User::\"alice\", action, resource);",
+    )
     .await;
-    let leader = nodes
-        .iter()
-        .find(|n| n.status().role == "leader")
-        .cloned()
-        .unwrap_or_else(|| panic!("no leader"));
     assert_ne!(leader.id(), 3);
-    let mut published = false;
-    for _ in 0..100 {
-        if leader
-            .publish_policy(
-                "docs".into(),
-                "permit(principal == User::\"alice\", action, resource);".into(),
-                None,
-                true,
-                None,
-            )
-            .await
-            .is_ok()
-        {
-            published = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(published, "could not publish");
 
     let mut allowed = 0;
     for k in 0..40 {
@@ -226,33 +227,7 @@ async fn periodic_reverification_finds_a_record_changed_under_a_running_node() {
         );
     }
     let nodes: Vec<Node> = running.iter().map(|r| r.node.clone()).collect();
-    wait_for("a leader", Duration::from_secs(20), || {
-        nodes.iter().any(|n| n.status().role == "leader")
-    })
-    .await;
-    let leader = nodes
-        .iter()
-        .find(|n| n.status().role == "leader")
-        .cloned()
-        .unwrap_or_else(|| panic!("no leader"));
-    let mut ok = false;
-    for _ in 0..100 {
-        ok = leader
-            .publish_policy(
-                "docs".into(),
-                "permit(principal, action, resource);".into(),
-                None,
-                true,
-                None,
-            )
-            .await
-            .is_ok();
-        if ok {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ok, "could not publish");
+    let leader = leader_with_policy(&nodes, "permit(principal, action, resource);").await;
     for k in 0..10 {
         let a = leader
             .authorize(request(&format!("r{k}")), false)

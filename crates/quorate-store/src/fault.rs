@@ -49,22 +49,7 @@ pub fn tamper_record(
     edit: impl FnOnce(&mut serde_json::Value),
 ) -> Result<(), crate::StoreError> {
     let store = Store::open(db_dir)?;
-    let cf = store.cf(crate::db::CF_DECISIONS)?;
-    let key = index.to_be_bytes();
-    let bytes = store
-        .db
-        .get_cf(&cf, key)?
-        .ok_or_else(|| crate::StoreError::Corrupt {
-            what: format!("decisions/{index}"),
-            message: "no such record".into(),
-        })?;
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| crate::StoreError::Corrupt {
-            what: format!("decisions/{index}"),
-            message: e.to_string(),
-        })?;
-    edit(&mut v);
-    store.db.put_cf(&cf, key, crate::db::encode(&v))?;
+    edit_record(&store, index, edit)?;
     store.db.flush_wal(true)?;
     Ok(())
 }
@@ -76,16 +61,21 @@ pub fn tamper_record_live(
     index: u64,
     edit: impl FnOnce(&mut serde_json::Value),
 ) -> Result<(), crate::StoreError> {
-    let store = lookup.store();
+    edit_record(lookup.store(), index, edit)
+}
+
+fn edit_record(
+    store: &Store,
+    index: u64,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Result<(), crate::StoreError> {
     let cf = store.cf(crate::db::CF_DECISIONS)?;
     let key = index.to_be_bytes();
-    let bytes = store
-        .db
-        .get_cf(&cf, key)?
-        .ok_or_else(|| crate::StoreError::Corrupt {
-            what: format!("decisions/{index}"),
-            message: "no such record".into(),
-        })?;
+    let missing = || crate::StoreError::Corrupt {
+        what: format!("decisions/{index}"),
+        message: "no such record".into(),
+    };
+    let bytes = store.db.get_cf(&cf, key)?.ok_or_else(missing)?;
     let mut v: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| crate::StoreError::Corrupt {
             what: format!("decisions/{index}"),

@@ -13,7 +13,7 @@ use quorate_server::{Node, NodeConfig};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
-use crate::{AuthorizeArgs, LogArgs, LogCmd, PolicyCmd};
+use crate::{AuthorizeArgs, DecisionKeyArgs, LogArgs, LogCmd, PolicyCmd};
 
 pub(crate) fn normalize(endpoint: &str) -> String {
     if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
@@ -331,18 +331,10 @@ pub(crate) async fn log(l: LogCmd) -> anyhow::Result<ExitCode> {
         }
         LogCmd::Receipt {
             endpoint,
-            index,
-            domain,
-            request_id,
+            key,
             wait,
         } => {
-            let key = match (index, domain, request_id) {
-                (Some(i), _, _) => v1::get_decision_request::Key::Index(i),
-                (None, Some(domain), Some(request_id)) => {
-                    v1::get_decision_request::Key::Request(v1::DecisionKey { domain, request_id })
-                }
-                _ => bail!("give --index N, or --domain D --request-id ID"),
-            };
+            let key = decision_key(key)?;
             let r =
                 crate::proofs::fetch_receipt(&endpoint.endpoint, key, Duration::from_secs(wait))
                     .await?;
@@ -394,19 +386,8 @@ pub(crate) async fn log(l: LogCmd) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        LogCmd::Get {
-            endpoint,
-            index,
-            domain,
-            request_id,
-        } => {
-            let key = match (index, domain, request_id) {
-                (Some(i), _, _) => v1::get_decision_request::Key::Index(i),
-                (None, Some(domain), Some(request_id)) => {
-                    v1::get_decision_request::Key::Request(v1::DecisionKey { domain, request_id })
-                }
-                _ => bail!("give --index N, or --domain D --request-id ID"),
-            };
+        LogCmd::Get { endpoint, key } => {
+            let key = decision_key(key)?;
             let mut c = connect(&endpoint.endpoint).await?;
             let w = c
                 .get_decision(v1::GetDecisionRequest { key: Some(key) })
@@ -418,6 +399,16 @@ pub(crate) async fn log(l: LogCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn decision_key(k: DecisionKeyArgs) -> anyhow::Result<v1::get_decision_request::Key> {
+    Ok(match (k.index, k.domain, k.request_id) {
+        (Some(i), _, _) => v1::get_decision_request::Key::Index(i),
+        (None, Some(domain), Some(request_id)) => {
+            v1::get_decision_request::Key::Request(v1::DecisionKey { domain, request_id })
+        }
+        _ => bail!("give --index N, or --domain D --request-id ID"),
+    })
 }
 
 pub(crate) fn status_json(s: &v1::StatusResponse) -> serde_json::Value {

@@ -267,12 +267,8 @@ enum LogCmd {
     Receipt {
         #[command(flatten)]
         endpoint: Endpoint,
-        #[arg(long, conflicts_with_all = ["domain", "request_id"])]
-        index: Option<u64>,
-        #[arg(long, requires = "request_id")]
-        domain: Option<String>,
-        #[arg(long, requires = "domain")]
-        request_id: Option<String>,
+        #[command(flatten)]
+        key: DecisionKeyArgs,
         #[arg(long, default_value_t = 10)]
         wait: u64,
     },
@@ -302,13 +298,20 @@ enum LogCmd {
     Get {
         #[command(flatten)]
         endpoint: Endpoint,
-        #[arg(long, conflicts_with_all = ["domain", "request_id"])]
-        index: Option<u64>,
-        #[arg(long, requires = "request_id")]
-        domain: Option<String>,
-        #[arg(long, requires = "domain")]
-        request_id: Option<String>,
+        #[command(flatten)]
+        key: DecisionKeyArgs,
     },
+}
+
+/// Names one decision: by its index, or by (domain, request id).
+#[derive(Args, Debug)]
+struct DecisionKeyArgs {
+    #[arg(long, conflicts_with_all = ["domain", "request_id"])]
+    index: Option<u64>,
+    #[arg(long, requires = "request_id")]
+    domain: Option<String>,
+    #[arg(long, requires = "domain")]
+    request_id: Option<String>,
 }
 
 #[derive(Args, Debug)]
