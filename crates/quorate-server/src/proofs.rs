@@ -101,9 +101,10 @@ pub(crate) async fn checkpoint_task(node: Node, mut shutdown: watch::Receiver<bo
         // Cosign a checkpoint another voter signed, once, until it is final.
         let p = progress.borrow_and_update().clone();
         if p.size > last_signed && !p.is_final && !p.cosigners.contains(&node.id()) {
-            last_signed = p.size;
-            if let Err(e) = cosign(&node, p.size, p.root).await {
-                tracing::debug!(size = p.size, "cosignature not submitted: {e}");
+            // On failure `last_signed` stays put, so the next tick retries.
+            match cosign(&node, p.size, p.root).await {
+                Ok(()) => last_signed = p.size,
+                Err(e) => tracing::debug!(size = p.size, "cosignature not submitted: {e}"),
             }
             continue;
         }
@@ -116,9 +117,11 @@ pub(crate) async fn checkpoint_task(node: Node, mut shutdown: watch::Receiver<bo
             last_proposal.elapsed() >= interval || size.saturating_sub(last) >= cfg.max_entries;
         if size > last && due {
             last_proposal = Instant::now();
-            last_signed = size;
-            if let Err(e) = cosign(&node, size, root).await {
-                tracing::debug!(size, "checkpoint not proposed: {e}");
+            // A failed proposal is retried at the next interval, so the
+            // log's tail is covered even if no new records arrive.
+            match cosign(&node, size, root).await {
+                Ok(()) => last_signed = size,
+                Err(e) => tracing::debug!(size, "checkpoint not proposed: {e}"),
             }
         }
     }

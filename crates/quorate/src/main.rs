@@ -108,7 +108,7 @@ enum Cmd {
         #[arg(long)]
         log: Option<PathBuf>,
         /// OLD is a checkpoint you kept (`quorate log checkpoint`); NEW is a consistency
-        /// bundle (`quorate log consistency --old-size <OLD's size>`). Proves NEW extends OLD.
+        /// bundle (`quorate log consistency --old OLD`). Proves NEW extends OLD.
         #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
         consistency: Option<Vec<PathBuf>>,
         /// With --log: skip re-evaluating decisions with Cedar (hashes, chain and proofs only).
