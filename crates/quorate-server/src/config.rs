@@ -44,6 +44,10 @@ pub struct CheckpointConfig {
     pub interval_ms: u64,
     /// ... or as soon as this many records were appended since the last one.
     pub max_entries: u64,
+    /// A node whose own signed root no quorum has cosigned for this long
+    /// (while it is otherwise quorate) contains with DIVERGENCE.
+    /// Milliseconds.
+    pub finality_timeout_ms: u64,
 }
 
 impl Default for CheckpointConfig {
@@ -51,6 +55,7 @@ impl Default for CheckpointConfig {
         CheckpointConfig {
             interval_ms: 250,
             max_entries: 1024,
+            finality_timeout_ms: 5000,
         }
     }
 }
@@ -239,9 +244,12 @@ impl NodeConfig {
                 "batch.max_requests and batch.max_in_flight must be > 0".into(),
             ));
         }
-        if self.checkpoint.interval_ms == 0 || self.checkpoint.max_entries == 0 {
+        let c = &self.checkpoint;
+        if c.interval_ms == 0 || c.max_entries == 0 || c.finality_timeout_ms <= c.interval_ms {
             return Err(ConfigError::Invalid(
-                "checkpoint.interval_ms and checkpoint.max_entries must be > 0".into(),
+                "checkpoint.interval_ms and checkpoint.max_entries must be > 0, and \
+                 checkpoint.finality_timeout_ms must exceed checkpoint.interval_ms"
+                    .into(),
             ));
         }
         if self.security.require_signed_policies && self.security.trusted_publishers.is_empty() {

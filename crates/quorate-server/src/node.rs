@@ -142,6 +142,9 @@ struct Inner {
     /// Set when this node's stored state failed verification; it then denies
     /// everything until repaired (invariant 6).
     integrity: RwLock<Option<String>>,
+    /// The oldest checkpoint size this node signed that no final checkpoint
+    /// covers yet, and when it signed it (see `checkpoint_unconfirmed`).
+    unconfirmed: std::sync::Mutex<Option<(u64, std::time::Instant)>>,
     limits: Limits,
     /// This node's identity: signs its checkpoint cosignatures.
     key: SecretKey,
@@ -277,6 +280,7 @@ impl Node {
                 channels,
                 batcher,
                 integrity: RwLock::new(integrity),
+                unconfirmed: std::sync::Mutex::new(None),
                 limits,
                 key,
             }),
@@ -563,6 +567,53 @@ impl Node {
         // openraft's leader lease is election_timeout_max; a follower that
         // has heard nothing from a leader that long may already be outvoted.
         let lease = Duration::from_millis(r.election_timeout_max_ms);
+        self.quorum_containment(&m, lease)
+            .or_else(|| self.checkpoint_unconfirmed())
+    }
+
+    /// Invariant 3, the other direction: a node whose own signed root no
+    /// quorum confirms may be the one that diverged (its peers, seeing its
+    /// root, contain and stay silent). Once its oldest unconfirmed signature
+    /// is older than `checkpoint.finality_timeout_ms` while it is otherwise
+    /// quorate, it contains with DIVERGENCE. A later final checkpoint (one
+    /// that a majority cosigned over this node's own root) clears it.
+    fn checkpoint_unconfirmed(&self) -> Option<(DenyReason, String)> {
+        let limit = Duration::from_millis(self.inner.cfg.checkpoint.finality_timeout_ms);
+        let mut g = self.inner.unconfirmed.lock().ok()?;
+        let (size, since) = (*g)?;
+        if self.inner.lookup.proof_state().last_final >= size {
+            *g = None;
+            return None;
+        }
+        (since.elapsed() > limit).then(|| {
+            (
+                DenyReason::Divergence,
+                format!(
+                    "no quorum has cosigned this node's root at size {size} for {} ms; its \
+                     history may differ from the quorum's",
+                    since.elapsed().as_millis()
+                ),
+            )
+        })
+    }
+
+    /// Records that this node signed its root at `size` (the oldest such
+    /// unconfirmed signature is the one that counts).
+    pub(crate) fn signed_checkpoint(&self, size: u64) {
+        let last_final = self.inner.lookup.proof_state().last_final;
+        if let Ok(mut g) = self.inner.unconfirmed.lock() {
+            match *g {
+                Some((pending, _)) if pending > last_final => {}
+                _ => *g = Some((size, std::time::Instant::now())),
+            }
+        }
+    }
+
+    fn quorum_containment(
+        &self,
+        m: &openraft::RaftMetrics<TypeConfig>,
+        lease: Duration,
+    ) -> Option<(DenyReason, String)> {
         match m.state {
             ServerState::Leader => match m.last_quorum_acked {
                 Some(t) if t.elapsed() < lease => None,

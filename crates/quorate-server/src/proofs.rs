@@ -103,7 +103,10 @@ pub(crate) async fn checkpoint_task(node: Node, mut shutdown: watch::Receiver<bo
         if p.size > last_signed && !p.is_final && !p.cosigners.contains(&node.id()) {
             // On failure `last_signed` stays put, so the next tick retries.
             match cosign(&node, p.size, p.root).await {
-                Ok(()) => last_signed = p.size,
+                Ok(()) => {
+                    last_signed = p.size;
+                    node.signed_checkpoint(p.size);
+                }
                 Err(e) => tracing::debug!(size = p.size, "cosignature not submitted: {e}"),
             }
             continue;
@@ -111,16 +114,22 @@ pub(crate) async fn checkpoint_task(node: Node, mut shutdown: watch::Receiver<bo
         if m.state != ServerState::Leader {
             continue;
         }
+        // Propose the current tree while anything is not yet final: at most
+        // every interval, or at once after max_entries new records. A
+        // proposal that did not become final (lost with a leader, or its
+        // cosigners were down) is proposed again at the next interval, so
+        // the log's tail is always covered eventually.
         let (size, root) = node.lookup().tree_head();
-        let last = node.lookup().proof_state().last_checkpoint.max(last_signed);
-        let due =
-            last_proposal.elapsed() >= interval || size.saturating_sub(last) >= cfg.max_entries;
-        if size > last && due {
+        let last_final = node.lookup().proof_state().last_final;
+        let due = last_proposal.elapsed() >= interval
+            || size.saturating_sub(last_signed) >= cfg.max_entries;
+        if size > last_final && due {
             last_proposal = Instant::now();
-            // A failed proposal is retried at the next interval, so the
-            // log's tail is covered even if no new records arrive.
             match cosign(&node, size, root).await {
-                Ok(()) => last_signed = size,
+                Ok(()) => {
+                    last_signed = size;
+                    node.signed_checkpoint(size);
+                }
                 Err(e) => tracing::debug!(size, "checkpoint not proposed: {e}"),
             }
         }

@@ -874,13 +874,16 @@ impl StateMachine {
         if added {
             st.proof.last_checkpoint = st.proof.last_checkpoint.max(size);
             batch.put_cf(&self.store.cf(CF_CHECKPOINTS)?, u64_key(size), encode(&cp));
-            self.checkpoints_tx.send_replace(CheckpointProgress {
-                size,
-                root: *root,
-                cosigners: cp.cosigners(),
-                is_final: cp.is_final(),
-            });
         }
+        // Announced even when nothing was added: a leader proposing the same
+        // size again is asking voters that missed it (restarted, lagging)
+        // to cosign now.
+        self.checkpoints_tx.send_replace(CheckpointProgress {
+            size,
+            root: *root,
+            cosigners: cp.cosigners(),
+            is_final: cp.is_final(),
+        });
         Ok(CommandResponse::Cosigned(Cosigned {
             size,
             cosigners,
