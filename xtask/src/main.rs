@@ -17,6 +17,7 @@ Tasks:
   test           format check, clippy, and every test in the workspace
   build          build every binary (debug)
   bench [ARGS]   build quorate and run `quorate bench ARGS` against a running cluster
+  jepsen [ARGS]  build and run `quorate-jepsen ARGS` (fault injection; needs root)
   setup          only install what the build needs (libclang)
 
 Environment:
@@ -41,6 +42,9 @@ fn main() -> ExitCode {
         "bench" => setup()
             .and_then(|()| cargo(&["build", "-p", "quorate"]))
             .and_then(|()| run_quorate("bench", rest)),
+        "jepsen" => setup()
+            .and_then(|()| cargo(&["build", "--workspace", "--bins"]))
+            .and_then(|()| run_bin("quorate-jepsen", rest)),
         "test" => setup().and_then(|()| test()),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
@@ -172,17 +176,22 @@ fn run_cargo(args: &[&str], prebuilt_rocksdb: bool) -> Result<(), String> {
 }
 
 fn run_quorate(sub: &str, rest: &[String]) -> Result<(), String> {
-    let bin = target_dir().join("debug/quorate");
+    let mut args = vec![sub.to_string()];
+    args.extend_from_slice(rest);
+    run_bin("quorate", &args)
+}
+
+fn run_bin(name: &str, args: &[String]) -> Result<(), String> {
+    let bin = target_dir().join("debug").join(name);
     let status = Command::new(&bin)
-        .arg(sub)
-        .args(rest)
+        .args(args)
         .current_dir(workspace_root())
         .status()
         .map_err(|e| format!("could not run {}: {e}", bin.display()))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("quorate {sub} exited with {status}"))
+        Err(format!("{name} {} exited with {status}", args.join(" ")))
     }
 }
 
@@ -211,7 +220,32 @@ fn test() -> Result<(), String> {
     cargo(&["build", "--workspace", "--bins"])?;
     // Each cluster test starts three real nodes; one test at a time keeps
     // two cores from starving their heartbeats.
-    cargo(&["test", "-p", "quorate-e2e", "--", "--test-threads", "1"])
+    cargo(&["test", "-p", "quorate-e2e", "--", "--test-threads", "1"])?;
+    // The fault-injection matrix: real nodes in network namespaces, about a
+    // minute each; any invalid or unknown verdict fails CI.
+    for (nemesis, seed) in [("partition", "1"), ("kill,pause", "2")] {
+        let out = format!("target/jepsen/ci-{}", nemesis.replace(',', "-"));
+        let args: Vec<String> = [
+            "run",
+            "--nodes",
+            "3",
+            "--time",
+            "60",
+            "--interval",
+            "8",
+            "--nemesis",
+            nemesis,
+            "--seed",
+            seed,
+            "--out",
+            &out,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        run_bin("quorate-jepsen", &args)?;
+    }
+    Ok(())
 }
 
 /// True when a libclang shared library can be found where bindgen looks.

@@ -1,0 +1,203 @@
+//! Real `quorate node` processes, one per namespace, each on its own
+//! RocksDB directory; and the gRPC clients the workload uses.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use quorate_proto::v1;
+use quorate_proto::v1::governance_client::GovernanceClient;
+use tonic::transport::Channel;
+
+use crate::net::{self, Net};
+
+/// The `quorate` binary next to this one (same target directory).
+pub fn quorate_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    for d in [dir.clone(), dir.join("..")] {
+        let p = d.join("quorate");
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from("quorate")
+}
+
+#[derive(Debug)]
+pub struct NodeProc {
+    pub id: usize,
+    pub addr: String,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    pub paused: bool,
+}
+
+/// The cluster under test. Dropping it kills every node.
+#[derive(Debug)]
+pub struct Cluster {
+    pub nodes: Vec<NodeProc>,
+    pub net: Net,
+    bin: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 1..=self.nodes.len() {
+            self.resume(i);
+            self.kill9(i);
+        }
+    }
+}
+
+impl Cluster {
+    /// Writes every node's config under `dir` and starts all nodes.
+    pub fn start(net: Net, dir: &Path) -> anyhow::Result<Cluster> {
+        let n = net.nodes;
+        let members: String = (1..=n)
+            .map(|i| {
+                format!(
+                    "[[members]]\nid = {i}\naddr = \"{}:7101\"\n\n",
+                    net::node_addr(i)
+                )
+            })
+            .collect();
+        let mut nodes = Vec::new();
+        for i in 1..=n {
+            let data_dir = dir.join(format!("n{i}"));
+            std::fs::create_dir_all(&data_dir)?;
+            let config = dir.join(format!("n{i}.toml"));
+            let a = net::node_addr(i);
+            std::fs::write(
+                &config,
+                format!(
+                    "cluster_id = \"jepsen\"\nnode_id = {i}\nregion = \"r{i}\"\n\
+                     grpc_addr = \"{a}:7101\"\nhttp_addr = \"{a}:7201\"\n\
+                     commit_timeout_ms = 1000\n\n{members}\
+                     [raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\n\
+                     election_timeout_max_ms = 1000\nsnapshot_after_entries = 2000\n\
+                     keep_entries_after_snapshot = 200\n"
+                ),
+            )?;
+            nodes.push(NodeProc {
+                id: i,
+                addr: format!("{a}:7101"),
+                config,
+                data_dir,
+                child: None,
+                paused: false,
+            });
+        }
+        let mut c = Cluster {
+            nodes,
+            net,
+            bin: quorate_bin(),
+        };
+        for i in 1..=n {
+            c.spawn(i)?;
+        }
+        Ok(c)
+    }
+
+    fn node(&mut self, i: usize) -> &mut NodeProc {
+        &mut self.nodes[i - 1]
+    }
+
+    pub fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let bin = self.bin.clone();
+        let n = self.node(i);
+        if n.child.is_some() {
+            return Ok(());
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(n.data_dir.join("node.log"))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &net::ns(i)])
+            .arg(&bin)
+            .arg("node")
+            .arg("--config")
+            .arg(&n.config)
+            .arg("--data-dir")
+            .arg(&n.data_dir)
+            .env("QUORATE_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| {
+                format!("cannot start {} in namespace {}", bin.display(), net::ns(i))
+            })?;
+        n.child = Some(child);
+        n.paused = false;
+        Ok(())
+    }
+
+    pub fn is_running(&mut self, i: usize) -> bool {
+        let n = self.node(i);
+        match n.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                n.child = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub fn kill9(&mut self, i: usize) {
+        let n = self.node(i);
+        if let Some(mut c) = n.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        n.paused = false;
+    }
+
+    fn signal(&mut self, i: usize, sig: &str) -> bool {
+        let n = self.node(i);
+        match &n.child {
+            Some(c) => net::sh(&["kill", sig, &c.id().to_string()]).is_ok(),
+            None => false,
+        }
+    }
+
+    pub fn pause(&mut self, i: usize) -> bool {
+        let ok = self.signal(i, "-STOP");
+        self.node(i).paused = ok;
+        ok
+    }
+
+    pub fn resume(&mut self, i: usize) {
+        if self.node(i).paused {
+            self.signal(i, "-CONT");
+            self.node(i).paused = false;
+        }
+    }
+}
+
+pub async fn connect(addr: &str) -> anyhow::Result<GovernanceClient<Channel>> {
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| anyhow!("{e}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(3));
+    Ok(GovernanceClient::new(ep.connect_lazy()).max_decoding_message_size(256 * 1024 * 1024))
+}
+
+/// The current leader's node number, as any reachable node reports it.
+pub async fn find_leader(addrs: &[String]) -> Option<usize> {
+    for a in addrs {
+        let Ok(mut c) = connect(a).await else {
+            continue;
+        };
+        if let Ok(s) = c.status(v1::StatusRequest {}).await
+            && let Some(l) = s.into_inner().leader_id
+        {
+            return usize::try_from(l).ok();
+        }
+    }
+    None
+}

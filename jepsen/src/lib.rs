@@ -1,0 +1,19 @@
+//! quorate-jepsen owns fault-injection testing of a real quorate cluster:
+//! nodes as real processes in network namespaces (`net`, `cluster`), a
+//! recorded workload (`workload`, `history`), nemeses (`nemesis`), one
+//! checker per invariant of `../shared/BRIEF.md` (`checkers`) and the
+//! report (`report`). `jepsen/CONTRACT.md` defines ok / fail / info.
+//!
+//! Architecture invariant: this crate talks to nodes only through the
+//! public gRPC API and the OS (processes, namespaces, iptables); it must not
+//! depend on quorate-server or quorate-store, so that it tests what users
+//! run. Verifying the final log reuses the offline verifier
+//! (`quorate-core` + `quorate-policy`), exactly as `quorate verify` does.
+
+pub mod checkers;
+pub mod cluster;
+pub mod history;
+pub mod nemesis;
+pub mod net;
+pub mod report;
+pub mod workload;

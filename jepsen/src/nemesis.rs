@@ -1,0 +1,309 @@
+//! Nemeses: faults switched on and off on a jittered schedule. Each action
+//! is recorded in the history as `installed`, `skipped` (this environment
+//! cannot do it) or `indeterminate` (it was attempted and failed), with the
+//! nodes it affected, so checkers know which nodes were cut off when.
+
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use tokio::sync::{Mutex, watch};
+
+use crate::cluster::{Cluster, find_leader};
+use crate::history::{F, Kind, NEMESIS_PROCESS, Recorder};
+
+/// Every nemesis the harness knows, by the name `--nemesis` takes.
+pub const ALL: [&str; 12] = [
+    "partition-halves",
+    "partition-leader",
+    "partition-ring",
+    "partition-bridge",
+    "kill-one",
+    "kill-minority",
+    "kill-leader",
+    "kill-all",
+    "pause",
+    "loss",
+    "delay",
+    "duplicate",
+];
+
+/// Expands `--nemesis` groups (`partition`, `kill`, `all`, `none`).
+pub fn expand(list: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let add: Vec<&str> = match item {
+            "none" => vec![],
+            "all" => ALL.to_vec(),
+            "partition" => ALL
+                .iter()
+                .copied()
+                .filter(|n| n.starts_with("partition"))
+                .collect(),
+            "kill" => ALL
+                .iter()
+                .copied()
+                .filter(|n| n.starts_with("kill"))
+                .collect(),
+            other => vec![other],
+        };
+        for a in add {
+            if !out.iter().any(|o| o == a) {
+                out.push(a.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// What an installed fault did, to undo it and to tell the checkers.
+#[derive(Debug, Clone, Default)]
+struct Active {
+    name: String,
+    /// Nodes cut off from a majority while this fault is on.
+    minority: Vec<usize>,
+    killed: Vec<usize>,
+    paused: Vec<usize>,
+    net: bool,
+}
+
+fn record(rec: &Recorder, kind: &str, name: &str, detail: serde_json::Value) {
+    let k = if kind == "indeterminate" {
+        Kind::Info
+    } else {
+        Kind::Ok
+    };
+    rec.record(
+        NEMESIS_PROCESS,
+        k,
+        F::Nemesis,
+        0,
+        json!({"nemesis": name, "action": kind, "detail": detail}),
+    );
+}
+
+/// Runs the schedule until `stop`: healthy for a jittered `interval`, then
+/// one fault from `names` for a jittered `interval`, healed, and so on.
+pub async fn run(
+    cluster: &Mutex<Cluster>,
+    names: &[String],
+    interval: Duration,
+    seed: u64,
+    rec: &Recorder,
+    mut stop: watch::Receiver<bool>,
+) {
+    if names.is_empty() {
+        return;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    loop {
+        let jitter = |rng: &mut rand::rngs::StdRng| interval.mul_f64(rng.gen_range(0.7..1.3));
+        tokio::select! {
+            _ = tokio::time::sleep(jitter(&mut rng)) => {}
+            _ = stop.changed() => return,
+        }
+        let Some(name) = names.choose(&mut rng).cloned() else {
+            return;
+        };
+        let active = install(cluster, &name, &mut rng, rec).await;
+        let on = jitter(&mut rng);
+        let stopped = tokio::select! {
+            _ = tokio::time::sleep(on) => false,
+            _ = stop.changed() => true,
+        };
+        if let Some(a) = active {
+            heal(cluster, &a, rec).await;
+        }
+        if stopped {
+            return;
+        }
+    }
+}
+
+async fn install(
+    cluster: &Mutex<Cluster>,
+    name: &str,
+    rng: &mut rand::rngs::StdRng,
+    rec: &Recorder,
+) -> Option<Active> {
+    let mut c = cluster.lock().await;
+    let n = c.nodes.len();
+    let all: Vec<usize> = (1..=n).collect();
+    let addrs: Vec<String> = c.nodes.iter().map(|x| x.addr.clone()).collect();
+    let leader = find_leader(&addrs).await;
+    let mut a = Active {
+        name: name.to_string(),
+        ..Default::default()
+    };
+    let result: Result<serde_json::Value, String> = match name {
+        "partition-halves" | "partition-leader" | "partition-bridge" | "partition-ring" => {
+            let groups: Vec<Vec<usize>> = match name {
+                "partition-halves" => {
+                    let mut s = all.clone();
+                    s.shuffle(rng);
+                    let k = n / 2;
+                    vec![s[..k].to_vec(), s[k..].to_vec()]
+                }
+                "partition-leader" => match leader {
+                    Some(l) => vec![vec![l], all.iter().copied().filter(|x| *x != l).collect()],
+                    None => return skip(rec, name, "no leader to isolate"),
+                },
+                "partition-bridge" if n >= 5 => {
+                    // Two halves that each see a bridge node in the middle.
+                    let mut s = all.clone();
+                    s.shuffle(rng);
+                    let (b, rest) = (s[0], &s[1..]);
+                    let h = rest.len() / 2;
+                    let mut g1 = rest[..h].to_vec();
+                    let mut g2 = rest[h..].to_vec();
+                    g1.push(b);
+                    g2.push(b);
+                    return bridge(&mut c, rec, name, g1, g2, a);
+                }
+                "partition-ring" if n >= 5 => return ring(&mut c, rec, name, a),
+                _ => return skip(rec, name, "needs 5 nodes"),
+            };
+            a.net = true;
+            a.minority = groups
+                .iter()
+                .filter(|g| g.len() * 2 <= n)
+                .flatten()
+                .copied()
+                .collect();
+            c.net
+                .partition(&groups)
+                .map(|()| json!({"groups": groups, "minority": a.minority}))
+                .map_err(|e| e.to_string())
+        }
+        "kill-one" | "kill-minority" | "kill-leader" | "kill-all" => {
+            let mut s = all.clone();
+            s.shuffle(rng);
+            let victims: Vec<usize> = match name {
+                "kill-one" => s[..1].to_vec(),
+                "kill-minority" => s[..(n - 1) / 2].to_vec(),
+                "kill-leader" => match leader {
+                    Some(l) => vec![l],
+                    None => return skip(rec, name, "no leader to kill"),
+                },
+                _ => all.clone(),
+            };
+            for &v in &victims {
+                c.kill9(v);
+            }
+            a.killed = victims.clone();
+            Ok(json!({"killed": victims}))
+        }
+        "pause" => {
+            let v = leader.unwrap_or_else(|| rng.gen_range(1..=n));
+            if c.pause(v) {
+                a.paused = vec![v];
+                a.minority = vec![v];
+                Ok(json!({"paused": v}))
+            } else {
+                Err(format!("could not pause node {v}"))
+            }
+        }
+        "loss" => {
+            a.net = true;
+            c.net
+                .loss(0.2)
+                .map(|()| json!({"probability": 0.2}))
+                .map_err(|e| e.to_string())
+        }
+        // This kernel has no netem: delay and duplication need a userspace
+        // proxy or a transport shim, which this harness does not have yet.
+        "delay" | "duplicate" => return skip(rec, name, "no netem and no proxy in this harness"),
+        other => return skip(rec, other, "unknown nemesis"),
+    };
+    match result {
+        Ok(detail) => {
+            record(rec, "installed", name, detail);
+            Some(a)
+        }
+        Err(e) => {
+            record(rec, "indeterminate", name, json!({"error": e}));
+            Some(a)
+        }
+    }
+}
+
+fn skip(rec: &Recorder, name: &str, why: &str) -> Option<Active> {
+    record(rec, "skipped", name, json!({"why": why}));
+    None
+}
+
+fn bridge(
+    c: &mut Cluster,
+    rec: &Recorder,
+    name: &str,
+    g1: Vec<usize>,
+    g2: Vec<usize>,
+    mut a: Active,
+) -> Option<Active> {
+    a.net = true;
+    // Nobody is in a minority by reachability, but neither half has a
+    // majority on its own; the bridge node has.
+    let groups = vec![g1, g2];
+    match c.net.partition(&groups) {
+        Ok(()) => record(rec, "installed", name, json!({"groups": groups})),
+        Err(e) => record(rec, "indeterminate", name, json!({"error": e.to_string()})),
+    }
+    Some(a)
+}
+
+fn ring(c: &mut Cluster, rec: &Recorder, name: &str, mut a: Active) -> Option<Active> {
+    let n = c.nodes.len();
+    a.net = true;
+    // Majorities ring: node i sees only its two neighbours, so each node
+    // has a majority of 5 (itself and two) but no two agree on which.
+    let views: Vec<(usize, Vec<usize>)> = (1..=n)
+        .map(|i| (i, vec![(i + n - 2) % n + 1, i % n + 1]))
+        .collect();
+    match c.net.views(&views) {
+        Ok(()) => record(rec, "installed", name, json!({"views": views})),
+        Err(e) => record(rec, "indeterminate", name, json!({"error": e.to_string()})),
+    }
+    Some(a)
+}
+
+async fn heal(cluster: &Mutex<Cluster>, a: &Active, rec: &Recorder) {
+    let mut c = cluster.lock().await;
+    let mut errors = Vec::new();
+    if a.net
+        && let Err(e) = c.net.heal()
+    {
+        errors.push(e.to_string());
+    }
+    for &p in &a.paused {
+        c.resume(p);
+    }
+    for &k in &a.killed {
+        if let Err(e) = c.spawn(k) {
+            errors.push(e.to_string());
+        }
+    }
+    if errors.is_empty() {
+        record(rec, "healed", &a.name, json!({"minority": a.minority}));
+    } else {
+        record(
+            rec,
+            "indeterminate",
+            &a.name,
+            json!({"heal_errors": errors}),
+        );
+    }
+}
+
+/// Heals everything: network rules, paused and dead nodes.
+pub async fn heal_all(cluster: &Mutex<Cluster>) -> anyhow::Result<()> {
+    let mut c = cluster.lock().await;
+    c.net.heal()?;
+    for i in 1..=c.nodes.len() {
+        c.resume(i);
+        if !c.is_running(i) {
+            c.spawn(i)?;
+        }
+    }
+    Ok(())
+}
