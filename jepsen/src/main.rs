@@ -43,6 +43,25 @@ enum Cmd {
     Run(RunArgs),
     /// List the nemeses.
     Nemeses,
+    /// Deterministic simulation: many seeds of openraft on virtual time with
+    /// partitions, crashes and message loss; or replay one with --seed.
+    /// (Built with `--features sim`.)
+    #[cfg(feature = "sim")]
+    Sim {
+        /// How many seeds, starting at --first.
+        #[arg(long, default_value_t = 200)]
+        seeds: u64,
+        #[arg(long, default_value_t = 0)]
+        first: u64,
+        /// Replay exactly this seed and print its report.
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value_t = 5)]
+        nodes: u64,
+        /// Virtual seconds per run.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -82,6 +101,51 @@ fn main() -> ExitCode {
                 println!("{n}");
             }
             ExitCode::SUCCESS
+        }
+        #[cfg(feature = "sim")]
+        Cmd::Sim {
+            seeds,
+            first,
+            seed,
+            nodes,
+            seconds,
+        } => {
+            let cfg = quorate_jepsen::sim::SimConfig {
+                nodes,
+                seconds,
+                ..Default::default()
+            };
+            let range = match seed {
+                Some(s) => s..s + 1,
+                None => first..first + seeds,
+            };
+            let started = Instant::now();
+            let mut failed = Vec::new();
+            let mut n = 0;
+            for s in range {
+                let r = quorate_jepsen::sim::run(s, cfg);
+                n += 1;
+                if seed.is_some() {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                }
+                if !r.violations.is_empty() {
+                    eprintln!(
+                        "seed {s} FAILED: {:?}\n  replay: quorate-jepsen sim --seed {s} --nodes {nodes} --seconds {seconds}",
+                        r.violations
+                    );
+                    failed.push(s);
+                }
+            }
+            println!(
+                "{n} seeds, {} failed, {:.1} s",
+                failed.len(),
+                started.elapsed().as_secs_f64()
+            );
+            if failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Cmd::Run(args) => {
             let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -205,6 +205,18 @@ fn test() -> Result<(), String> {
         "-D",
         "warnings",
     ])?;
+    // The simulation is behind a feature (it needs tokio's test utilities).
+    cargo(&[
+        "clippy",
+        "-p",
+        "quorate-jepsen",
+        "--features",
+        "sim",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     cargo(&[
         "test",
         "--workspace",
@@ -221,6 +233,16 @@ fn test() -> Result<(), String> {
     // Each cluster test starts three real nodes; one test at a time keeps
     // two cores from starving their heartbeats.
     cargo(&["test", "-p", "quorate-e2e", "--", "--test-threads", "1"])?;
+    // The deterministic simulation: 100 seeds, partitions, crashes, loss.
+    cargo(&[
+        "test",
+        "-p",
+        "quorate-jepsen",
+        "--features",
+        "sim",
+        "--test",
+        "sim",
+    ])?;
     // The fault-injection matrix: real nodes in network namespaces, about a
     // minute each; any invalid or unknown verdict fails CI.
     for (nemesis, seed) in [("partition", "1"), ("kill,pause", "2")] {
