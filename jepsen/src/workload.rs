@@ -106,9 +106,9 @@ pub async fn authorize(rec: &Recorder, p: u64, node: u64, addr: &str, req: v1::A
         node,
         json!({"request_id": req.request_id, "principal": req.principal, "action": req.action, "resource": req.resource}),
     );
-    let r = match connect(addr).await {
+    let r = match client_for(addr).await {
         Ok(mut c) => c.authorize(req).await,
-        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+        Err(s) => Err(s),
     };
     match r {
         Ok(resp) => {
@@ -154,9 +154,35 @@ pub async fn authorize(rec: &Recorder, p: u64, node: u64, addr: &str, req: v1::A
     }
 }
 
+/// Records the outcome of a write: `ok` with `ok_value`, or the error's kind.
+fn record_write<T>(
+    rec: &Recorder,
+    p: u64,
+    f: F,
+    node: u64,
+    r: Result<tonic::Response<T>, tonic::Status>,
+    ok_value: impl FnOnce(T) -> serde_json::Value,
+) {
+    match r {
+        Ok(resp) => rec.record(p, Kind::Ok, f, node, ok_value(resp.into_inner())),
+        Err(s) => {
+            let (kind, v) = error_kind(&s);
+            rec.record(p, kind, f, node, v);
+        }
+    }
+}
+
+async fn client_for(
+    addr: &str,
+) -> Result<v1::governance_client::GovernanceClient<tonic::transport::Channel>, tonic::Status> {
+    connect(addr)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))
+}
+
 pub async fn publish(rec: &Recorder, p: u64, node: u64, addr: &str, text: &str) {
     rec.record(p, Kind::Invoke, F::Publish, node, json!({"policy": text}));
-    let r = match connect(addr).await {
+    let r = match client_for(addr).await {
         Ok(mut c) => {
             c.publish_policy(v1::PublishPolicyRequest {
                 domain: DOMAIN.into(),
@@ -166,24 +192,16 @@ pub async fn publish(rec: &Recorder, p: u64, node: u64, addr: &str, text: &str) 
             })
             .await
         }
-        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+        Err(s) => Err(s),
     };
-    match r {
-        Ok(resp) => {
-            let r = resp.into_inner();
-            rec.record(
-                p,
-                Kind::Ok,
-                F::Publish,
-                node,
-                json!({"version": r.version, "hash": r.hash, "log_index": r.log_index}),
-            );
-        }
-        Err(s) => {
-            let (kind, v) = error_kind(&s);
-            rec.record(p, kind, F::Publish, node, v);
-        }
-    }
+    record_write(
+        rec,
+        p,
+        F::Publish,
+        node,
+        r,
+        |r| json!({"version": r.version, "hash": r.hash, "log_index": r.log_index}),
+    );
 }
 
 async fn activate(rec: &Recorder, p: u64, node: u64, addr: &str, version: u64) {
@@ -194,7 +212,7 @@ async fn activate(rec: &Recorder, p: u64, node: u64, addr: &str, version: u64) {
         node,
         json!({"version": version}),
     );
-    let r = match connect(addr).await {
+    let r = match client_for(addr).await {
         Ok(mut c) => {
             c.activate_policy(v1::ActivatePolicyRequest {
                 domain: DOMAIN.into(),
@@ -202,29 +220,21 @@ async fn activate(rec: &Recorder, p: u64, node: u64, addr: &str, version: u64) {
             })
             .await
         }
-        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+        Err(s) => Err(s),
     };
-    match r {
-        Ok(resp) => {
-            let r = resp.into_inner();
-            rec.record(
-                p,
-                Kind::Ok,
-                F::Activate,
-                node,
-                json!({"version": r.version, "log_index": r.log_index}),
-            );
-        }
-        Err(s) => {
-            let (kind, v) = error_kind(&s);
-            rec.record(p, kind, F::Activate, node, v);
-        }
-    }
+    record_write(
+        rec,
+        p,
+        F::Activate,
+        node,
+        r,
+        |r| json!({"version": r.version, "log_index": r.log_index}),
+    );
 }
 
 async fn read_policy(rec: &Recorder, p: u64, node: u64, addr: &str) {
     rec.record(p, Kind::Invoke, F::ReadPolicy, node, json!({}));
-    let r = match connect(addr).await {
+    let r = match client_for(addr).await {
         Ok(mut c) => {
             c.get_policy(v1::GetPolicyRequest {
                 domain: DOMAIN.into(),
@@ -232,7 +242,7 @@ async fn read_policy(rec: &Recorder, p: u64, node: u64, addr: &str) {
             })
             .await
         }
-        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+        Err(s) => Err(s),
     };
     match r {
         Ok(resp) => {

@@ -68,6 +68,40 @@ async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Three data directories and (gRPC, HTTP) port pairs.
+fn places() -> (Vec<tempfile::TempDir>, Vec<(u16, u16)>) {
+    let dirs = (0..3)
+        .map(|_| tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")))
+        .collect();
+    let ports = (0..3).map(|_| (free_port(), free_port())).collect();
+    (dirs, ports)
+}
+
+/// Starts nodes 1..=3 with `tweak` applied to each config; the nodes in
+/// `not_electable` never lead. A node that must not lead must also not
+/// bootstrap (openraft campaigns at once after `initialize`, before
+/// `set_electable(false)` could apply): the tweak sees to that.
+async fn start_three(
+    dirs: &[tempfile::TempDir],
+    ports: &[(u16, u16)],
+    tweak: impl Fn(u64, &mut NodeConfig),
+    not_electable: &[u64],
+) -> Vec<RunningNode> {
+    let mut running = Vec::new();
+    for id in 1..=3u64 {
+        let mut cfg = config(id, ports);
+        tweak(id, &mut cfg);
+        let n = Node::start(cfg, dirs[(id - 1) as usize].path())
+            .await
+            .unwrap_or_else(|e| panic!("start node {id}: {e}"));
+        if not_electable.contains(&id) {
+            n.node.set_electable(false);
+        }
+        running.push(n);
+    }
+    running
+}
+
 /// Waits for a leader among `nodes` and publishes `policy` (active) to
 /// domain `docs` through it.
 async fn leader_with_policy(nodes: &[Node], policy: &str) -> Node {
@@ -94,27 +128,11 @@ async fn leader_with_policy(nodes: &[Node], policy: &str) -> Node {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_divergent_replica_contains_instead_of_cosigning() {
-    let dirs: Vec<tempfile::TempDir> = (0..3)
-        .map(|_| tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")))
-        .collect();
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let (dirs, ports) = places();
     // Node 3 evaluates wrongly; it must also never lead, or the honest
     // majority would see only its roots.
     quorate_store::fault::set_diverge(&dirs[2].path().join("db"), true);
-    let mut running: Vec<RunningNode> = Vec::new();
-    for id in 1..=3u64 {
-        let mut cfg = config(id, &ports);
-        // Node 3 must not initialise the cluster: openraft campaigns at once
-        // after `initialize`, before `set_electable(false)` could apply.
-        cfg.bootstrap = id != 3;
-        let n = Node::start(cfg, dirs[(id - 1) as usize].path())
-            .await
-            .unwrap_or_else(|e| panic!("start node {id}: {e}"));
-        if id == 3 {
-            n.node.set_electable(false);
-        }
-        running.push(n);
-    }
+    let mut running = start_three(&dirs, &ports, |id, cfg| cfg.bootstrap = id != 3, &[3]).await;
     let nodes: Vec<Node> = running.iter().map(|r| r.node.clone()).collect();
     let leader = leader_with_policy(
         &nodes,
@@ -222,20 +240,14 @@ async fn a_divergent_replica_contains_instead_of_cosigning() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_reverification_finds_a_record_changed_under_a_running_node() {
-    let dirs: Vec<tempfile::TempDir> = (0..3)
-        .map(|_| tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")))
-        .collect();
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let mut running = Vec::new();
-    for id in 1..=3u64 {
-        let mut cfg = config(id, &ports);
-        cfg.integrity.verify_interval_s = 1;
-        running.push(
-            Node::start(cfg, dirs[(id - 1) as usize].path())
-                .await
-                .unwrap_or_else(|e| panic!("start node {id}: {e}")),
-        );
-    }
+    let (dirs, ports) = places();
+    let running = start_three(
+        &dirs,
+        &ports,
+        |_, cfg| cfg.integrity.verify_interval_s = 1,
+        &[],
+    )
+    .await;
     let nodes: Vec<Node> = running.iter().map(|r| r.node.clone()).collect();
     let leader = leader_with_policy(&nodes, "permit(principal, action, resource);").await;
     for k in 0..10 {
@@ -283,25 +295,14 @@ async fn periodic_reverification_finds_a_record_changed_under_a_running_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_divergent_leader_contains_when_no_quorum_confirms_its_root() {
-    let dirs: Vec<tempfile::TempDir> = (0..3)
-        .map(|_| tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")))
-        .collect();
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let (dirs, ports) = places();
     // Node 1 evaluates wrongly and is the only node that may lead.
     quorate_store::fault::set_diverge(&dirs[0].path().join("db"), true);
-    let mut running = Vec::new();
-    for id in 1..=3u64 {
-        let mut cfg = config(id, &ports);
+    let tweak = |id: u64, cfg: &mut NodeConfig| {
         cfg.bootstrap = id == 1;
         cfg.checkpoint.finality_timeout_ms = 1500;
-        let n = Node::start(cfg, dirs[(id - 1) as usize].path())
-            .await
-            .unwrap_or_else(|e| panic!("start node {id}: {e}"));
-        if id != 1 {
-            n.node.set_electable(false);
-        }
-        running.push(n);
-    }
+    };
+    let running = start_three(&dirs, &ports, tweak, &[2, 3]).await;
     let nodes: Vec<Node> = running.iter().map(|r| r.node.clone()).collect();
     let leader = leader_with_policy(
         &nodes,
