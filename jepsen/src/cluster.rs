@@ -136,6 +136,28 @@ impl Cluster {
         Ok(())
     }
 
+    /// Runs `quorate node repair` for stopped node `i` inside its namespace
+    /// (it fetches a snapshot from a peer); returns the command's JSON.
+    pub fn repair(&mut self, i: usize) -> anyhow::Result<serde_json::Value> {
+        let bin = self.bin.clone();
+        let n = self.node(i);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &net::ns(i)])
+            .arg(&bin)
+            .args(["node", "repair", "--config"])
+            .arg(&n.config)
+            .arg("--data-dir")
+            .arg(&n.data_dir)
+            .output()?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "quorate node repair failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
     pub fn is_running(&mut self, i: usize) -> bool {
         let n = self.node(i);
         match n.child.as_mut().map(|c| c.try_wait()) {

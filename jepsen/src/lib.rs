@@ -23,4 +23,5 @@ pub mod net;
 pub mod report;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod tamper;
 pub mod workload;

@@ -14,7 +14,7 @@ use crate::cluster::{Cluster, find_leader};
 use crate::history::{F, Kind, NEMESIS_PROCESS, Recorder};
 
 /// Every nemesis the harness knows, by the name `--nemesis` takes.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 13] = [
     "partition-halves",
     "partition-leader",
     "partition-ring",
@@ -25,6 +25,7 @@ pub const ALL: [&str; 12] = [
     "kill-all",
     "pause",
     "loss",
+    "bitflip",
     "delay",
     "duplicate",
 ];
@@ -65,6 +66,8 @@ struct Active {
     minority: Vec<usize>,
     killed: Vec<usize>,
     paused: Vec<usize>,
+    /// A node whose store was damaged: repaired, then restarted, at heal.
+    tampered: Option<usize>,
     net: bool,
 }
 
@@ -204,6 +207,47 @@ async fn install(
                 Err(format!("could not pause node {v}"))
             }
         }
+        "bitflip" => {
+            // A follower, so the cluster keeps its leader while one replica
+            // is damaged.
+            let mut candidates: Vec<usize> =
+                all.iter().copied().filter(|n| Some(*n) != leader).collect();
+            candidates.shuffle(rng);
+            let Some(&victim) = candidates.first() else {
+                return skip(rec, name, "no follower");
+            };
+            c.kill9(victim);
+            let db = c.nodes[victim - 1].data_dir.join("db");
+            match crate::tamper::flip_record_bit(&db, rng) {
+                Ok(Some(index)) => {
+                    a.tampered = Some(victim);
+                    // Until repaired, the victim must not answer ALLOW.
+                    a.minority = vec![victim];
+                    let spawned = c.spawn(victim).map_err(|e| e.to_string());
+                    let addr = c.nodes[victim - 1].addr.clone();
+                    drop(c);
+                    let seen = match spawned {
+                        Ok(()) => wait_contained(&addr).await,
+                        Err(e) => Some(format!("restart failed: {e}")),
+                    };
+                    let detected = seen
+                        .as_deref()
+                        .is_some_and(|r| r.starts_with("INTEGRITY_FAILURE"));
+                    let detail = json!({"victim": victim, "index": index, "minority": [victim],
+                        "detected": detected, "status": seen});
+                    record(rec, "installed", name, detail);
+                    return Some(a);
+                }
+                Ok(None) => {
+                    let _ = c.spawn(victim);
+                    return skip(rec, name, "no records yet");
+                }
+                Err(e) => {
+                    let _ = c.spawn(victim);
+                    Err(e.to_string())
+                }
+            }
+        }
         "loss" => {
             a.net = true;
             c.net
@@ -283,8 +327,24 @@ async fn heal(cluster: &Mutex<Cluster>, a: &Active, rec: &Recorder) {
             errors.push(e.to_string());
         }
     }
+    let mut repaired = serde_json::Value::Null;
+    if let Some(v) = a.tampered {
+        c.kill9(v);
+        match c.repair(v) {
+            Ok(out) => repaired = out,
+            Err(e) => errors.push(format!("repair of node {v}: {e}")),
+        }
+        if let Err(e) = c.spawn(v) {
+            errors.push(e.to_string());
+        }
+    }
     if errors.is_empty() {
-        record(rec, "healed", &a.name, json!({"minority": a.minority}));
+        record(
+            rec,
+            "healed",
+            &a.name,
+            json!({"minority": a.minority, "repair": repaired}),
+        );
     } else {
         record(
             rec,
@@ -293,6 +353,30 @@ async fn heal(cluster: &Mutex<Cluster>, a: &Active, rec: &Recorder) {
             json!({"heal_errors": errors}),
         );
     }
+}
+
+/// Polls a restarted node's status for up to 10 s; returns its containment
+/// reason and message once it reports one.
+async fn wait_contained(addr: &str) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(mut c) = crate::cluster::connect(addr).await
+            && let Ok(s) = c.status(quorate_proto::v1::StatusRequest {}).await
+        {
+            let s = s.into_inner();
+            if !s.containment_reason.is_empty() && s.containment_reason != "NO_QUORUM" {
+                return Some(format!(
+                    "{}: {}",
+                    s.containment_reason, s.containment_message
+                ));
+            }
+            if s.quorate {
+                return Some("QUORATE: served without noticing".into());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
 }
 
 /// Heals everything: network rules, paused and dead nodes.

@@ -311,7 +311,9 @@ impl DecisionLookup {
         }
     }
 
-    fn view_scan<T: serde::de::DeserializeOwned>(
+    /// Every value of `cf`, each required to be stored byte for byte as
+    /// its canonical encoding (see `canonical_decode`).
+    fn view_scan<T: serde::de::DeserializeOwned + Serialize>(
         &self,
         view: &View<'_>,
         cf: &str,
@@ -320,7 +322,7 @@ impl DecisionLookup {
         let mut out = Vec::new();
         for kv in view.iterator_cf(&h, IteratorMode::Start) {
             let (k, v) = kv?;
-            let t = decode(cf, &k, &v)?;
+            let t = canonical_decode(cf, &k, &v)?;
             out.push((k.to_vec(), t));
         }
         Ok(out)
@@ -404,6 +406,10 @@ impl DecisionLookup {
             .view_json(view, CF_SM_META, KEY_PROOF)
             .map_err(|e| early(e.to_string()))?
             .unwrap_or_default();
+        let membership: StoredMembership = self
+            .view_json(view, CF_SM_META, KEY_MEMBERSHIP)
+            .map_err(|e| early(e.to_string()))?
+            .unwrap_or_default();
         let mut pending = checkpoints.iter().map(|(_, c)| c).peekable();
         let nodes = StoredNodes { store: &self.store };
         let mut frontier = Frontier::new();
@@ -419,7 +425,7 @@ impl DecisionLookup {
                 return Err(bad(format!("record key {:?} out of sequence", k)));
             }
             let rec: DecisionRecord =
-                decode(CF_DECISIONS, &k, &v).map_err(|e| bad(e.to_string()))?;
+                canonical_decode(CF_DECISIONS, &k, &v).map_err(|e| bad(e.to_string()))?;
             if rec.index != expected {
                 return Err(bad(format!("record claims index {}", rec.index)));
             }
@@ -445,6 +451,18 @@ impl DecisionLookup {
                     return Err(bad(format!(
                         "stored checkpoint at size {expected} has a root the records do not produce"
                     )));
+                }
+                // Every cosignature by a current member must still verify.
+                let message = cp.checkpoint.message();
+                for c in &cp.checkpoint.cosignatures {
+                    if let Some(node) = membership.membership().get_node(&c.node_id)
+                        && node.public_key.verify(&message, &c.signature).is_err()
+                    {
+                        return Err(bad(format!(
+                            "stored cosignature of node {} on the checkpoint at size {expected} does not verify",
+                            c.node_id
+                        )));
+                    }
                 }
             }
             prev = rec.hash;
@@ -1043,6 +1061,26 @@ pub(crate) fn load_state(store: &Store) -> Result<MachineState, StoreError> {
         proof,
         divergence,
     })
+}
+
+/// Decodes a stored value and requires its bytes to be exactly the
+/// canonical encoding of what they decode to. A flipped byte that still
+/// decodes to the same value (in a field name of an absent optional field,
+/// say) is then found too, not only flips that change the value
+/// (invariant 6).
+fn canonical_decode<T: serde::de::DeserializeOwned + Serialize>(
+    cf: &str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    let t: T = decode(cf, key, bytes)?;
+    if encode(&t) != bytes {
+        return Err(StoreError::Corrupt {
+            what: format!("{cf}/{}", hex::encode(key)),
+            message: "stored bytes are not the canonical encoding of their value".into(),
+        });
+    }
+    Ok(t)
 }
 
 fn scan_all<T: serde::de::DeserializeOwned>(store: &Store, cf: &str) -> Result<Vec<T>, StoreError> {

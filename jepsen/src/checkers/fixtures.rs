@@ -322,6 +322,24 @@ mod tests {
     }
 
     #[test]
+    fn an_undetected_bit_flip_is_invalid() {
+        let flip = |detected: bool| Event {
+            time_ns: 10 * MS,
+            process: NEMESIS_PROCESS,
+            kind: Kind::Ok,
+            f: F::Nemesis,
+            node: 0,
+            value: json!({"nemesis": "bitflip", "action": "installed",
+                          "detail": {"victim": 2, "index": 3, "detected": detected}}),
+        };
+        let mut d = honest();
+        d.events = vec![flip(true)];
+        assert_eq!(crate::checkers::tamper::check(&d).valid, Validity::Valid);
+        d.events = vec![flip(false)];
+        assert_eq!(crate::checkers::tamper::check(&d).valid, Validity::Invalid);
+    }
+
+    #[test]
     fn slow_or_missing_recovery_is_invalid() {
         let mut d = honest();
         d.recovery_ms[1].1 = None;

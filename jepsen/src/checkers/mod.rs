@@ -16,6 +16,7 @@ pub mod log_agreement;
 pub mod policy_reads;
 pub mod realtime;
 pub mod recovery;
+pub mod tamper;
 
 /// Everything a run produced, as the checkers see it.
 #[derive(Debug, Default)]
@@ -168,6 +169,7 @@ pub fn check_all(d: &RunData) -> Vec<CheckResult> {
         determinism::check(d),
         policy_reads::check(d),
         recovery::check(d),
+        tamper::check(d),
     ]
 }
 
