@@ -245,7 +245,7 @@ fn test() -> Result<(), String> {
     ])?;
     // The fault-injection matrix: real nodes in network namespaces, about a
     // minute each; any invalid or unknown verdict fails CI.
-    for (nemesis, seed) in [("partition", "1"), ("kill,pause", "2")] {
+    for (nemesis, seed) in [("partition", "1"), ("kill,pause,bitflip", "2")] {
         let out = format!("target/jepsen/ci-{}", nemesis.replace(',', "-"));
         let args: Vec<String> = [
             "run",
