@@ -581,7 +581,7 @@ impl Node {
         let limit = Duration::from_millis(self.inner.cfg.checkpoint.finality_timeout_ms);
         let mut g = self.inner.unconfirmed.lock().ok()?;
         let (size, since) = (*g)?;
-        if self.inner.lookup.proof_state().last_final >= size {
+        if self.inner.lookup.last_final() >= size {
             *g = None;
             return None;
         }
@@ -600,7 +600,7 @@ impl Node {
     /// Records that this node signed its root at `size` (the oldest such
     /// unconfirmed signature is the one that counts).
     pub(crate) fn signed_checkpoint(&self, size: u64) {
-        let last_final = self.inner.lookup.proof_state().last_final;
+        let last_final = self.inner.lookup.last_final();
         if let Ok(mut g) = self.inner.unconfirmed.lock() {
             match *g {
                 Some((pending, _)) if pending > last_final => {}
@@ -1042,7 +1042,7 @@ impl Node {
             decision_count: head.count,
             chain_head_hash: head.hash.to_hex(),
             public_key: self.inner.key.public().to_hex(),
-            last_final_checkpoint: self.inner.lookup.proof_state().last_final,
+            last_final_checkpoint: self.inner.lookup.last_final(),
             members,
         }
     }

@@ -120,7 +120,7 @@ pub(crate) async fn checkpoint_task(node: Node, mut shutdown: watch::Receiver<bo
         // cosigners were down) is proposed again at the next interval, so
         // the log's tail is always covered eventually.
         let (size, root) = node.lookup().tree_head();
-        let last_final = node.lookup().proof_state().last_final;
+        let last_final = node.lookup().last_final();
         let due = last_proposal.elapsed() >= interval
             || size.saturating_sub(last_signed) >= cfg.max_entries;
         if size > last_final && due {
@@ -178,7 +178,7 @@ impl Node {
             .final_checkpoint_covering(index)
             .map_err(internal)?
         else {
-            let last = self.lookup().proof_state().last_final;
+            let last = self.lookup().last_final();
             return Err(ApiError::new(
                 ErrorCode::Unavailable,
                 format!(

@@ -132,6 +132,12 @@ impl DecisionLookup {
             .unwrap_or_default()
     }
 
+    /// Records covered by the largest final checkpoint (cheap: no clone
+    /// of the frontier; containment checks it on every request).
+    pub fn last_final(&self) -> u64 {
+        self.state.read().map(|s| s.proof.last_final).unwrap_or(0)
+    }
+
     pub fn divergence(&self) -> Option<Divergence> {
         self.state.read().ok().and_then(|s| s.divergence.clone())
     }
@@ -182,7 +188,7 @@ impl DecisionLookup {
 
     /// The largest final checkpoint, if any.
     pub fn latest_final_checkpoint(&self) -> Result<Option<CheckpointState>, StoreError> {
-        let size = self.proof_state().last_final;
+        let size = self.last_final();
         if size == 0 {
             return Ok(None);
         }
