@@ -41,6 +41,8 @@ pub struct Cluster {
     pub nodes: Vec<NodeProc>,
     pub net: Net,
     bin: PathBuf,
+    /// The message shims (one per node), when the run uses them.
+    shims: Vec<Child>,
 }
 
 impl Drop for Cluster {
@@ -49,12 +51,18 @@ impl Drop for Cluster {
             self.resume(i);
             self.kill9(i);
         }
+        for s in &mut self.shims {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
     }
 }
 
 impl Cluster {
-    /// Writes every node's config under `dir` and starts all nodes.
-    pub fn start(net: Net, dir: &Path) -> anyhow::Result<Cluster> {
+    /// Writes every node's config under `dir` and starts all nodes; with
+    /// `shim`, first puts a message shim in front of every node for its
+    /// peers' traffic (see `shim`).
+    pub fn start(net: Net, dir: &Path, shim: bool, seed: u64) -> anyhow::Result<Cluster> {
         let n = net.nodes;
         let members: String = (1..=n)
             .map(|i| {
@@ -94,7 +102,13 @@ impl Cluster {
             nodes,
             net,
             bin: quorate_bin(),
+            shims: Vec::new(),
         };
+        if shim {
+            for i in 1..=n {
+                c.spawn_shim(i, seed)?;
+            }
+        }
         for i in 1..=n {
             c.spawn(i)?;
         }
@@ -103,6 +117,59 @@ impl Cluster {
 
     fn node(&mut self, i: usize) -> &mut NodeProc {
         &mut self.nodes[i - 1]
+    }
+
+    /// Whether peers reach the nodes through message shims.
+    pub fn has_shims(&self) -> bool {
+        !self.shims.is_empty()
+    }
+
+    fn spawn_shim(&mut self, i: usize, seed: u64) -> anyhow::Result<()> {
+        let exe = std::env::current_exe().context("cannot find the quorate-jepsen binary")?;
+        let dir = self.nodes[i - 1].data_dir.clone();
+        crate::shim::write_rules(&dir, crate::shim::Rules::default())?;
+        let a = net::node_addr(i);
+        let log = std::fs::File::create(dir.join("shim.log"))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &net::ns(i)])
+            .arg(exe)
+            .arg("shim")
+            .arg("--listen")
+            .arg(format!("0.0.0.0:{}", crate::shim::SHIM_PORT))
+            .arg("--upstream")
+            .arg(format!("{a}:7101"))
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--seed")
+            .arg((seed.wrapping_mul(31)).wrapping_add(i as u64).to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start the shim in namespace {}", net::ns(i)))?;
+        self.shims.push(child);
+        self.net.redirect_peers(i, 7101, crate::shim::SHIM_PORT)
+    }
+
+    /// Sets every shim's rules.
+    pub fn shim_rules(&self, rules: crate::shim::Rules) -> anyhow::Result<()> {
+        for n in &self.nodes {
+            crate::shim::write_rules(&n.data_dir, rules)?;
+        }
+        Ok(())
+    }
+
+    /// Every shim's stats, summed.
+    pub fn shim_stats(&self) -> crate::shim::Stats {
+        let mut t = crate::shim::Stats::default();
+        for n in &self.nodes {
+            let s = crate::shim::read_stats(&n.data_dir);
+            t.forwarded += s.forwarded;
+            t.delayed += s.delayed;
+            t.duplicated += s.duplicated;
+            t.upstream_errors += s.upstream_errors;
+        }
+        t
     }
 
     pub fn spawn(&mut self, i: usize) -> anyhow::Result<()> {

@@ -2,7 +2,8 @@
 //! nodes as real processes in network namespaces (`net`, `cluster`), a
 //! recorded workload (`workload`, `history`), nemeses (`nemesis`), one
 //! checker per invariant of `../shared/BRIEF.md` (`checkers`) and the
-//! report (`report`). `jepsen/CONTRACT.md` defines ok / fail / info.
+//! report (`report`); the message shim for delay, reordering and
+//! duplication (`shim`). `jepsen/CONTRACT.md` defines ok / fail / info.
 //!
 //! `sim` is the deterministic simulation: openraft nodes on virtual time and
 //! a seeded simulated network, hundreds of seeds per test run.
@@ -21,6 +22,7 @@ pub mod history;
 pub mod nemesis;
 pub mod net;
 pub mod report;
+pub mod shim;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod tamper;

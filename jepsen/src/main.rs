@@ -43,6 +43,20 @@ enum Cmd {
     Run(RunArgs),
     /// List the nemeses.
     Nemeses,
+    /// (Internal) the message shim `run` starts inside each node's
+    /// namespace for the delay and duplicate nemeses.
+    #[command(hide = true)]
+    Shim {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+        /// Directory of the rules and stats files.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Deterministic simulation: many seeds of openraft on virtual time with
     /// partitions, crashes and message loss; or replay one with --seed.
     /// (Built with `--features sim`.)
@@ -101,6 +115,26 @@ fn main() -> ExitCode {
                 println!("{n}");
             }
             ExitCode::SUCCESS
+        }
+        Cmd::Shim {
+            listen,
+            upstream,
+            dir,
+            seed,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let result = rt.and_then(|rt| {
+                rt.block_on(quorate_jepsen::shim::serve(listen, upstream, dir, seed))
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("shim on {listen}: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         #[cfg(feature = "sim")]
         Cmd::Sim {
@@ -195,7 +229,14 @@ async fn run(a: RunArgs) -> anyhow::Result<Validity> {
     let net = net::Net::create(nodes)?;
     let nodes_dir = a.out.join("nodes");
     let _ = std::fs::remove_dir_all(&nodes_dir);
-    let cluster = Arc::new(Mutex::new(Cluster::start(net, &nodes_dir)?));
+    // Delay and duplication need the message shim in front of every node.
+    let shim = names.iter().any(|n| n == "delay" || n == "duplicate");
+    let network = if shim {
+        "netns+iptables+h2-shim"
+    } else {
+        "netns+iptables"
+    };
+    let cluster = Arc::new(Mutex::new(Cluster::start(net, &nodes_dir, shim, a.seed)?));
     let addrs: Vec<String> = cluster
         .lock()
         .await
@@ -204,7 +245,7 @@ async fn run(a: RunArgs) -> anyhow::Result<Validity> {
         .map(|n| n.addr.clone())
         .collect();
     eprintln!(
-        "quorate-jepsen: {} nodes in namespaces (network: netns+iptables), {} s, nemeses {:?}",
+        "quorate-jepsen: {} nodes in namespaces (network: {network}), {} s, nemeses {:?}",
         a.nodes, a.time, names
     );
 
@@ -318,7 +359,7 @@ async fn run(a: RunArgs) -> anyhow::Result<Validity> {
     let verdict = report::verdict(&results, installed, !names.is_empty());
     let run = serde_json::json!({"nodes": a.nodes, "time_s": a.time, "nemeses": names,
         "interval_s": a.interval, "seed": a.seed, "rate": a.rate, "clients": a.clients,
-        "network": "netns+iptables", "faults_installed": installed});
+        "network": network, "faults_installed": installed});
     report::write_results(&a.out, run, &data, &results, verdict)?;
     report::write_plots(&a.out, &data)?;
     report::print_summary(&results, verdict, &data, &a.out);

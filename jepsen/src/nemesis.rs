@@ -69,6 +69,8 @@ struct Active {
     /// A node whose store was damaged: repaired, then restarted, at heal.
     tampered: Option<usize>,
     net: bool,
+    /// The shims' stats when the fault went on (delay, duplicate).
+    shim: Option<crate::shim::Stats>,
 }
 
 fn record(rec: &Recorder, kind: &str, name: &str, detail: serde_json::Value) {
@@ -255,9 +257,28 @@ async fn install(
                 .map(|()| json!({"probability": 0.2}))
                 .map_err(|e| e.to_string())
         }
-        // This kernel has no netem: delay and duplication need a userspace
-        // proxy or a transport shim, which this harness does not have yet.
-        "delay" | "duplicate" => return skip(rec, name, "no netem and no proxy in this harness"),
+        // This kernel has no netem: delay (with the reordering it causes)
+        // and duplication are done to whole RPCs by the message shim.
+        "delay" | "duplicate" => {
+            if !c.has_shims() {
+                return skip(rec, name, "the run was started without message shims");
+            }
+            let rules = if name == "delay" {
+                crate::shim::Rules {
+                    delay_ms: rng.gen_range(50..=300),
+                    duplicate: 0.0,
+                }
+            } else {
+                crate::shim::Rules {
+                    delay_ms: 0,
+                    duplicate: 0.3,
+                }
+            };
+            a.shim = Some(c.shim_stats());
+            c.shim_rules(rules)
+                .map(|()| json!({"rules": rules}))
+                .map_err(|e| e.to_string())
+        }
         other => return skip(rec, other, "unknown nemesis"),
     };
     match result {
@@ -327,6 +348,24 @@ async fn heal(cluster: &Mutex<Cluster>, a: &Active, rec: &Recorder) {
             errors.push(e.to_string());
         }
     }
+    let mut effect = serde_json::Value::Null;
+    if let Some(before) = a.shim {
+        if let Err(e) = c.shim_rules(crate::shim::Rules::default()) {
+            errors.push(e.to_string());
+        }
+        // The shims write their stats every 100 ms.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let after = c.shim_stats();
+        let (delayed, duplicated) = (
+            after.delayed - before.delayed,
+            after.duplicated - before.duplicated,
+        );
+        effect = json!({"delayed": delayed, "duplicated": duplicated,
+            "forwarded": after.forwarded - before.forwarded});
+        if delayed + duplicated == 0 {
+            errors.push("the shims saw no peer request while the fault was on".into());
+        }
+    }
     let mut repaired = serde_json::Value::Null;
     if let Some(v) = a.tampered {
         c.kill9(v);
@@ -343,14 +382,14 @@ async fn heal(cluster: &Mutex<Cluster>, a: &Active, rec: &Recorder) {
             rec,
             "healed",
             &a.name,
-            json!({"minority": a.minority, "repair": repaired}),
+            json!({"minority": a.minority, "repair": repaired, "effect": effect}),
         );
     } else {
         record(
             rec,
             "indeterminate",
             &a.name,
-            json!({"heal_errors": errors}),
+            json!({"heal_errors": errors, "effect": effect}),
         );
     }
 }
@@ -383,6 +422,9 @@ async fn wait_contained(addr: &str) -> Option<String> {
 pub async fn heal_all(cluster: &Mutex<Cluster>) -> anyhow::Result<()> {
     let mut c = cluster.lock().await;
     c.net.heal()?;
+    if c.has_shims() {
+        c.shim_rules(crate::shim::Rules::default())?;
+    }
     for i in 1..=c.nodes.len() {
         c.resume(i);
         if !c.is_running(i) {

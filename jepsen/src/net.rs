@@ -191,6 +191,38 @@ impl Net {
         Ok(())
     }
 
+    /// Sends every TCP connection from a peer node to node `i`'s gRPC port
+    /// through the message shim listening on `shim_port` in `i`'s
+    /// namespace (see `shim`). Client traffic from the bridge address is
+    /// left alone. Installed before the nodes start, so that every peer
+    /// connection goes through it (NAT applies to new connections only).
+    pub fn redirect_peers(&self, i: usize, grpc_port: u16, shim_port: u16) -> anyhow::Result<()> {
+        let port = grpc_port.to_string();
+        let nat = |src: &str, target: &[&str]| {
+            let mut args = vec![
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-p",
+                "tcp",
+                "-s",
+                src,
+                "--dport",
+                &port,
+                "-j",
+            ];
+            args.extend_from_slice(target);
+            in_ns(i, &args)
+        };
+        nat(HOST_ADDR, &["RETURN"])?;
+        nat(
+            "10.77.0.0/24",
+            &["REDIRECT", "--to-ports", &shim_port.to_string()],
+        )
+    }
+
     /// Removes every fault rule.
     pub fn heal(&self) -> anyhow::Result<()> {
         for i in 1..=self.nodes {
