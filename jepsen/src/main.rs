@@ -164,7 +164,7 @@ fn main() -> ExitCode {
                 }
                 if !r.violations.is_empty() {
                     eprintln!(
-                        "seed {s} FAILED: {:?}\n  replay: quorate-jepsen sim --seed {s} --nodes {nodes} --seconds {seconds}",
+                        "seed {s} FAILED: {:?}\n  replay: cargo xtask sim --seed {s} --nodes {nodes} --seconds {seconds}",
                         r.violations
                     );
                     failed.push(s);

@@ -26,7 +26,7 @@ fn raft_safety_holds_over_many_seeds() {
         acknowledged += r.acknowledged;
         if !r.violations.is_empty() {
             failed.push(format!(
-                "seed {seed}: {:?} (replay: quorate-jepsen sim --seed {seed} --nodes {} --seconds 6)",
+                "seed {seed}: {:?} (replay: cargo xtask sim --seed {seed} --nodes {} --seconds 6)",
                 r.violations,
                 cfg_for(seed).nodes
             ));
@@ -45,18 +45,23 @@ fn raft_safety_holds_over_many_seeds() {
 }
 
 #[test]
-fn a_seed_replays_its_schedule() {
-    // The client and fault schedules are functions of the seed and virtual
-    // time only; openraft's internal message order is not, so only the
-    // schedule is compared.
-    for seed in [3, 17] {
-        let (a, b) = (run(seed, cfg_for(seed)), run(seed, cfg_for(seed)));
-        assert!(!a.schedule.is_empty());
-        assert_eq!(
-            a.schedule, b.schedule,
-            "seed {seed} did not replay its schedule"
-        );
-        assert_eq!(a.trace, b.trace);
+fn a_seed_replays_exactly() {
+    // Built as CI builds it (`--cfg tokio_unstable`, tokio's RNG seeded), a
+    // run is a pure function of its seed: the whole report, including a
+    // digest of the final log, is equal on every replay. Without that cfg
+    // only the fault schedule is (see `sim`'s module docs).
+    for seed in [3, 4, 17, 28, 41, 56] {
+        let first = run(seed, cfg_for(seed));
+        assert!(!first.schedule.is_empty());
+        for _ in 0..3 {
+            let again = run(seed, cfg_for(seed));
+            assert_eq!(
+                first.schedule, again.schedule,
+                "seed {seed} did not replay its schedule"
+            );
+            #[cfg(tokio_unstable)]
+            assert_eq!(first, again, "seed {seed} did not replay exactly");
+        }
     }
 }
 

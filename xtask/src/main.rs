@@ -18,6 +18,8 @@ Tasks:
   build          build every binary (debug)
   bench [ARGS]   build quorate and run `quorate bench ARGS` against a running cluster
   jepsen [ARGS]  build and run `quorate-jepsen ARGS` (fault injection; needs root)
+  sim [ARGS]     build and run `quorate-jepsen sim ARGS` (deterministic simulation;
+                 `--seed N` replays one seed exactly)
   setup          only install what the build needs (libclang)
 
 Environment:
@@ -45,6 +47,13 @@ fn main() -> ExitCode {
         "jepsen" => setup()
             .and_then(|()| cargo(&["build", "--workspace", "--bins"]))
             .and_then(|()| run_bin("quorate-jepsen", rest)),
+        "sim" => setup()
+            .and_then(|()| sim_cargo(&["build", "-p", "quorate-jepsen", "--features", "sim"]))
+            .and_then(|()| {
+                let mut args = vec!["sim".to_string()];
+                args.extend_from_slice(rest);
+                run_in(&sim_target_dir(), "quorate-jepsen", &args)
+            }),
         "test" => setup().and_then(|()| test()),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
@@ -152,13 +161,47 @@ fn cargo(args: &[&str]) -> Result<(), String> {
     run_cargo(args, true)
 }
 
+/// The deterministic simulation's builds: with tokio's RNG seedable
+/// (`--cfg tokio_unstable`, needed for exact replay), in their own target
+/// directory so that the flag never reaches the `quorate` binary and the
+/// main build cache is not rebuilt each time the flags change.
+fn sim_cargo(args: &[&str]) -> Result<(), String> {
+    ensure_rocksdb_prebuilt()?;
+    let mut flags = std::env::var("RUSTFLAGS").unwrap_or_default();
+    flags.push_str(" --cfg tokio_unstable");
+    run_cargo_with(
+        args,
+        true,
+        &sim_target_dir(),
+        &[("RUSTFLAGS", flags.trim().to_string())],
+    )
+}
+
+fn sim_target_dir() -> PathBuf {
+    let mut dir = target_dir().into_os_string();
+    dir.push("-sim");
+    PathBuf::from(dir)
+}
+
 fn run_cargo(args: &[&str], prebuilt_rocksdb: bool) -> Result<(), String> {
+    run_cargo_with(args, prebuilt_rocksdb, &target_dir(), &[])
+}
+
+fn run_cargo_with(
+    args: &[&str],
+    prebuilt_rocksdb: bool,
+    target: &Path,
+    env: &[(&str, String)],
+) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     eprintln!("xtask: cargo {}", args.join(" "));
     let mut cmd = Command::new(&cargo);
     cmd.args(args)
         .current_dir(workspace_root())
-        .env("CARGO_TARGET_DIR", target_dir());
+        .env("CARGO_TARGET_DIR", target);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     if prebuilt_rocksdb
         && std::env::var_os("ROCKSDB_LIB_DIR").is_none()
         && let Some(cache) = rocksdb_cache_dir().filter(|c| c.join("librocksdb.a").exists())
@@ -182,7 +225,11 @@ fn run_quorate(sub: &str, rest: &[String]) -> Result<(), String> {
 }
 
 fn run_bin(name: &str, args: &[String]) -> Result<(), String> {
-    let bin = target_dir().join("debug").join(name);
+    run_in(&target_dir(), name, args)
+}
+
+fn run_in(target: &Path, name: &str, args: &[String]) -> Result<(), String> {
+    let bin = target.join("debug").join(name);
     let status = Command::new(&bin)
         .args(args)
         .current_dir(workspace_root())
@@ -233,8 +280,9 @@ fn test() -> Result<(), String> {
     // Each cluster test starts three real nodes; one test at a time keeps
     // two cores from starving their heartbeats.
     cargo(&["test", "-p", "quorate-e2e", "--", "--test-threads", "1"])?;
-    // The deterministic simulation: 100 seeds, partitions, crashes, loss.
-    cargo(&[
+    // The deterministic simulation: 100 seeds, partitions, crashes, loss;
+    // built for exact replay.
+    sim_cargo(&[
         "test",
         "-p",
         "quorate-jepsen",
