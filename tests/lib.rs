@@ -89,6 +89,12 @@ pub struct ClusterOpts {
     pub snapshot_after_entries: u64,
     /// TOML appended to every node's config (e.g. a `[security]` table).
     pub extra_config: String,
+    /// Extra nodes configured to join later (`bootstrap = false`, not in
+    /// the initial membership) and not started: `start_node` them, then add
+    /// them with `quorate cluster add-learner`.
+    pub spares: u64,
+    /// Region label of node i+1; default "r{id}".
+    pub regions: Vec<String>,
 }
 
 impl Default for ClusterOpts {
@@ -100,6 +106,8 @@ impl Default for ClusterOpts {
             commit_timeout_ms: 3000,
             snapshot_after_entries: 20_000,
             extra_config: String::new(),
+            spares: 0,
+            regions: Vec::new(),
         }
     }
 }
@@ -109,21 +117,39 @@ impl Cluster {
     pub async fn start(opts: ClusterOpts) -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let mut ports = Vec::new();
-        for _ in 0..opts.nodes {
+        for _ in 0..opts.nodes + opts.spares {
             ports.push((free_port()?, free_port()?));
         }
+        let member = |i: usize, g: &u16| {
+            format!("[[members]]\nid = {}\naddr = \"127.0.0.1:{g}\"\n\n", i + 1)
+        };
         let members: String = ports
             .iter()
+            .take(opts.nodes as usize)
             .enumerate()
-            .map(|(i, (g, _))| format!("[[members]]\nid = {}\naddr = \"127.0.0.1:{g}\"\n\n", i + 1))
+            .map(|(i, (g, _))| member(i, g))
             .collect();
         let mut nodes = Vec::new();
         for (i, (g, h)) in ports.iter().enumerate() {
             let id = i as u64 + 1;
+            let spare = id > opts.nodes;
             let data_dir = dir.path().join(format!("node{id}"));
             let config = dir.path().join(format!("node{id}.toml"));
+            let region = opts
+                .regions
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("r{id}"));
+            // A spare lists only itself and does not bootstrap: it waits to
+            // be added by the cluster's leader.
+            let (bootstrap, members) = if spare {
+                ("false", member(i, g))
+            } else {
+                ("true", members.clone())
+            };
             let text = format!(
-                "cluster_id = \"test\"\nnode_id = {id}\nregion = \"r{id}\"\n\
+                "cluster_id = \"test\"\nnode_id = {id}\nregion = \"{region}\"\n\
+                 bootstrap = {bootstrap}\n\
                  grpc_addr = \"127.0.0.1:{g}\"\nhttp_addr = \"127.0.0.1:{h}\"\n\
                  commit_timeout_ms = {}\n\n{members}\
                  [raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\n\
@@ -142,7 +168,7 @@ impl Cluster {
             });
         }
         let mut cluster = Cluster { dir, nodes };
-        for i in 0..cluster.nodes.len() {
+        for i in 0..opts.nodes as usize {
             cluster.spawn(i)?;
         }
         cluster.wait_leader(Duration::from_secs(30)).await?;

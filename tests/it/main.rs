@@ -4,7 +4,7 @@
 //! Named by priority, as openraft's tests are: t10 the basic decision path,
 //! t20 crashes and quorum loss, t30 determinism, t40 the CLI contract, t50
 //! proofs (receipts, exports, consistency, signed policies), t60 tamper
-//! evidence and repair.
+//! evidence and repair, t70 federation (learners, watch, membership).
 
 mod t10_decision_path;
 mod t20_crashes;
@@ -12,3 +12,4 @@ mod t30_determinism;
 mod t40_cli;
 mod t50_proofs;
 mod t60_tamper;
+mod t70_federation;

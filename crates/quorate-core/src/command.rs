@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::proof::{PolicySignature, Signature};
 use crate::reason::ErrorCode;
 use crate::record::{AuthorizeRequest, DecisionRecord, Digest};
+use crate::rollout::{Rollout, RolloutPlan};
 
 /// One Raft log entry's payload. Every variant carries the leader-chosen
 /// timestamp, so that applying it never reads a clock (invariant 3).
@@ -43,6 +44,23 @@ pub enum Command {
         root: Digest,
         signature: Signature,
     },
+    /// Publishes every candidate of the plan as a new, inactive version and
+    /// puts the first stage in shadow (`crate::rollout`).
+    StartRollout {
+        plan: RolloutPlan,
+        timestamp_ms: u64,
+    },
+    /// Activates the candidates of the stage in shadow, at this entry's log
+    /// index, and puts the next stage in shadow.
+    PromoteRollout {
+        id: String,
+        /// Promote although the stage's shadow minimum is not reached.
+        force: bool,
+        timestamp_ms: u64,
+    },
+    /// Reactivates the pre-rollout version of every promoted domain, at this
+    /// entry's log index, and ends the rollout.
+    RollbackRollout { id: String, timestamp_ms: u64 },
 }
 
 /// The result of one authorization request within a batch.
@@ -99,6 +117,8 @@ pub enum CommandResponse {
     Published(PolicyPublished),
     Activated(PolicyActivated),
     Cosigned(Cosigned),
+    /// The rollout's state after the command.
+    Rollout(Box<Rollout>),
     Rejected(Rejection),
 }
 
@@ -113,6 +133,11 @@ impl std::fmt::Display for Command {
                 domain, version, ..
             } => write!(f, "ActivatePolicy({domain}, v{version})"),
             Command::Cosign { signer, size, .. } => write!(f, "Cosign(node {signer}, size {size})"),
+            Command::StartRollout { plan, .. } => write!(f, "StartRollout({})", plan.id),
+            Command::PromoteRollout { id, force, .. } => {
+                write!(f, "PromoteRollout({id}, force={force})")
+            }
+            Command::RollbackRollout { id, .. } => write!(f, "RollbackRollout({id})"),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod merkle;
 pub mod proof;
 pub mod reason;
 pub mod record;
+pub mod rollout;
 pub mod validate;
 pub mod verify;
 
@@ -26,6 +27,6 @@ pub use proof::{
 };
 pub use reason::{DenyReason, ErrorCode};
 pub use record::{
-    AuthorizeRequest, Decision, DecisionRecord, Digest, GENESIS_HASH, PolicyVersion,
+    AuthorizeRequest, Decision, DecisionRecord, Digest, GENESIS_HASH, PolicyVersion, ShadowOutcome,
     policy_content_hash,
 };

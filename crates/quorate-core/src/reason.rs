@@ -105,6 +105,9 @@ pub enum ErrorCode {
     InvalidPolicy,
     /// The named domain, version or decision does not exist.
     NotFound,
+    /// The request is well formed but the state does not allow it now
+    /// (e.g. promoting a rollout that is not in shadow); nothing changed.
+    FailedPrecondition,
     /// The cluster cannot currently serve a consistent answer.
     Unavailable,
     /// The proposal was not committed before the deadline; outcome unknown.
@@ -122,6 +125,7 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
             ErrorCode::InvalidPolicy => "INVALID_POLICY",
             ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::FailedPrecondition => "FAILED_PRECONDITION",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::CommitTimeout => "COMMIT_TIMEOUT",
             ErrorCode::Contained => "CONTAINED",

@@ -117,6 +117,32 @@ pub struct DecisionRecord {
     pub timestamp_ms: u64,
     pub prev_hash: Digest,
     pub hash: Digest,
+    /// While the record's domain is in a rollout stage's shadow: what the
+    /// candidate policy would have decided. Covered by `hash`; absent from
+    /// the encoding (and so from the hash) when `None`, so records outside
+    /// rollouts hash exactly as before shadows existed (FORMATS.md §2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowOutcome>,
+}
+
+/// A decision evaluated, but not enforced, under a rollout's candidate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowOutcome {
+    pub rollout_id: String,
+    pub candidate_version: u64,
+    pub candidate_hash: Digest,
+    pub decision: Decision,
+    /// Why the candidate would DENY; `None` exactly when it would ALLOW.
+    pub reason: Option<DenyReason>,
+    pub determining_policies: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+impl ShadowOutcome {
+    /// True when the candidate would decide differently (ALLOW vs DENY).
+    pub fn differs_from(&self, decision: Decision) -> bool {
+        self.decision != decision
+    }
 }
 
 impl DecisionRecord {
@@ -147,6 +173,18 @@ impl DecisionRecord {
             .digest(&self.policy_hash.unwrap_or_default().0)
             .u64(self.timestamp_ms)
             .digest(&self.prev_hash.0);
+        if let Some(s) = &self.shadow {
+            // A trailing section, present only with a shadow: the fields
+            // before it are a fixed sequence, so this stays unambiguous.
+            e.str("shadow")
+                .str(&s.rollout_id)
+                .u64(s.candidate_version)
+                .digest(&s.candidate_hash.0)
+                .u8(s.decision.byte())
+                .str(s.reason.map(DenyReason::code).unwrap_or(""))
+                .str_list(&s.determining_policies)
+                .str_list(&s.errors);
+        }
         e
     }
 
@@ -226,6 +264,7 @@ mod tests {
             timestamp_ms: 1_700_000_000_000,
             prev_hash: GENESIS_HASH,
             hash: GENESIS_HASH,
+            shadow: None,
         }
         .seal()
     }

@@ -48,9 +48,17 @@ pub enum PolicyAt<'a> {
 pub trait Reevaluator {
     /// The record the decision function produces for `record.request` at
     /// `record`'s position (index, log index, timestamp, prev hash) under
-    /// `policy`, sealed. The verifier demands that it equals `record` in
-    /// every field.
-    fn reevaluate(&mut self, record: &DecisionRecord, policy: PolicyAt<'_>) -> DecisionRecord;
+    /// `policy`, sealed. When the record carries a shadow outcome,
+    /// `candidate` is the rollout candidate it names (already checked to be
+    /// published with that hash) and the result carries the outcome under
+    /// it, for `record.shadow`'s rollout id. The verifier demands that the
+    /// result equals `record` in every field.
+    fn reevaluate(
+        &mut self,
+        record: &DecisionRecord,
+        policy: PolicyAt<'_>,
+        candidate: Option<&PolicyVersion>,
+    ) -> DecisionRecord;
 }
 
 /// A verification failure: where it is and what is wrong.
@@ -127,6 +135,14 @@ pub enum Problem {
         domain: String,
         expected: u64,
         found: u64,
+    },
+    #[error(
+        "the shadow outcome names candidate {domain:?} version {version} with hash {hash}, which is not published earlier in the export"
+    )]
+    ShadowCandidate {
+        domain: String,
+        version: u64,
+        hash: Digest,
     },
     #[error("policy {domain:?} version {version}: {source}")]
     PolicySignature {
@@ -581,8 +597,25 @@ impl<'a> ExportVerifier<'a> {
         check_decision_reason(r).map_err(|p| self.fail(at, p))?;
         let policy = policy_at(&self.domains, &r.request.domain);
         check_policy_fields(r, policy).map_err(|p| self.fail(at, p))?;
+        let candidate = match &r.shadow {
+            None => None,
+            Some(s) => Some(
+                published(&self.domains, &r.request.domain, s.candidate_version)
+                    .filter(|p| p.hash == s.candidate_hash)
+                    .ok_or_else(|| {
+                        self.fail(
+                            at,
+                            Problem::ShadowCandidate {
+                                domain: r.request.domain.clone(),
+                                version: s.candidate_version,
+                                hash: s.candidate_hash,
+                            },
+                        )
+                    })?,
+            ),
+        };
         if let Some(re) = self.reevaluator.as_mut() {
-            let recomputed = re.reevaluate(r, policy);
+            let recomputed = re.reevaluate(r, policy, candidate);
             if let Some((field, recorded, recomputed)) = first_difference(r, &recomputed) {
                 return Err(self.fail(
                     at,
@@ -715,6 +748,8 @@ struct RecordLine {
     timestamp_ms: u64,
     prev_hash: HexDigest,
     hash: HexDigest,
+    #[serde(default)]
+    shadow: Option<crate::record::ShadowOutcome>,
 }
 
 impl From<RecordLine> for DecisionRecord {
@@ -732,6 +767,7 @@ impl From<RecordLine> for DecisionRecord {
             timestamp_ms: r.timestamp_ms,
             prev_hash: r.prev_hash.0,
             hash: r.hash.0,
+            shadow: r.shadow,
         }
     }
 }
@@ -796,6 +832,16 @@ fn kind(line: &ExportLine) -> &'static str {
         ExportLine::Record(_) => "record",
         ExportLine::Checkpoint(_) => "checkpoint",
     }
+}
+
+/// Version `version` of `domain`, if the export published it so far.
+fn published<'d>(
+    domains: &'d HashMap<String, DomainPolicies>,
+    domain: &str,
+    version: u64,
+) -> Option<&'d PolicyVersion> {
+    let i = usize::try_from(version.checked_sub(1)?).ok()?;
+    domains.get(domain)?.versions.get(i)
 }
 
 fn policy_at<'d>(domains: &'d HashMap<String, DomainPolicies>, domain: &str) -> PolicyAt<'d> {
@@ -953,6 +999,7 @@ fn first_difference(
         "policy_hash" => policy_hash,
         "timestamp_ms" => timestamp_ms,
         "prev_hash" => prev_hash,
+        "shadow" => shadow,
         "hash" => hash,
     );
     None
@@ -1069,6 +1116,7 @@ mod tests {
             timestamp_ms: pos.timestamp_ms,
             prev_hash: pos.prev_hash,
             hash: GENESIS_HASH,
+            shadow: None,
         }
         .seal()
     }
@@ -1076,7 +1124,12 @@ mod tests {
     /// Recomputes with the fake decision function (an honest replica).
     struct Honest;
     impl Reevaluator for Honest {
-        fn reevaluate(&mut self, r: &DecisionRecord, policy: PolicyAt<'_>) -> DecisionRecord {
+        fn reevaluate(
+            &mut self,
+            r: &DecisionRecord,
+            policy: PolicyAt<'_>,
+            _: Option<&PolicyVersion>,
+        ) -> DecisionRecord {
             fake_decide(r, &r.request, policy)
         }
     }
@@ -1084,7 +1137,12 @@ mod tests {
     /// Returns the record unchanged.
     struct Echo;
     impl Reevaluator for Echo {
-        fn reevaluate(&mut self, r: &DecisionRecord, _: PolicyAt<'_>) -> DecisionRecord {
+        fn reevaluate(
+            &mut self,
+            r: &DecisionRecord,
+            _: PolicyAt<'_>,
+            _: Option<&PolicyVersion>,
+        ) -> DecisionRecord {
             r.clone()
         }
     }
@@ -1092,7 +1150,12 @@ mod tests {
     /// A diverging replica: flips every decision.
     struct Flip;
     impl Reevaluator for Flip {
-        fn reevaluate(&mut self, r: &DecisionRecord, _: PolicyAt<'_>) -> DecisionRecord {
+        fn reevaluate(
+            &mut self,
+            r: &DecisionRecord,
+            _: PolicyAt<'_>,
+            _: Option<&PolicyVersion>,
+        ) -> DecisionRecord {
             let mut out = r.clone();
             (out.decision, out.reason) = match r.decision {
                 Decision::Allow => (Decision::Deny, Some(DenyReason::Policy)),
@@ -1206,6 +1269,7 @@ mod tests {
                     timestamp_ms: T0 + self.log_index * 10,
                     prev_hash: self.head,
                     hash: GENESIS_HASH,
+                    shadow: None,
                 };
                 let rec = fake_decide(&pos, &pos.request, policy_at(&self.domains, domain));
                 self.count = rec.index;

@@ -13,8 +13,11 @@ use std::str::FromStr;
 use cedar_policy::{
     Authorizer, Context, Entities, EntityUid, PolicySet, Request, Schema, ValidationMode, Validator,
 };
+use quorate_core::record::ShadowOutcome;
 use quorate_core::validate::{self, InputError, Limits};
-use quorate_core::{AuthorizeRequest, Decision, DecisionRecord, DenyReason, Digest, GENESIS_HASH};
+use quorate_core::{
+    AuthorizeRequest, Decision, DecisionRecord, DenyReason, Digest, GENESIS_HASH, PolicyVersion,
+};
 use thiserror::Error;
 
 /// Why a policy version was refused. Nothing is proposed when this is returned.
@@ -276,6 +279,42 @@ fn evaluate(req: &AuthorizeRequest, policy: &CompiledPolicy) -> Evaluation {
 
 /// The decision function: a pure function of the request, the domain's state
 /// at the entry's log position and the position itself (invariant 3).
+/// A rollout candidate a domain's decisions are evaluated under, in shadow:
+/// recorded, never enforced.
+#[derive(Debug, Clone, Copy)]
+pub struct ShadowPolicy<'a> {
+    pub rollout_id: &'a str,
+    pub version: u64,
+    pub hash: Digest,
+    pub compiled: &'a CompiledPolicy,
+}
+
+/// `decide`, plus the candidate's outcome in `record.shadow` when the
+/// domain is in a rollout stage's shadow. The enforced decision is exactly
+/// `decide`'s: the candidate only adds the shadow section.
+pub fn decide_with_shadow(
+    req: &AuthorizeRequest,
+    domain: DomainState<'_>,
+    shadow: Option<ShadowPolicy<'_>>,
+    at: Position,
+) -> DecisionRecord {
+    let mut record = decide(req, domain, at);
+    if let Some(c) = shadow {
+        let e = evaluate(req, c.compiled);
+        record.shadow = Some(ShadowOutcome {
+            rollout_id: c.rollout_id.to_string(),
+            candidate_version: c.version,
+            candidate_hash: c.hash,
+            decision: e.decision,
+            reason: e.reason,
+            determining_policies: e.determining,
+            errors: e.errors,
+        });
+        record = record.seal();
+    }
+    record
+}
+
 pub fn decide(req: &AuthorizeRequest, domain: DomainState<'_>, at: Position) -> DecisionRecord {
     let (eval, version, hash) = match domain {
         DomainState::Unknown => (deny(DenyReason::UnknownDomain, vec![]), None, None),
@@ -300,6 +339,7 @@ pub fn decide(req: &AuthorizeRequest, domain: DomainState<'_>, at: Position) -> 
         timestamp_ms: at.timestamp_ms,
         prev_hash: at.prev_hash,
         hash: GENESIS_HASH,
+        shadow: None,
     }
     .seal()
 }
@@ -325,11 +365,24 @@ impl CedarReevaluator {
     }
 }
 
+impl CedarReevaluator {
+    fn compiled(&mut self, pv: &PolicyVersion) -> Option<&CompiledPolicy> {
+        let limits = &self.limits;
+        self.compiled
+            .entry((pv.domain.clone(), pv.version))
+            .or_insert_with(|| {
+                CompiledPolicy::compile(&pv.policy_text, pv.schema.as_deref(), limits).ok()
+            })
+            .as_ref()
+    }
+}
+
 impl quorate_core::verify::Reevaluator for CedarReevaluator {
     fn reevaluate(
         &mut self,
         record: &DecisionRecord,
         policy: quorate_core::verify::PolicyAt<'_>,
+        candidate: Option<&PolicyVersion>,
     ) -> DecisionRecord {
         use quorate_core::verify::PolicyAt;
         let at = Position {
@@ -338,30 +391,42 @@ impl quorate_core::verify::Reevaluator for CedarReevaluator {
             timestamp_ms: record.timestamp_ms,
             prev_hash: record.prev_hash,
         };
-        match policy {
-            PolicyAt::UnknownDomain => decide(&record.request, DomainState::Unknown, at),
-            PolicyAt::NoActiveVersion => decide(&record.request, DomainState::NoActiveVersion, at),
-            PolicyAt::Active(pv) => {
-                let limits = &self.limits;
-                let compiled = self
-                    .compiled
-                    .entry((pv.domain.clone(), pv.version))
-                    .or_insert_with(|| {
-                        CompiledPolicy::compile(&pv.policy_text, pv.schema.as_deref(), limits).ok()
-                    });
-                let state = match compiled {
-                    Some(c) => DomainState::Active(ActivePolicy {
-                        version: pv.version,
-                        hash: pv.hash,
-                        compiled: c,
-                    }),
-                    None => DomainState::Unverifiable {
-                        version: pv.version,
-                        hash: pv.hash,
-                    },
-                };
-                decide(&record.request, state, at)
-            }
+        // Compile both first: the cache hands out borrows of itself.
+        if let PolicyAt::Active(pv) = policy {
+            self.compiled(pv);
         }
+        if let Some(c) = candidate {
+            self.compiled(c);
+        }
+        let cached = |pv: &PolicyVersion| {
+            self.compiled
+                .get(&(pv.domain.clone(), pv.version))
+                .and_then(Option::as_ref)
+        };
+        let state = match policy {
+            PolicyAt::UnknownDomain => DomainState::Unknown,
+            PolicyAt::NoActiveVersion => DomainState::NoActiveVersion,
+            PolicyAt::Active(pv) => match cached(pv) {
+                Some(c) => DomainState::Active(ActivePolicy {
+                    version: pv.version,
+                    hash: pv.hash,
+                    compiled: c,
+                }),
+                None => DomainState::Unverifiable {
+                    version: pv.version,
+                    hash: pv.hash,
+                },
+            },
+        };
+        let rollout_id = record.shadow.as_ref().map_or("", |s| s.rollout_id.as_str());
+        let shadow = candidate.and_then(|pv| {
+            cached(pv).map(|c| ShadowPolicy {
+                rollout_id,
+                version: pv.version,
+                hash: pv.hash,
+                compiled: c,
+            })
+        });
+        decide_with_shadow(&record.request, state, shadow, at)
     }
 }

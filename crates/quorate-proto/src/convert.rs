@@ -1,7 +1,7 @@
 //! Conversions between wire messages and core types. A record read from the
 //! wire is checked field by field; nothing here trusts the peer.
 
-use quorate_core::{AuthorizeRequest, Decision, DecisionRecord, DenyReason, Digest};
+use quorate_core::{AuthorizeRequest, Decision, DecisionRecord, DenyReason, Digest, ShadowOutcome};
 
 use crate::v1;
 
@@ -47,7 +47,33 @@ pub fn record_to_wire(r: &DecisionRecord) -> v1::DecisionRecord {
         timestamp_ms: r.timestamp_ms,
         prev_hash: r.prev_hash.to_hex(),
         hash: r.hash.to_hex(),
+        shadow: r.shadow.as_ref().map(|s| v1::ShadowOutcome {
+            rollout_id: s.rollout_id.clone(),
+            candidate_version: s.candidate_version,
+            candidate_hash: s.candidate_hash.to_hex(),
+            decision: decision_to_wire(s.decision),
+            reason: s.reason.map(|x| x.code().to_string()).unwrap_or_default(),
+            determining_policies: s.determining_policies.clone(),
+            errors: s.errors.clone(),
+        }),
     }
+}
+
+fn decision_from_wire(d: i32) -> Result<Decision, WireError> {
+    match v1::Decision::try_from(d) {
+        Ok(v1::Decision::Allow) => Ok(Decision::Allow),
+        Ok(v1::Decision::Deny) => Ok(Decision::Deny),
+        Err(_) => Err(WireError(format!("unknown decision {d}"))),
+    }
+}
+
+fn reason_from_wire(code: &str) -> Result<Option<DenyReason>, WireError> {
+    if code.is_empty() {
+        return Ok(None);
+    }
+    DenyReason::from_code(code)
+        .map(Some)
+        .ok_or_else(|| WireError(format!("unknown reason code {code:?}")))
 }
 
 fn digest(field: &str, s: &str) -> Result<Digest, WireError> {
@@ -57,18 +83,19 @@ fn digest(field: &str, s: &str) -> Result<Digest, WireError> {
 /// A record read from the wire. Only the *shape* is checked here; whether
 /// its hash is right is for the caller (`DecisionRecord::hash_is_valid`).
 pub fn record_from_wire(w: &v1::DecisionRecord) -> Result<DecisionRecord, WireError> {
-    let decision = match v1::Decision::try_from(w.decision) {
-        Ok(v1::Decision::Allow) => Decision::Allow,
-        Ok(v1::Decision::Deny) => Decision::Deny,
-        Err(_) => return Err(WireError(format!("unknown decision {}", w.decision))),
-    };
-    let reason = if w.reason.is_empty() {
-        None
-    } else {
-        Some(
-            DenyReason::from_code(&w.reason)
-                .ok_or_else(|| WireError(format!("unknown reason code {:?}", w.reason)))?,
-        )
+    let decision = decision_from_wire(w.decision)?;
+    let reason = reason_from_wire(&w.reason)?;
+    let shadow = match &w.shadow {
+        None => None,
+        Some(s) => Some(ShadowOutcome {
+            rollout_id: s.rollout_id.clone(),
+            candidate_version: s.candidate_version,
+            candidate_hash: digest("shadow.candidate_hash", &s.candidate_hash)?,
+            decision: decision_from_wire(s.decision)?,
+            reason: reason_from_wire(&s.reason)?,
+            determining_policies: s.determining_policies.clone(),
+            errors: s.errors.clone(),
+        }),
     };
     Ok(DecisionRecord {
         index: w.index,
@@ -97,5 +124,6 @@ pub fn record_from_wire(w: &v1::DecisionRecord) -> Result<DecisionRecord, WireEr
         timestamp_ms: w.timestamp_ms,
         prev_hash: digest("prev_hash", &w.prev_hash)?,
         hash: digest("hash", &w.hash)?,
+        shadow,
     })
 }

@@ -316,17 +316,7 @@ impl Governance for GovernanceApi {
             last_applied_index: s.last_applied_index,
             decision_count: s.decision_count,
             chain_head_hash: s.chain_head_hash,
-            members: s
-                .members
-                .into_iter()
-                .map(|m| v1::Member {
-                    node_id: m.node_id,
-                    addr: m.addr,
-                    voter: m.voter,
-                    public_key: m.public_key,
-                    region: m.region,
-                })
-                .collect(),
+            members: s.members.into_iter().map(member_to_wire).collect(),
             region: s.region,
             cluster_id: s.cluster_id,
             public_key: s.public_key,
@@ -395,5 +385,116 @@ impl Governance for GovernanceApi {
                     .map_err(Status::from)
             });
         Ok(Response::new(Box::pin(stream)))
+    }
+    type WatchDecisionsStream = RecordStream;
+
+    async fn watch_decisions(
+        &self,
+        req: Request<v1::WatchDecisionsRequest>,
+    ) -> Result<Response<RecordStream>, Status> {
+        let r = req.into_inner();
+        let domain = r.domain.filter(|d| !d.is_empty());
+        if let Some(d) = &domain {
+            quorate_core::validate::domain(d, self.node.limits())
+                .map_err(|e| ApiError::invalid(e.to_string()))?;
+        }
+        let rx = self.node.watch(r.from_index, domain)?;
+        let stream =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |rec| {
+                rec.map(|r| record_to_wire(&r)).map_err(Status::from)
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn add_learner(
+        &self,
+        req: Request<v1::AddLearnerRequest>,
+    ) -> Result<Response<v1::MembershipResponse>, Status> {
+        let r = req.into_inner();
+        let log_index = self.node.add_learner(r.node_id, r.addr).await?;
+        Ok(Response::new(self.membership_response(log_index)))
+    }
+
+    async fn promote_voter(
+        &self,
+        req: Request<v1::MembershipChangeRequest>,
+    ) -> Result<Response<v1::MembershipResponse>, Status> {
+        let r = req.into_inner();
+        let log_index = self.node.promote_voter(r.node_id, r.max_lag).await?;
+        Ok(Response::new(self.membership_response(log_index)))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<v1::MembershipChangeRequest>,
+    ) -> Result<Response<v1::MembershipResponse>, Status> {
+        let r = req.into_inner();
+        let log_index = self.node.remove_node(r.node_id).await?;
+        Ok(Response::new(self.membership_response(log_index)))
+    }
+
+    async fn start_rollout(
+        &self,
+        req: Request<v1::StartRolloutRequest>,
+    ) -> Result<Response<v1::RolloutDocument>, Status> {
+        let r = self.node.start_rollout(&req.into_inner().plan_json).await?;
+        rollout_document(&r)
+    }
+
+    async fn promote_rollout(
+        &self,
+        req: Request<v1::RolloutRequest>,
+    ) -> Result<Response<v1::RolloutDocument>, Status> {
+        let r = req.into_inner();
+        rollout_document(&self.node.promote_rollout(r.rollout_id, r.force).await?)
+    }
+
+    async fn rollback_rollout(
+        &self,
+        req: Request<v1::RolloutRequest>,
+    ) -> Result<Response<v1::RolloutDocument>, Status> {
+        let r = req.into_inner();
+        rollout_document(&self.node.rollback_rollout(r.rollout_id).await?)
+    }
+
+    async fn get_rollout(
+        &self,
+        req: Request<v1::RolloutRequest>,
+    ) -> Result<Response<v1::RolloutDocument>, Status> {
+        rollout_document(&self.node.get_rollout(&req.into_inner().rollout_id).await?)
+    }
+}
+
+fn rollout_document(
+    r: &quorate_core::rollout::Rollout,
+) -> Result<Response<v1::RolloutDocument>, Status> {
+    let json = serde_json::to_string(r).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(v1::RolloutDocument { json }))
+}
+
+fn member_to_wire(m: crate::node::MemberStatus) -> v1::Member {
+    v1::Member {
+        node_id: m.node_id,
+        addr: m.addr,
+        voter: m.voter,
+        public_key: m.public_key,
+        region: m.region,
+        matched_index: m.matched_index,
+        lag: m.lag,
+    }
+}
+
+impl GovernanceApi {
+    fn membership_response(&self, log_index: u64) -> v1::MembershipResponse {
+        v1::MembershipResponse {
+            log_index,
+            members: self
+                .node
+                .status()
+                .members
+                .into_iter()
+                .map(member_to_wire)
+                .collect(),
+        }
     }
 }

@@ -38,6 +38,7 @@ impl ApiError {
         match self.code {
             ErrorCode::InvalidArgument | ErrorCode::InvalidPolicy => Code::InvalidArgument,
             ErrorCode::NotFound => Code::NotFound,
+            ErrorCode::FailedPrecondition => Code::FailedPrecondition,
             ErrorCode::Unavailable | ErrorCode::Contained => Code::Unavailable,
             ErrorCode::CommitTimeout => Code::DeadlineExceeded,
             _ => Code::Internal,
@@ -66,6 +67,7 @@ pub fn from_status(s: &Status) -> ApiError {
                 ErrorCode::InvalidArgument,
                 ErrorCode::InvalidPolicy,
                 ErrorCode::NotFound,
+                ErrorCode::FailedPrecondition,
                 ErrorCode::Unavailable,
                 ErrorCode::CommitTimeout,
                 ErrorCode::Contained,

@@ -14,6 +14,7 @@ pub mod api;
 mod batcher;
 pub mod config;
 pub mod error;
+mod federation;
 pub mod http;
 pub mod identity;
 pub mod node;

@@ -129,31 +129,35 @@ pub struct MemberStatus {
     pub voter: bool,
     pub public_key: String,
     pub region: String,
+    /// On the leader: the last log index replicated to the member, and how
+    /// many entries it is behind the leader's last log index.
+    pub matched_index: Option<u64>,
+    pub lag: Option<u64>,
 }
 
-struct Inner {
-    id: u64,
-    cfg: NodeConfig,
-    raft: QRaft,
-    lookup: DecisionLookup,
-    contact: LeaderContact,
-    channels: Channels,
-    batcher: mpsc::Sender<Pending>,
+pub(crate) struct Inner {
+    pub(crate) id: u64,
+    pub(crate) cfg: NodeConfig,
+    pub(crate) raft: QRaft,
+    pub(crate) lookup: DecisionLookup,
+    pub(crate) contact: LeaderContact,
+    pub(crate) channels: Channels,
+    pub(crate) batcher: mpsc::Sender<Pending>,
     /// Set when this node's stored state failed verification; it then denies
     /// everything until repaired (invariant 6).
-    integrity: RwLock<Option<String>>,
+    pub(crate) integrity: RwLock<Option<String>>,
     /// The oldest checkpoint size this node signed that no final checkpoint
     /// covers yet, and when it signed it (see `checkpoint_unconfirmed`).
-    unconfirmed: std::sync::Mutex<Option<(u64, std::time::Instant)>>,
-    limits: Limits,
+    pub(crate) unconfirmed: std::sync::Mutex<Option<(u64, std::time::Instant)>>,
+    pub(crate) limits: Limits,
     /// This node's identity: signs its checkpoint cosignatures.
-    key: SecretKey,
+    pub(crate) key: SecretKey,
 }
 
 /// A handle to the node's operations. Cheap to clone.
 #[derive(Clone)]
 pub struct Node {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Node {
@@ -182,7 +186,7 @@ impl RunningNode {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -629,17 +633,22 @@ impl Node {
                     "leader has no quorum acknowledgement yet".into(),
                 )),
             },
-            ServerState::Follower => match (m.current_leader, self.inner.contact.since()) {
-                (None, _) => Some((DenyReason::NoQuorum, "no known leader".into())),
-                (Some(_), Some(since)) if since < lease => None,
-                (Some(l), since) => Some((
-                    DenyReason::NoQuorum,
-                    format!(
-                        "no contact from leader {l} for {} ms",
-                        since.map(|d| d.as_millis()).unwrap_or(u128::MAX)
-                    ),
-                )),
-            },
+            // A learner is judged as a follower: it serves while a leader
+            // keeps replicating to it, forwarding writes and taking the
+            // leader's read index for reads.
+            ServerState::Follower | ServerState::Learner => {
+                match (m.current_leader, self.inner.contact.since()) {
+                    (None, _) => Some((DenyReason::NoQuorum, "no known leader".into())),
+                    (Some(_), Some(since)) if since < lease => None,
+                    (Some(l), since) => Some((
+                        DenyReason::NoQuorum,
+                        format!(
+                            "no contact from leader {l} for {} ms",
+                            since.map(|d| d.as_millis()).unwrap_or(u128::MAX)
+                        ),
+                    )),
+                }
+            }
             other => Some((DenyReason::NoQuorum, format!("node is {other:?}"))),
         }
     }
@@ -807,7 +816,7 @@ impl Node {
     /// Invariant 7: with `require_signed_policies`, a policy without a valid
     /// signature by a trusted publisher is refused before anything is
     /// proposed. A signature that is present is always checked.
-    fn check_policy_signature(
+    pub(crate) fn check_policy_signature(
         &self,
         policy_text: &str,
         schema: Option<&str>,
@@ -1010,14 +1019,27 @@ impl Node {
         let head = self.inner.lookup.head();
         let membership = m.membership_config.membership();
         let voters: Vec<u64> = membership.voter_ids().collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = |id: &u64| -> Option<u64> {
+            if *id == self.inner.id && m.state == ServerState::Leader {
+                return Some(last);
+            }
+            let r = m.replication.as_ref()?;
+            Some(r.get(id)?.as_ref().map(|l| l.index).unwrap_or(0))
+        };
         let members = membership
             .nodes()
-            .map(|(id, n)| MemberStatus {
-                node_id: *id,
-                addr: n.addr.clone(),
-                voter: voters.contains(id),
-                public_key: n.public_key.to_hex(),
-                region: n.region.clone(),
+            .map(|(id, n)| {
+                let matched_index = matched(id);
+                MemberStatus {
+                    node_id: *id,
+                    addr: n.addr.clone(),
+                    voter: voters.contains(id),
+                    public_key: n.public_key.to_hex(),
+                    region: n.region.clone(),
+                    matched_index,
+                    lag: matched_index.map(|i| last.saturating_sub(i)),
+                }
             })
             .collect();
         NodeStatus {

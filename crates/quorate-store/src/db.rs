@@ -18,8 +18,9 @@ pub(crate) const CF_SNAPSHOT: &str = "snapshot";
 pub(crate) const CF_MERKLE: &str = "merkle";
 pub(crate) const CF_CHECKPOINTS: &str = "checkpoints";
 pub(crate) const CF_ACTIVATIONS: &str = "activations";
+pub(crate) const CF_ROLLOUTS: &str = "rollouts";
 
-const ALL_CFS: [&str; 11] = [
+const ALL_CFS: [&str; 12] = [
     CF_LOG,
     CF_RAFT_META,
     CF_SM_META,
@@ -31,6 +32,7 @@ const ALL_CFS: [&str; 11] = [
     CF_MERKLE,
     CF_CHECKPOINTS,
     CF_ACTIVATIONS,
+    CF_ROLLOUTS,
 ];
 
 /// Errors from opening or reading the store.

@@ -12,13 +12,16 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use quorate_core::export::Activation;
 use quorate_core::merkle::{self, Frontier};
 use quorate_core::proof::{Checkpoint, checkpoint_message, record_leaf};
+use quorate_core::rollout::{Rollout, RolloutError};
 use quorate_core::validate::{self, Limits};
 use quorate_core::{
     AuthorizeOutcome, AuthorizeRequest, Command, CommandResponse, Cosigned, DecisionRecord, Digest,
     ErrorCode, GENESIS_HASH, PolicyActivated, PolicyPublished, PolicyVersion, Rejection,
     policy_content_hash,
 };
-use quorate_policy::{ActivePolicy, CompiledPolicy, DomainState, Position, decide};
+use quorate_policy::{
+    ActivePolicy, CompiledPolicy, DomainState, Position, ShadowPolicy, decide_with_shadow,
+};
 use quorate_raft::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
@@ -26,10 +29,11 @@ use tokio::sync::watch;
 
 use crate::db::{
     CF_ACTIVATIONS, CF_CHECKPOINTS, CF_DECISIONS, CF_DOMAINS, CF_MERKLE, CF_POLICIES,
-    CF_REQUEST_IDS, CF_SM_META, Store, StoreError, decode, encode, key_u64, u64_key,
+    CF_REQUEST_IDS, CF_ROLLOUTS, CF_SM_META, Store, StoreError, decode, encode, key_u64, u64_key,
 };
 use crate::proofs::{
-    CheckpointProgress, CheckpointState, Divergence, ProofState, StoredNodes, merkle_key, proof_err,
+    CheckpointProgress, CheckpointState, Divergence, ProofState, StoredNodes, merkle_key,
+    proof_err, voters_of,
 };
 use crate::snapshot::{self, SnapshotBuilder, SnapshotPayload};
 
@@ -39,6 +43,9 @@ type View<'a> = rocksdb::SnapshotWithThreadMode<'a, rocksdb::DB>;
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
 pub(crate) const KEY_HEAD: &[u8] = b"chain_head";
 pub(crate) const KEY_PROOF: &[u8] = b"proof";
+/// The id of the most recently started rollout (its state is in
+/// `rollouts`).
+pub(crate) const KEY_ROLLOUT_LATEST: &[u8] = b"rollout_latest";
 /// Node-local: this node's divergence evidence. Never in a snapshot.
 pub(crate) const KEY_DIVERGENCE: &[u8] = b"divergence";
 
@@ -67,6 +74,8 @@ pub struct MachineState {
     /// Set when a validly signed checkpoint root differed from ours: this
     /// node's history is not the quorum's, and it contains (invariant 3).
     pub divergence: Option<Divergence>,
+    /// The most recently started rollout, active or ended.
+    pub rollout: Option<Rollout>,
 }
 
 pub(crate) fn request_key(domain: &str, request_id: &str) -> Vec<u8> {
@@ -218,6 +227,14 @@ impl DecisionLookup {
     /// Every activation (and publish-with-activate), in log order.
     pub fn activations(&self) -> Result<Vec<Activation>, StoreError> {
         scan_all(&self.store, CF_ACTIVATIONS)
+    }
+
+    /// A rollout by id, or the latest one when `id` is empty.
+    pub fn rollout(&self, id: &str) -> Result<Option<Rollout>, StoreError> {
+        if id.is_empty() {
+            return Ok(self.state().rollout);
+        }
+        self.store.get_json(CF_ROLLOUTS, id.as_bytes())
     }
 
     /// Every policy version of every domain.
@@ -458,11 +475,12 @@ impl DecisionLookup {
                         "stored checkpoint at size {expected} has a root the records do not produce"
                     )));
                 }
-                // Every cosignature by a current member must still verify.
+                // Every cosignature by one of its judges must still verify.
                 let message = cp.checkpoint.message();
+                let judges = cp.judges(membership.membership());
                 for c in &cp.checkpoint.cosignatures {
-                    if let Some(node) = membership.membership().get_node(&c.node_id)
-                        && node.public_key.verify(&message, &c.signature).is_err()
+                    if let Some(v) = judges.iter().find(|v| v.node_id == c.node_id)
+                        && v.public_key.verify(&message, &c.signature).is_err()
                     {
                         return Err(bad(format!(
                             "stored cosignature of node {} on the checkpoint at size {expected} does not verify",
@@ -650,15 +668,21 @@ impl StateMachine {
                 let mut outcomes = Vec::with_capacity(requests.len());
                 // Request ids decided earlier in this same entry.
                 let mut fresh: HashMap<Vec<u8>, DecisionRecord> = HashMap::new();
+                let mut shadowed = false;
                 for req in requests {
-                    outcomes.push(self.authorize_one(
-                        req,
-                        log_index,
-                        *timestamp_ms,
-                        st,
-                        batch,
-                        &mut fresh,
-                    )?);
+                    let outcome =
+                        self.authorize_one(req, log_index, *timestamp_ms, st, batch, &mut fresh)?;
+                    if !outcome.replayed
+                        && outcome.record.shadow.is_some()
+                        && let Some(r) = st.rollout.as_mut()
+                    {
+                        r.count(&outcome.record);
+                        shadowed = true;
+                    }
+                    outcomes.push(outcome);
+                }
+                if shadowed && let Some(r) = &st.rollout {
+                    self.put_rollout(batch, r)?;
                 }
                 Ok(CommandResponse::Authorized(outcomes))
             }
@@ -683,47 +707,31 @@ impl StateMachine {
                 if let Err(e) = validate::domain(domain, &self.limits) {
                     return Ok(reject(ErrorCode::InvalidArgument, e.to_string()));
                 }
+                if *activate && let Some(refusal) = in_rollout(st, domain) {
+                    return Ok(refusal);
+                }
                 let compiled =
                     match CompiledPolicy::compile(policy_text, schema.as_deref(), &self.limits) {
                         Ok(c) => c,
                         Err(e) => return Ok(reject(ErrorCode::InvalidPolicy, e.to_string())),
                     };
-                let meta = st.domains.entry(domain.clone()).or_default();
-                let version = meta.latest_version + 1;
-                let pv = PolicyVersion {
-                    domain: domain.clone(),
-                    version,
-                    policy_text: policy_text.clone(),
-                    schema: schema.clone(),
-                    hash: policy_content_hash(policy_text, schema.as_deref()),
+                let pv = self.put_policy_version(
+                    st,
+                    batch,
+                    domain,
+                    policy_text,
+                    schema.as_deref(),
+                    *signature,
                     log_index,
-                    published_at_ms: *timestamp_ms,
-                    signature: *signature,
-                };
-                meta.latest_version = version;
+                    *timestamp_ms,
+                    compiled,
+                )?;
                 if *activate {
-                    meta.active_version = Some(version);
+                    self.activate(st, batch, domain, pv.version, log_index)?;
                 }
-                let meta = *meta;
-                batch.put_cf(
-                    &self.store.cf(CF_POLICIES)?,
-                    policy_key(domain, version),
-                    encode(&pv),
-                );
-                batch.put_cf(
-                    &self.store.cf(CF_DOMAINS)?,
-                    domain.as_bytes(),
-                    encode(&meta),
-                );
-                if *activate {
-                    self.record_activation(batch, domain, version, log_index)?;
-                }
-                self.compiled
-                    .insert((domain.clone(), version), (Arc::new(compiled), pv.hash));
-                metrics::counter!("quorate_policy_versions_published_total").increment(1);
                 Ok(CommandResponse::Published(PolicyPublished {
                     domain: domain.clone(),
-                    version,
+                    version: pv.version,
                     hash: pv.hash,
                     activated: *activate,
                     log_index,
@@ -732,6 +740,9 @@ impl StateMachine {
             Command::ActivatePolicy {
                 domain, version, ..
             } => {
+                if let Some(refusal) = in_rollout(st, domain) {
+                    return Ok(refusal);
+                }
                 let Some(meta) = st.domains.get_mut(domain) else {
                     return Ok(reject(
                         ErrorCode::NotFound,
@@ -769,7 +780,207 @@ impl StateMachine {
                 root,
                 signature,
             } => self.apply_cosign(*signer, *size, root, signature, log_index, st, batch),
+            Command::StartRollout { plan, timestamp_ms } => {
+                self.start_rollout(plan, log_index, *timestamp_ms, st, batch)
+            }
+            Command::PromoteRollout {
+                id,
+                force,
+                timestamp_ms,
+            } => {
+                let mut r = match current_rollout(st, id) {
+                    Ok(r) => r,
+                    Err(refusal) => return Ok(refusal),
+                };
+                if let Err(e) = r.check_promotable(*timestamp_ms, *force) {
+                    return Ok(reject(ErrorCode::FailedPrecondition, e.to_string()));
+                }
+                for (domain, version) in r.promote(log_index, *timestamp_ms) {
+                    self.activate(st, batch, &domain, version, log_index)?;
+                }
+                self.put_rollout(batch, &r)?;
+                st.rollout = Some(r.clone());
+                Ok(CommandResponse::Rollout(Box::new(r)))
+            }
+            Command::RollbackRollout { id, .. } => {
+                let mut r = match current_rollout(st, id) {
+                    Ok(r) => r,
+                    Err(refusal) => return Ok(refusal),
+                };
+                if let Err(e) = r.check_rollbackable() {
+                    return Ok(reject(ErrorCode::FailedPrecondition, e.to_string()));
+                }
+                for (domain, version) in r.roll_back(log_index) {
+                    self.activate(st, batch, &domain, version, log_index)?;
+                }
+                self.put_rollout(batch, &r)?;
+                st.rollout = Some(r.clone());
+                Ok(CommandResponse::Rollout(Box::new(r)))
+            }
         }
+    }
+
+    /// Starts a rollout: every candidate becomes a new, inactive version of
+    /// its domain and the first stage goes into shadow, all at `log_index`.
+    /// Refused as a whole (nothing written) if any part is invalid.
+    fn start_rollout(
+        &mut self,
+        plan: &quorate_core::rollout::RolloutPlan,
+        log_index: u64,
+        timestamp_ms: u64,
+        st: &mut MachineState,
+        batch: &mut WriteBatch,
+    ) -> Result<CommandResponse, StoreError> {
+        if let Err(e) = plan.check(&self.limits) {
+            return Ok(reject(ErrorCode::InvalidArgument, e.to_string()));
+        }
+        if let Some(r) = st.rollout.as_ref().filter(|r| r.is_active()) {
+            return Ok(reject(
+                ErrorCode::FailedPrecondition,
+                format!(
+                    "rollout {:?} is still in progress; promote it to the end or roll it back first",
+                    r.id
+                ),
+            ));
+        }
+        if self
+            .store
+            .get_json::<Rollout>(CF_ROLLOUTS, plan.id.as_bytes())?
+            .is_some()
+        {
+            return Ok(reject(
+                ErrorCode::FailedPrecondition,
+                format!(
+                    "a rollout with id {:?} already exists; choose a new id",
+                    plan.id
+                ),
+            ));
+        }
+        // Check everything before writing anything.
+        let mut compiled = Vec::new();
+        for c in &plan.candidates {
+            let Some(active) = st.domains.get(&c.domain).and_then(|m| m.active_version) else {
+                return Ok(reject(
+                    ErrorCode::FailedPrecondition,
+                    format!(
+                        "domain {:?} has no active version to shadow against; publish and                          activate one first",
+                        c.domain
+                    ),
+                ));
+            };
+            if let Some(sig) = &c.signature
+                && let Err(e) = sig.verify(&c.policy_text, c.schema.as_deref())
+            {
+                return Ok(reject(
+                    ErrorCode::InvalidArgument,
+                    format!("candidate for {:?}: {e}", c.domain),
+                ));
+            }
+            match CompiledPolicy::compile(&c.policy_text, c.schema.as_deref(), &self.limits) {
+                Ok(p) => compiled.push((c, active, p)),
+                Err(e) => {
+                    return Ok(reject(
+                        ErrorCode::InvalidPolicy,
+                        format!("candidate for {:?}: {e}", c.domain),
+                    ));
+                }
+            }
+        }
+        let mut versions = BTreeMap::new();
+        for (c, active, p) in compiled {
+            let pv = self.put_policy_version(
+                st,
+                batch,
+                &c.domain,
+                &c.policy_text,
+                c.schema.as_deref(),
+                c.signature,
+                log_index,
+                timestamp_ms,
+                p,
+            )?;
+            versions.insert(c.domain.clone(), (active, pv.version, pv.hash));
+        }
+        let r = Rollout::start(plan, log_index, timestamp_ms, |d| {
+            versions.get(d).copied().unwrap_or_default()
+        });
+        self.put_rollout(batch, &r)?;
+        batch.put_cf(
+            &self.store.cf(CF_SM_META)?,
+            KEY_ROLLOUT_LATEST,
+            encode(&r.id),
+        );
+        st.rollout = Some(r.clone());
+        Ok(CommandResponse::Rollout(Box::new(r)))
+    }
+
+    fn put_rollout(&self, batch: &mut WriteBatch, r: &Rollout) -> Result<(), StoreError> {
+        batch.put_cf(&self.store.cf(CF_ROLLOUTS)?, r.id.as_bytes(), encode(r));
+        Ok(())
+    }
+
+    /// Makes `version` the active version of `domain` at `log_index`.
+    fn activate(
+        &self,
+        st: &mut MachineState,
+        batch: &mut WriteBatch,
+        domain: &str,
+        version: u64,
+        log_index: u64,
+    ) -> Result<(), StoreError> {
+        let meta = st.domains.entry(domain.to_string()).or_default();
+        meta.active_version = Some(version);
+        let meta = *meta;
+        batch.put_cf(
+            &self.store.cf(CF_DOMAINS)?,
+            domain.as_bytes(),
+            encode(&meta),
+        );
+        self.record_activation(batch, domain, version, log_index)
+    }
+
+    /// Stores a new, inactive version of `domain` (already compiled).
+    #[allow(clippy::too_many_arguments)] // reason: one call site per command kind; a struct would only rename them.
+    fn put_policy_version(
+        &mut self,
+        st: &mut MachineState,
+        batch: &mut WriteBatch,
+        domain: &str,
+        policy_text: &str,
+        schema: Option<&str>,
+        signature: Option<quorate_core::PolicySignature>,
+        log_index: u64,
+        timestamp_ms: u64,
+        compiled: CompiledPolicy,
+    ) -> Result<PolicyVersion, StoreError> {
+        let meta = st.domains.entry(domain.to_string()).or_default();
+        let version = meta.latest_version + 1;
+        meta.latest_version = version;
+        let meta = *meta;
+        let pv = PolicyVersion {
+            domain: domain.to_string(),
+            version,
+            policy_text: policy_text.to_string(),
+            schema: schema.map(str::to_string),
+            hash: policy_content_hash(policy_text, schema),
+            log_index,
+            published_at_ms: timestamp_ms,
+            signature,
+        };
+        batch.put_cf(
+            &self.store.cf(CF_POLICIES)?,
+            policy_key(domain, version),
+            encode(&pv),
+        );
+        batch.put_cf(
+            &self.store.cf(CF_DOMAINS)?,
+            domain.as_bytes(),
+            encode(&meta),
+        );
+        self.compiled
+            .insert((domain.to_string(), version), (Arc::new(compiled), pv.hash));
+        metrics::counter!("quorate_policy_versions_published_total").increment(1);
+        Ok(pv)
     }
 
     fn record_activation(
@@ -816,19 +1027,6 @@ impl StateMachine {
         batch: &mut WriteBatch,
     ) -> Result<CommandResponse, StoreError> {
         let membership = st.membership.membership();
-        let voters: Vec<u64> = membership.voter_ids().collect();
-        let Some(node) = membership.get_node(&signer) else {
-            return Ok(reject(
-                ErrorCode::InvalidArgument,
-                format!("cosignature from node {signer}, which is not a member"),
-            ));
-        };
-        if !voters.contains(&signer) {
-            return Ok(reject(
-                ErrorCode::InvalidArgument,
-                format!("cosignature from node {signer}, which is not a voter"),
-            ));
-        }
         if size == 0 || size > st.head.count {
             return Ok(reject(
                 ErrorCode::InvalidArgument,
@@ -838,8 +1036,38 @@ impl StateMachine {
                 ),
             ));
         }
+        // A checkpoint is judged under the voters of the membership applied
+        // when its first cosignature was (recorded in it), whatever the
+        // membership is now.
+        let mut cp: CheckpointState = self
+            .store
+            .get_json(CF_CHECKPOINTS, &u64_key(size))?
+            .unwrap_or_else(|| CheckpointState {
+                checkpoint: Checkpoint {
+                    cluster_id: self.cluster_id.clone(),
+                    size,
+                    root: *root,
+                    cosignatures: Vec::new(),
+                },
+                finalized_at: None,
+                voters: voters_of(membership),
+            });
+        let judges = cp.judges(membership);
+        let Some(key) = judges
+            .iter()
+            .find(|v| v.node_id == signer)
+            .map(|v| v.public_key)
+        else {
+            return Ok(reject(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "cosignature from node {signer}, which is not a voter of the membership \
+                     the checkpoint at size {size} is judged under"
+                ),
+            ));
+        };
         let message = checkpoint_message(&self.cluster_id, size, root);
-        if let Err(e) = node.public_key.verify(&message, signature) {
+        if let Err(e) = key.verify(&message, signature) {
             return Ok(reject(
                 ErrorCode::InvalidArgument,
                 format!("cosignature of node {signer} at size {size}: {e}"),
@@ -869,26 +1097,14 @@ impl StateMachine {
                 format!("root at size {size} differs from this node's; divergence"),
             ));
         }
-        let mut cp: CheckpointState = self
-            .store
-            .get_json(CF_CHECKPOINTS, &u64_key(size))?
-            .unwrap_or_else(|| CheckpointState {
-                checkpoint: Checkpoint {
-                    cluster_id: self.cluster_id.clone(),
-                    size,
-                    root: *root,
-                    cosignatures: Vec::new(),
-                },
-                finalized_at: None,
-            });
         let added = cp.add(signer, *signature);
         let cosigners = cp
             .checkpoint
             .cosignatures
             .iter()
-            .filter(|c| voters.contains(&c.node_id))
+            .filter(|c| judges.iter().any(|v| v.node_id == c.node_id))
             .count();
-        let quorum = voters.len() / 2 + 1;
+        let quorum = judges.len() / 2 + 1;
         let became_final = added && !cp.is_final() && cosigners >= quorum;
         if became_final {
             cp.finalized_at = Some(log_index);
@@ -955,24 +1171,44 @@ impl StateMachine {
         };
         let meta = st.domains.get(&req.domain).copied();
         let record = match meta {
-            None => decide(req, DomainState::Unknown, position),
+            None => decide_with_shadow(req, DomainState::Unknown, None, position),
             Some(DomainMeta {
                 active_version: None,
                 ..
-            }) => decide(req, DomainState::NoActiveVersion, position),
+            }) => decide_with_shadow(req, DomainState::NoActiveVersion, None, position),
             Some(DomainMeta {
                 active_version: Some(v),
                 ..
             }) => match self.compiled(&req.domain, v) {
-                Ok((compiled, hash)) => decide(
-                    req,
-                    DomainState::Active(ActivePolicy {
-                        version: v,
-                        hash,
-                        compiled: &compiled,
-                    }),
-                    position,
-                ),
+                Ok((compiled, hash)) => {
+                    // While the domain is in a rollout stage's shadow, the
+                    // candidate is evaluated too and recorded (not enforced).
+                    let candidate = st
+                        .rollout
+                        .as_ref()
+                        .and_then(|r| r.shadow_for(&req.domain))
+                        .map(|d| (d.candidate_version, d.candidate_hash));
+                    let shadow = match candidate {
+                        None => None,
+                        Some((cv, ch)) => Some((self.compiled(&req.domain, cv)?.0, cv, ch)),
+                    };
+                    let rollout_id = st.rollout.as_ref().map_or("", |r| r.id.as_str());
+                    decide_with_shadow(
+                        req,
+                        DomainState::Active(ActivePolicy {
+                            version: v,
+                            hash,
+                            compiled: &compiled,
+                        }),
+                        shadow.as_ref().map(|(c, version, hash)| ShadowPolicy {
+                            rollout_id,
+                            version: *version,
+                            hash: *hash,
+                            compiled: c,
+                        }),
+                        position,
+                    )
+                }
                 // Only a policy that every replica fails to compile the same
                 // way becomes a recorded decision. Any other failure (a read
                 // error, a missing or altered row) is local to this node:
@@ -981,9 +1217,10 @@ impl StateMachine {
                 Err(e @ StoreError::PolicyCompile { .. }) => {
                     tracing::error!("{e}");
                     let hash = self.policy_hash(&req.domain, v)?;
-                    decide(
+                    decide_with_shadow(
                         req,
                         DomainState::Unverifiable { version: v, hash },
+                        None,
                         position,
                     )
                 }
@@ -1042,6 +1279,43 @@ fn reject(code: ErrorCode, message: String) -> CommandResponse {
     CommandResponse::Rejected(Rejection { code, message })
 }
 
+/// A domain in an active rollout changes version only through the rollout
+/// (promote, rollback): a manual activation would silently undo a stage
+/// or shadow against the wrong version.
+fn in_rollout(st: &MachineState, domain: &str) -> Option<CommandResponse> {
+    let r = st.rollout.as_ref().filter(|r| r.is_active())?;
+    r.domains().any(|d| d.domain == domain).then(|| {
+        reject(
+            ErrorCode::FailedPrecondition,
+            format!(
+                "domain {domain:?} is in rollout {:?}; promote or roll back the rollout instead                  of activating by hand",
+                r.id
+            ),
+        )
+    })
+}
+
+/// The rollout a promote or rollback names ("" = the latest), as a copy to
+/// change; a refusal if there is none or it is not the latest.
+fn current_rollout(st: &MachineState, id: &str) -> Result<Rollout, CommandResponse> {
+    match &st.rollout {
+        Some(r) if id.is_empty() || r.id == id => Ok(r.clone()),
+        Some(r) => Err(reject(
+            ErrorCode::FailedPrecondition,
+            RolloutError::State {
+                id: id.to_string(),
+                message: format!("is not the latest rollout ({:?} is)", r.id),
+            }
+            .to_string(),
+        )),
+        None => Err(reject(
+            ErrorCode::NotFound,
+            "no rollout has been started; start one with `quorate rollout start --plan FILE`"
+                .into(),
+        )),
+    }
+}
+
 pub(crate) fn load_state(store: &Store) -> Result<MachineState, StoreError> {
     let last_applied: Option<LogId> = store
         .get_json::<Option<LogId>>(CF_SM_META, KEY_LAST_APPLIED)?
@@ -1052,6 +1326,15 @@ pub(crate) fn load_state(store: &Store) -> Result<MachineState, StoreError> {
     let head: ChainHead = store.get_json(CF_SM_META, KEY_HEAD)?.unwrap_or_default();
     let proof: ProofState = store.get_json(CF_SM_META, KEY_PROOF)?.unwrap_or_default();
     let divergence: Option<Divergence> = store.get_json(CF_SM_META, KEY_DIVERGENCE)?;
+    let rollout: Option<Rollout> = match store.get_json::<String>(CF_SM_META, KEY_ROLLOUT_LATEST)? {
+        None => None,
+        Some(id) => Some(store.get_json(CF_ROLLOUTS, id.as_bytes())?.ok_or_else(|| {
+            StoreError::Corrupt {
+                what: format!("rollouts/{id}"),
+                message: "the latest rollout is missing".into(),
+            }
+        })?),
+    };
     let mut domains = BTreeMap::new();
     let cf = store.cf(CF_DOMAINS)?;
     for kv in store.db.iterator_cf(&cf, IteratorMode::Start) {
@@ -1066,6 +1349,7 @@ pub(crate) fn load_state(store: &Store) -> Result<MachineState, StoreError> {
         domains,
         proof,
         divergence,
+        rollout,
     })
 }
 

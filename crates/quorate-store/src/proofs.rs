@@ -33,9 +33,46 @@ pub struct CheckpointState {
     pub checkpoint: Checkpoint,
     /// Raft log index of the cosignature that completed a quorum.
     pub finalized_at: Option<u64>,
+    /// The voters (with keys) of the membership applied when the first
+    /// cosignature was: the checkpoint is judged under them for good, so a
+    /// later membership change neither revokes nor grants its finality, and
+    /// a node that joins later can check it without the old membership.
+    /// Empty on checkpoints stored before voter sets were recorded; those
+    /// are judged under the current membership.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub voters: Vec<CheckpointVoter>,
+}
+
+/// A voter a checkpoint is judged under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointVoter {
+    pub node_id: u64,
+    pub public_key: quorate_core::PublicKey,
+}
+
+/// The voters of `membership`, with their keys.
+pub(crate) fn voters_of(membership: &quorate_raft::Membership) -> Vec<CheckpointVoter> {
+    membership
+        .voter_ids()
+        .filter_map(|id| {
+            membership.get_node(&id).map(|n| CheckpointVoter {
+                node_id: id,
+                public_key: n.public_key,
+            })
+        })
+        .collect()
 }
 
 impl CheckpointState {
+    /// The voters this checkpoint is judged under (see `voters`).
+    pub fn judges(&self, current: &quorate_raft::Membership) -> Vec<CheckpointVoter> {
+        if self.voters.is_empty() {
+            voters_of(current)
+        } else {
+            self.voters.clone()
+        }
+    }
+
     pub fn is_final(&self) -> bool {
         self.finalized_at.is_some()
     }

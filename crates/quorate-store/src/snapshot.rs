@@ -16,13 +16,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{
     CF_ACTIVATIONS, CF_CHECKPOINTS, CF_DECISIONS, CF_DOMAINS, CF_LOG, CF_MERKLE, CF_POLICIES,
-    CF_RAFT_META, CF_REQUEST_IDS, CF_SM_META, CF_SNAPSHOT, Store, StoreError, decode, encode,
-    u64_key,
+    CF_RAFT_META, CF_REQUEST_IDS, CF_ROLLOUTS, CF_SM_META, CF_SNAPSHOT, Store, StoreError, decode,
+    encode, u64_key,
 };
 use crate::log_store::KEY_PURGED;
 use crate::machine::{
     ChainHead, DomainMeta, IntegrityError, KEY_DIVERGENCE, KEY_HEAD, KEY_LAST_APPLIED,
-    KEY_MEMBERSHIP, KEY_PROOF, policy_key, request_key,
+    KEY_MEMBERSHIP, KEY_PROOF, KEY_ROLLOUT_LATEST, policy_key, request_key,
 };
 use crate::proofs::{CheckpointState, ProofState, merkle_key};
 
@@ -48,6 +48,11 @@ pub struct SnapshotPayload {
     pub checkpoints: Vec<CheckpointState>,
     #[serde(default)]
     pub activations: Vec<Activation>,
+    /// Every rollout, and which one is the latest.
+    #[serde(default)]
+    pub rollouts: Vec<quorate_core::rollout::Rollout>,
+    #[serde(default)]
+    pub rollout_latest: Option<String>,
 }
 
 impl SnapshotPayload {
@@ -74,6 +79,13 @@ impl SnapshotPayload {
         if self.last_applied != meta.last_log_id || self.membership != meta.last_membership {
             return Err(bad("snapshot: payload does not match its metadata".into()));
         }
+        if let Some(id) = &self.rollout_latest
+            && !self.rollouts.iter().any(|r| &r.id == id)
+        {
+            return Err(bad(format!(
+                "snapshot: the latest rollout {id:?} is not in it"
+            )));
+        }
         let mut latest: std::collections::BTreeMap<&str, u64> = Default::default();
         for p in &self.policies {
             if quorate_core::policy_content_hash(&p.policy_text, p.schema.as_deref()) != p.hash {
@@ -95,7 +107,6 @@ impl SnapshotPayload {
             }
         }
         let membership = self.membership.membership();
-        let voters: Vec<u64> = membership.voter_ids().collect();
         let mut pending = self.checkpoints.iter().peekable();
         let mut proof = ProofState::default();
         let mut last_size = 0;
@@ -108,12 +119,14 @@ impl SnapshotPayload {
                 )));
             }
             last_size = c.size;
+            // Judged under its own recorded voters (see CheckpointState).
+            let judges = cp.judges(membership);
             let mut valid = 0;
             for sig in &c.cosignatures {
-                let Some(node) = membership.get_node(&sig.node_id) else {
+                let Some(v) = judges.iter().find(|v| v.node_id == sig.node_id) else {
                     continue;
                 };
-                node.public_key
+                v.public_key
                     .verify(&c.message(), &sig.signature)
                     .map_err(|e| {
                         bad(format!(
@@ -121,13 +134,11 @@ impl SnapshotPayload {
                             c.size, sig.node_id
                         ))
                     })?;
-                if voters.contains(&sig.node_id) {
-                    valid += 1;
-                }
+                valid += 1;
             }
             if cp.is_final() {
                 proof.last_final = c.size;
-                if valid < voters.len() / 2 + 1 {
+                if valid < judges.len() / 2 + 1 {
                     return Err(bad(format!(
                         "snapshot: checkpoint {} is marked final with {valid} voter cosignatures",
                         c.size
@@ -239,6 +250,14 @@ impl SnapshotBuilder {
         for (k, v) in scan(CF_ACTIVATIONS)? {
             activations.push(decode(CF_ACTIVATIONS, &k, &v)?);
         }
+        let mut rollouts = Vec::new();
+        for (k, v) in scan(CF_ROLLOUTS)? {
+            rollouts.push(decode(CF_ROLLOUTS, &k, &v)?);
+        }
+        let rollout_latest: Option<String> = match read(CF_SM_META, KEY_ROLLOUT_LATEST)? {
+            Some(b) => Some(decode(CF_SM_META, KEY_ROLLOUT_LATEST, &b)?),
+            None => None,
+        };
         let payload = SnapshotPayload {
             last_applied,
             membership: membership.clone(),
@@ -248,6 +267,8 @@ impl SnapshotBuilder {
             decisions,
             checkpoints,
             activations,
+            rollouts,
+            rollout_latest,
         };
         let data = encode(&payload);
         let meta = SnapshotMeta {
@@ -361,6 +382,7 @@ fn install_inner(
         CF_MERKLE,
         CF_CHECKPOINTS,
         CF_ACTIVATIONS,
+        CF_ROLLOUTS,
     ] {
         let h = store.cf(cf)?;
         // The empty key is the smallest key; keys are at most a few hundred
@@ -401,6 +423,14 @@ fn install_inner(
     let cf_a = store.cf(CF_ACTIVATIONS)?;
     for a in &payload.activations {
         batch.put_cf(&cf_a, u64_key(a.log_index), encode(a));
+    }
+    let cf_ro = store.cf(CF_ROLLOUTS)?;
+    for r in &payload.rollouts {
+        batch.put_cf(&cf_ro, r.id.as_bytes(), encode(r));
+    }
+    match &payload.rollout_latest {
+        Some(id) => batch.put_cf(&cf_meta, KEY_ROLLOUT_LATEST, encode(id)),
+        None => batch.delete_cf(&cf_meta, KEY_ROLLOUT_LATEST),
     }
     batch.put_cf(&cf_meta, KEY_PROOF, encode(proof));
     if repair {

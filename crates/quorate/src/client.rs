@@ -48,6 +48,19 @@ pub(crate) fn status_error(s: &tonic::Status) -> anyhow::Error {
     }
 }
 
+/// Prints one compact JSON line to stdout and flushes it (for streams).
+/// Returns false when stdout was closed (`| head`).
+pub(crate) fn print_line(v: &impl serde::Serialize) -> anyhow::Result<bool> {
+    use std::io::Write;
+    let mut text = serde_json::to_string(v)?;
+    text.push('\n');
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        other => other.map(|()| true).map_err(Into::into),
+    }
+}
+
 /// Prints JSON to stdout. A closed pipe (`quorate ... | head`) ends output
 /// quietly instead of panicking.
 pub(crate) fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -195,7 +208,7 @@ pub(crate) async fn authorize(a: AuthorizeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Finds the leader through `endpoint` and connects to it, for writes.
-async fn connect_leader(endpoint: &str) -> anyhow::Result<GovernanceClient<Channel>> {
+pub(crate) async fn connect_leader(endpoint: &str) -> anyhow::Result<GovernanceClient<Channel>> {
     let mut c = connect(endpoint).await?;
     for _ in 0..20 {
         let s = c
@@ -386,6 +399,14 @@ pub(crate) async fn log(l: LogCmd) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        LogCmd::Watch {
+            endpoint,
+            from,
+            domain,
+            limit,
+        } => {
+            return crate::federation::watch(&endpoint.endpoint, from, domain, limit).await;
+        }
         LogCmd::Get { endpoint, key } => {
             let key = decision_key(key)?;
             let mut c = connect(&endpoint.endpoint).await?;
@@ -431,6 +452,7 @@ pub(crate) fn status_json(s: &v1::StatusResponse) -> serde_json::Value {
         "members": s.members.iter().map(|m| serde_json::json!({
             "node_id": m.node_id, "addr": m.addr, "voter": m.voter,
             "public_key": m.public_key, "region": m.region,
+            "matched_index": m.matched_index, "lag": m.lag,
         })).collect::<Vec<_>>(),
     })
 }

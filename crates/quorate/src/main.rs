@@ -8,6 +8,7 @@
 mod bench;
 mod client;
 mod dev;
+mod federation;
 mod proofs;
 
 use std::path::PathBuf;
@@ -80,6 +81,12 @@ enum Cmd {
     /// Read the decision log.
     #[command(subcommand)]
     Log(LogCmd),
+    /// Membership by region: list members, add learners, promote, remove.
+    #[command(subcommand)]
+    Cluster(federation::ClusterCmd),
+    /// Staged policy rollouts across domains: shadow, promote, roll back.
+    #[command(subcommand)]
+    Rollout(federation::RolloutCmd),
     /// Show a node's view of the cluster (JSON).
     Status {
         #[command(flatten)]
@@ -294,6 +301,22 @@ enum LogCmd {
         #[arg(long)]
         new_size: Option<u64>,
     },
+    /// Follow the decision log: every record from --from on, then each new
+    /// one as it commits, as JSON lines. Every node streams the same
+    /// sequence; on a broken connection it resumes after the last record.
+    Watch {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// First decision index (1 is the first decision).
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Only this domain's decisions.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Stop after this many records (0 = follow forever).
+        #[arg(long, default_value_t = 0)]
+        limit: u64,
+    },
     /// One decision, by index or by request id.
     Get {
         #[command(flatten)]
@@ -399,6 +422,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Policy(p) => client::policy(p).await,
         Cmd::Log(l) => client::log(l).await,
         Cmd::Status { endpoint } => client::status(&endpoint.endpoint).await,
+        Cmd::Cluster(c) => federation::cluster(c).await,
+        Cmd::Rollout(r) => federation::rollout(r).await,
         Cmd::Bench(b) => bench::run(b).await,
     }
 }
