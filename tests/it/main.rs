@@ -13,3 +13,4 @@ mod t40_cli;
 mod t50_proofs;
 mod t60_tamper;
 mod t70_federation;
+mod t71_rollout;

@@ -113,7 +113,7 @@ pub enum Problem {
     )]
     LogOrder { previous: u64, found: u64 },
     #[error(
-        "log_index {log_index} is also that of the preceding {previous} line; one Raft entry carries one command, so only the records of one batch, or a publication and its own activation, share a log index"
+        "log_index {log_index} is also that of the preceding {previous} line; one Raft entry carries one command, so only the records of one batch, a publication and its own activation, a rollout's candidates, or one rollout step's activations share a log index"
     )]
     SharedLogIndex {
         log_index: u64,
@@ -425,7 +425,9 @@ impl<'a> ExportVerifier<'a> {
 
     /// Log indexes never decrease across policy, activation and record
     /// lines, and lines share a log index only as one Raft entry can: the
-    /// records of one batch, or a publication and its own activation.
+    /// records of one batch, a publication and its own activation, the
+    /// candidates a rollout start publishes (one per domain), or the
+    /// activations of one rollout promote or rollback.
     fn log_order(
         &mut self,
         log_index: u64,
@@ -448,6 +450,8 @@ impl<'a> ExportVerifier<'a> {
                 (LastKind::Policy { domain, version }, Entry::Activation(d, v)) => {
                     domain == d && *version == v
                 }
+                (LastKind::Policy { domain, .. }, Entry::Policy(d, _)) => domain != d,
+                (LastKind::Activation, Entry::Activation(..)) => true,
                 _ => false,
             };
             if !same_entry {

@@ -86,6 +86,15 @@ pub(crate) fn request_key(domain: &str, request_id: &str) -> Vec<u8> {
     k
 }
 
+/// One Raft entry can activate several domains (a rollout's promote or
+/// rollback), so the key is the log index, then the domain: scans return
+/// activations in log order, and within an entry by domain.
+pub(crate) fn activation_key(log_index: u64, domain: &str) -> Vec<u8> {
+    let mut k = u64_key(log_index).to_vec();
+    k.extend_from_slice(domain.as_bytes());
+    k
+}
+
 pub(crate) fn policy_key(domain: &str, version: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(domain.len() + 9);
     k.extend_from_slice(domain.as_bytes());
@@ -997,7 +1006,7 @@ impl StateMachine {
         };
         batch.put_cf(
             &self.store.cf(CF_ACTIVATIONS)?,
-            u64_key(log_index),
+            activation_key(log_index, domain),
             encode(&a),
         );
         Ok(())

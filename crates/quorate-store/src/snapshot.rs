@@ -22,7 +22,7 @@ use crate::db::{
 use crate::log_store::KEY_PURGED;
 use crate::machine::{
     ChainHead, DomainMeta, IntegrityError, KEY_DIVERGENCE, KEY_HEAD, KEY_LAST_APPLIED,
-    KEY_MEMBERSHIP, KEY_PROOF, KEY_ROLLOUT_LATEST, policy_key, request_key,
+    KEY_MEMBERSHIP, KEY_PROOF, KEY_ROLLOUT_LATEST, activation_key, policy_key, request_key,
 };
 use crate::proofs::{CheckpointState, ProofState, merkle_key};
 
@@ -422,7 +422,7 @@ fn install_inner(
     }
     let cf_a = store.cf(CF_ACTIVATIONS)?;
     for a in &payload.activations {
-        batch.put_cf(&cf_a, u64_key(a.log_index), encode(a));
+        batch.put_cf(&cf_a, activation_key(a.log_index, &a.domain), encode(a));
     }
     let cf_ro = store.cf(CF_ROLLOUTS)?;
     for r in &payload.rollouts {
