@@ -290,3 +290,57 @@ pub async fn find_leader(addrs: &[String]) -> Option<usize> {
     }
     None
 }
+
+/// Removes node `id` from the membership through the leader at `leader`.
+pub async fn remove_member(leader: &str, id: usize) -> anyhow::Result<u64> {
+    let mut c = connect(leader).await?;
+    let r = c
+        .remove_node(v1::MembershipChangeRequest {
+            node_id: id as u64,
+            max_lag: 0,
+        })
+        .await
+        .map_err(|s| anyhow!("{}", s.message()))?;
+    Ok(r.into_inner().log_index)
+}
+
+/// Adds removed node `id` back as a learner and promotes it once it has
+/// caught up, through whichever node leads; retries for up to 60 s.
+pub async fn rejoin_member(addrs: &[String], id: usize) -> anyhow::Result<u64> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let addr = addrs[id - 1].clone();
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        if let Some(l) = find_leader(addrs).await
+            && let Ok(mut c) = connect(&addrs[l - 1]).await
+            && let Ok(s) = c.status(v1::StatusRequest {}).await
+        {
+            let s = s.into_inner();
+            let member = s.members.iter().find(|m| m.node_id == id as u64);
+            let step = match member {
+                None => c
+                    .add_learner(v1::AddLearnerRequest {
+                        node_id: id as u64,
+                        addr: addr.clone(),
+                    })
+                    .await
+                    .map(|_| None),
+                Some(m) if !m.voter => c
+                    .promote_voter(v1::MembershipChangeRequest {
+                        node_id: id as u64,
+                        max_lag: 0,
+                    })
+                    .await
+                    .map(|r| Some(r.into_inner().log_index)),
+                Some(_) => return Ok(s.last_log_index),
+            };
+            match step {
+                Ok(Some(log_index)) => return Ok(log_index),
+                Ok(None) => {}
+                Err(e) => last = e.message().to_string(),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    anyhow::bail!("gave up after 60 s: {last}")
+}

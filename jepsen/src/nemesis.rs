@@ -14,7 +14,7 @@ use crate::cluster::{Cluster, find_leader};
 use crate::history::{F, Kind, NEMESIS_PROCESS, Recorder};
 
 /// Every nemesis the harness knows, by the name `--nemesis` takes.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     "partition-halves",
     "partition-leader",
     "partition-ring",
@@ -28,6 +28,7 @@ pub const ALL: [&str; 13] = [
     "bitflip",
     "delay",
     "duplicate",
+    "membership",
 ];
 
 /// Expands `--nemesis` groups (`partition`, `kill`, `all`, `none`).
@@ -71,6 +72,8 @@ struct Active {
     net: bool,
     /// The shims' stats when the fault went on (delay, duplicate).
     shim: Option<crate::shim::Stats>,
+    /// A voter removed from the membership: re-added and promoted at heal.
+    removed: Option<usize>,
 }
 
 fn record(rec: &Recorder, kind: &str, name: &str, detail: serde_json::Value) {
@@ -279,6 +282,30 @@ async fn install(
                 .map(|()| json!({"rules": rules}))
                 .map_err(|e| e.to_string())
         }
+        // A follower voter leaves the membership (a Raft membership change
+        // through the leader); at heal it rejoins as a learner and is
+        // promoted back. It is not cut off: until it learns of its removal
+        // it may still forward requests, and what it answers then was
+        // committed by the quorum (the other checkers hold it to that);
+        // once it knows, it contains.
+        "membership" => {
+            let Some(l) = leader else {
+                return skip(rec, name, "no leader to change the membership through");
+            };
+            let mut others: Vec<usize> = all.iter().copied().filter(|x| *x != l).collect();
+            others.shuffle(rng);
+            let Some(&v) = others.first() else {
+                return skip(rec, name, "no follower");
+            };
+            let change = crate::cluster::remove_member(&addrs[l - 1], v).await;
+            match change {
+                Ok(log_index) => {
+                    a.removed = Some(v);
+                    Ok(json!({"removed": v, "log_index": log_index}))
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
         other => return skip(rec, other, "unknown nemesis"),
     };
     match result {
@@ -349,6 +376,13 @@ async fn heal(cluster: &Mutex<Cluster>, a: &Active, rec: &Recorder) {
         }
     }
     let mut effect = serde_json::Value::Null;
+    if let Some(v) = a.removed {
+        let addrs: Vec<String> = c.nodes.iter().map(|x| x.addr.clone()).collect();
+        match crate::cluster::rejoin_member(&addrs, v).await {
+            Ok(log_index) => effect = json!({"rejoined": v, "log_index": log_index}),
+            Err(e) => errors.push(format!("node {v} did not rejoin: {e}")),
+        }
+    }
     if let Some(before) = a.shim {
         if let Err(e) = c.shim_rules(crate::shim::Rules::default()) {
             errors.push(e.to_string());
@@ -429,6 +463,30 @@ pub async fn heal_all(cluster: &Mutex<Cluster>) -> anyhow::Result<()> {
         c.resume(i);
         if !c.is_running(i) {
             c.spawn(i)?;
+        }
+    }
+    // A membership fault whose own heal failed: every node a voter again.
+    let addrs: Vec<String> = c.nodes.iter().map(|x| x.addr.clone()).collect();
+    drop(c);
+    for i in 1..=addrs.len() {
+        let voter = match crate::cluster::find_leader(&addrs).await {
+            Some(l) => match crate::cluster::connect(&addrs[l - 1]).await {
+                Ok(mut cl) => cl
+                    .status(quorate_proto::v1::StatusRequest {})
+                    .await
+                    .map(|s| {
+                        s.into_inner()
+                            .members
+                            .iter()
+                            .any(|m| m.node_id == i as u64 && m.voter)
+                    })
+                    .unwrap_or(true),
+                Err(_) => true,
+            },
+            None => true,
+        };
+        if !voter {
+            crate::cluster::rejoin_member(&addrs, i).await?;
         }
     }
     Ok(())

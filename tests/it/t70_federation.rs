@@ -333,6 +333,8 @@ async fn nodes_join_during_traffic_and_quorum_follows_membership() -> anyhow::Re
     }
     c.wait_leader(Duration::from_secs(30)).await?;
     cli_ok(&["cluster", "remove", "--endpoint", &ep, "--id", "5"]).await?;
+    // The removed node is part of no quorum: it contains.
+    assert_contained(&c.nodes[4].grpc, "removed-5").await?;
     c.kill9(4);
     let members = cli_ok(&["cluster", "members", "--endpoint", &ep]).await?;
     assert_eq!(members["voters"], 4, "{members}");

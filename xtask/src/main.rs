@@ -293,7 +293,11 @@ fn test() -> Result<(), String> {
     ])?;
     // The fault-injection matrix: real nodes in network namespaces, about a
     // minute each; any invalid or unknown verdict fails CI.
-    for (nemesis, seed) in [("partition", "1"), ("kill,pause,bitflip", "2")] {
+    for (nemesis, seed) in [
+        ("partition", "1"),
+        ("kill,pause,bitflip", "2"),
+        ("membership,delay,duplicate", "3"),
+    ] {
         let out = format!("target/jepsen/ci-{}", nemesis.replace(',', "-"));
         let args: Vec<String> = [
             "run",

@@ -567,6 +567,16 @@ impl Node {
                 format!("Raft stopped: {fatal}"),
             ));
         }
+        // A node removed from the membership (or not yet added) is part of
+        // no quorum, whatever else it still believes.
+        if m.membership_config.membership().get_node(&self.inner.id).is_none() {
+            return Some((
+                DenyReason::NoQuorum,
+                "this node is not a member of the cluster (removed, or not added yet: \
+                 `quorate cluster add-learner`)"
+                    .into(),
+            ));
+        }
         let r = &self.inner.cfg.raft;
         // openraft's leader lease is election_timeout_max; a follower that
         // has heard nothing from a leader that long may already be outvoted.
