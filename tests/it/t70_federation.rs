@@ -239,6 +239,29 @@ async fn learners_and_watch_streams_are_identical_across_a_leader_kill() -> anyh
     // The stream resumes from any index on any node with the same records.
     let tail = watch(c.nodes[4].grpc.clone(), 10).await?;
     assert_eq!(tail[..], a[..10]);
+    // So does `quorate log watch`, one JSON line per record.
+    let (code, out, err) = cli(&[
+        "log",
+        "watch",
+        "--endpoint",
+        &c.nodes[4].grpc,
+        "--from",
+        "3",
+        "--limit",
+        "5",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<(u64, String)> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            (
+                v["index"].as_u64().unwrap_or(0),
+                v["hash"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(lines[..], a[2..7]);
     Ok(())
 }
 

@@ -122,7 +122,7 @@ pub struct DecisionRecord {
     /// the encoding (and so from the hash) when `None`, so records outside
     /// rollouts hash exactly as before shadows existed (FORMATS.md §2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shadow: Option<ShadowOutcome>,
+    pub shadow: Option<Box<ShadowOutcome>>,
 }
 
 /// A decision evaluated, but not enforced, under a rollout's candidate.

@@ -464,14 +464,16 @@ mod tests {
             timestamp_ms: 0,
             prev_hash: GENESIS_HASH,
             hash: GENESIS_HASH,
-            shadow: cand.map(|d| ShadowOutcome {
-                rollout_id: "r1".into(),
-                candidate_version: 2,
-                candidate_hash: Digest::default(),
-                decision: d,
-                reason: None,
-                determining_policies: vec![],
-                errors: vec![],
+            shadow: cand.map(|d| {
+                Box::new(ShadowOutcome {
+                    rollout_id: "r1".into(),
+                    candidate_version: 2,
+                    candidate_hash: Digest::default(),
+                    decision: d,
+                    reason: None,
+                    determining_policies: vec![],
+                    errors: vec![],
+                })
             }),
         }
     }

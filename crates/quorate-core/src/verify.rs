@@ -753,7 +753,7 @@ struct RecordLine {
     prev_hash: HexDigest,
     hash: HexDigest,
     #[serde(default)]
-    shadow: Option<crate::record::ShadowOutcome>,
+    shadow: Option<Box<crate::record::ShadowOutcome>>,
 }
 
 impl From<RecordLine> for DecisionRecord {

@@ -301,7 +301,7 @@ pub fn decide_with_shadow(
     let mut record = decide(req, domain, at);
     if let Some(c) = shadow {
         let e = evaluate(req, c.compiled);
-        record.shadow = Some(ShadowOutcome {
+        record.shadow = Some(Box::new(ShadowOutcome {
             rollout_id: c.rollout_id.to_string(),
             candidate_version: c.version,
             candidate_hash: c.hash,
@@ -309,7 +309,7 @@ pub fn decide_with_shadow(
             reason: e.reason,
             determining_policies: e.determining,
             errors: e.errors,
-        });
+        }));
         record = record.seal();
     }
     record

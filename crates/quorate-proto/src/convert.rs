@@ -87,7 +87,7 @@ pub fn record_from_wire(w: &v1::DecisionRecord) -> Result<DecisionRecord, WireEr
     let reason = reason_from_wire(&w.reason)?;
     let shadow = match &w.shadow {
         None => None,
-        Some(s) => Some(ShadowOutcome {
+        Some(s) => Some(Box::new(ShadowOutcome {
             rollout_id: s.rollout_id.clone(),
             candidate_version: s.candidate_version,
             candidate_hash: digest("shadow.candidate_hash", &s.candidate_hash)?,
@@ -95,7 +95,7 @@ pub fn record_from_wire(w: &v1::DecisionRecord) -> Result<DecisionRecord, WireEr
             reason: reason_from_wire(&s.reason)?,
             determining_policies: s.determining_policies.clone(),
             errors: s.errors.clone(),
-        }),
+        })),
     };
     Ok(DecisionRecord {
         index: w.index,

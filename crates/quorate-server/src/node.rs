@@ -569,7 +569,11 @@ impl Node {
         }
         // A node removed from the membership (or not yet added) is part of
         // no quorum, whatever else it still believes.
-        if m.membership_config.membership().get_node(&self.inner.id).is_none() {
+        if m.membership_config
+            .membership()
+            .get_node(&self.inner.id)
+            .is_none()
+        {
             return Some((
                 DenyReason::NoQuorum,
                 "this node is not a member of the cluster (removed, or not added yet: \

@@ -410,6 +410,34 @@ impl DecisionLookup {
                 "policy versions stored for a domain with no metadata".into()
             ));
         }
+        // Rollouts: stored canonically under their own id, and every
+        // candidate they name is a stored version with that content hash.
+        let rollouts: Vec<(Vec<u8>, Rollout)> = self
+            .view_scan(view, CF_ROLLOUTS)
+            .map_err(|e| bad(e.to_string()))?;
+        for (k, r) in &rollouts {
+            if r.id.as_bytes() != k.as_slice() {
+                return Err(bad(format!(
+                    "rollout {:?} is stored under another key",
+                    r.id
+                )));
+            }
+            for d in r.domains() {
+                let stored: Option<PolicyVersion> = self
+                    .view_json(
+                        view,
+                        CF_POLICIES,
+                        &policy_key(&d.domain, d.candidate_version),
+                    )
+                    .map_err(|e| bad(e.to_string()))?;
+                if stored.map(|p| p.hash) != Some(d.candidate_hash) {
+                    return Err(bad(format!(
+                        "rollout {:?}: candidate {} v{} is not stored with its hash",
+                        r.id, d.domain, d.candidate_version
+                    )));
+                }
+            }
+        }
         Ok(())
     }
 

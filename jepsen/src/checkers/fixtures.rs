@@ -61,6 +61,7 @@ pub(crate) fn log() -> Vec<ExportLine> {
             timestamp_ms: 1000 + i,
             prev_hash: prev,
             hash: GENESIS_HASH,
+            shadow: None,
         }
         .seal();
         prev = r.hash;
