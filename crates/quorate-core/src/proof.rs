@@ -29,6 +29,10 @@ pub enum ProofError {
     WrongCluster { expected: String, found: String },
     #[error("cosignature by node {node}: {message}")]
     BadCosignature { node: u64, message: String },
+    #[error(
+        "checkpoint at size {size} is judged under voters {voters:?}, which the trust file does not list as a voter set covering that size; export the trust file again (`quorate keys export`) if the membership changed"
+    )]
+    UnknownVoterSet { size: u64, voters: Vec<u64> },
     #[error("checkpoint at size {size} has {valid} valid voter cosignatures; {needed} are needed")]
     NotFinal {
         size: u64,
@@ -208,6 +212,13 @@ pub struct Checkpoint {
     pub root: Digest,
     /// Sorted by node id, at most one per node.
     pub cosignatures: Vec<Cosignature>,
+    /// The voters this checkpoint is judged under, sorted: those of the
+    /// membership applied when it was first cosigned. Not signed; the trust
+    /// file must list this exact set as one the cluster had (see
+    /// `TrustFile::voter_sets`). Empty on checkpoints made before voter
+    /// sets were recorded: judged under the trust file's current voters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub voters: Vec<u64>,
 }
 
 impl Checkpoint {
@@ -242,6 +253,24 @@ pub struct TrustFile {
     pub nodes: Vec<TrustedNode>,
     #[serde(default)]
     pub publishers: Vec<TrustedPublisher>,
+    /// Every voter set the cluster has had, oldest first. A checkpoint that
+    /// names its voters is judged under the set it names, which must be
+    /// listed here and, if that set was later replaced, cover its size.
+    /// Empty in trust files of clusters that never changed membership.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub voter_sets: Vec<VoterSet>,
+}
+
+/// A voter set of the cluster's history (FORMATS.md §10).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoterSet {
+    /// Sorted node ids; each is listed in the trust file's `nodes`.
+    pub voters: Vec<u64>,
+    /// The decision-log size when a later set replaced this one; `None`
+    /// for the current set. A retired set cannot vouch for a larger size,
+    /// so keys of former voters cannot finalise history written after
+    /// they left.
+    pub until_size: Option<u64>,
 }
 
 /// The `format` value of a trust file this code reads.
@@ -253,11 +282,49 @@ impl TrustFile {
         self.nodes.iter().filter(|n| n.voter).count() / 2 + 1
     }
 
-    fn voter_key(&self, node_id: u64) -> Option<&PublicKey> {
+    fn node_key(&self, node_id: u64) -> Option<&PublicKey> {
         self.nodes
             .iter()
-            .find(|n| n.node_id == node_id && n.voter)
+            .find(|n| n.node_id == node_id)
             .map(|n| &n.public_key)
+    }
+
+    fn current_voters(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|n| n.voter)
+            .map(|n| n.node_id)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The voters `cp` is judged under: the set it names, if the trust file
+    /// lists that set as covering its size; the current voters for a
+    /// checkpoint that names none.
+    fn judges(&self, cp: &Checkpoint) -> Result<Vec<u64>, ProofError> {
+        if cp.voters.is_empty() {
+            return Ok(self.current_voters());
+        }
+        let mut named = cp.voters.clone();
+        named.sort_unstable();
+        named.dedup();
+        let listed = if self.voter_sets.is_empty() {
+            named == self.current_voters()
+        } else {
+            self.voter_sets
+                .iter()
+                .any(|s| s.voters == named && s.until_size.is_none_or(|until| cp.size <= until))
+        };
+        if listed {
+            Ok(named)
+        } else {
+            Err(ProofError::UnknownVoterSet {
+                size: cp.size,
+                voters: named,
+            })
+        }
     }
 
     /// Checks the format tag and that no node id or key appears twice.
@@ -284,6 +351,14 @@ impl TrustFile {
         if ids.len() != self.nodes.len() || keys.len() != self.nodes.len() {
             return Err(bad("a node id or key is listed twice".into()));
         }
+        for set in &self.voter_sets {
+            if set.voters.is_empty() || set.voters.iter().any(|v| !ids.contains(v)) {
+                return Err(bad(format!(
+                    "voter set {:?} is empty or names a node without a key",
+                    set.voters
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -298,6 +373,7 @@ impl TrustFile {
                 found: cp.cluster_id.clone(),
             });
         }
+        let judges = self.judges(cp)?;
         let message = cp.message();
         let mut seen = Vec::new();
         for c in &cp.cosignatures {
@@ -308,11 +384,17 @@ impl TrustFile {
                 });
             }
             seen.push(c.node_id);
+            if !judges.contains(&c.node_id) {
+                return Err(ProofError::BadCosignature {
+                    node: c.node_id,
+                    message: "not one of the voters the checkpoint is judged under".into(),
+                });
+            }
             let key = self
-                .voter_key(c.node_id)
+                .node_key(c.node_id)
                 .ok_or_else(|| ProofError::BadCosignature {
                     node: c.node_id,
-                    message: "not a voter in the trust file".into(),
+                    message: "has no key in the trust file".into(),
                 })?;
             key.verify(&message, &c.signature)
                 .map_err(|message| ProofError::BadCosignature {
@@ -320,7 +402,7 @@ impl TrustFile {
                     message,
                 })?;
         }
-        let needed = self.quorum();
+        let needed = judges.len() / 2 + 1;
         if seen.len() < needed {
             return Err(ProofError::NotFinal {
                 size: cp.size,
@@ -461,4 +543,109 @@ pub fn verify_consistency(
         new: new.checkpoint.size,
         source,
     })
+}
+
+#[cfg(test)]
+mod voter_set_tests {
+    use super::*;
+
+    fn key(n: u8) -> SecretKey {
+        SecretKey::from_seed([n; 32])
+    }
+
+    /// Nodes 1-5; the cluster went from voters {1,2,3} to {1,2,3,4,5} at
+    /// size 100, then to {1,2,4} at size 200.
+    fn trust() -> TrustFile {
+        TrustFile {
+            format: TRUST_FORMAT.into(),
+            cluster_id: "c".into(),
+            nodes: (1..=5)
+                .map(|n| TrustedNode {
+                    node_id: u64::from(n),
+                    public_key: key(n).public(),
+                    voter: [1, 2, 4].contains(&n),
+                    region: String::new(),
+                })
+                .collect(),
+            publishers: vec![],
+            voter_sets: vec![
+                VoterSet {
+                    voters: vec![1, 2, 3],
+                    until_size: Some(100),
+                },
+                VoterSet {
+                    voters: vec![1, 2, 3, 4, 5],
+                    until_size: Some(200),
+                },
+                VoterSet {
+                    voters: vec![1, 2, 4],
+                    until_size: None,
+                },
+            ],
+        }
+    }
+
+    fn cp(size: u64, voters: &[u64], signers: &[u8]) -> Checkpoint {
+        let root = Digest([7; 32]);
+        let message = checkpoint_message("c", size, &root);
+        Checkpoint {
+            cluster_id: "c".into(),
+            size,
+            root,
+            cosignatures: signers
+                .iter()
+                .map(|&n| Cosignature {
+                    node_id: u64::from(n),
+                    signature: key(n).sign(&message),
+                })
+                .collect(),
+            voters: voters.to_vec(),
+        }
+    }
+
+    #[test]
+    fn checkpoints_are_judged_under_the_voter_set_they_name() {
+        let t = trust();
+        t.check().expect("valid trust file");
+        // Under the first set: node 3 (no longer a voter) counts there.
+        t.verify_checkpoint(&cp(50, &[1, 2, 3], &[1, 3]))
+            .expect("final under {1,2,3}");
+        // Under the five-voter set two cosignatures are not a majority.
+        assert!(matches!(
+            t.verify_checkpoint(&cp(150, &[1, 2, 3, 4, 5], &[1, 3])),
+            Err(ProofError::NotFinal { needed: 3, .. })
+        ));
+        t.verify_checkpoint(&cp(150, &[1, 2, 3, 4, 5], &[3, 4, 5]))
+            .expect("3 of 5");
+        // Current set.
+        t.verify_checkpoint(&cp(250, &[1, 2, 4], &[2, 4]))
+            .expect("2 of 3");
+        // A checkpoint without named voters: the current voters.
+        t.verify_checkpoint(&cp(250, &[], &[1, 4]))
+            .expect("current voters");
+    }
+
+    #[test]
+    fn retired_or_unknown_voter_sets_cannot_vouch() {
+        let t = trust();
+        // {1,2,3} was replaced at size 100: its keys cannot finalise size 101.
+        assert!(matches!(
+            t.verify_checkpoint(&cp(101, &[1, 2, 3], &[1, 2, 3])),
+            Err(ProofError::UnknownVoterSet { size: 101, .. })
+        ));
+        // A set the cluster never had.
+        assert!(matches!(
+            t.verify_checkpoint(&cp(50, &[3, 5], &[3, 5])),
+            Err(ProofError::UnknownVoterSet { .. })
+        ));
+        // A cosigner outside the named set is evidence of tampering.
+        assert!(matches!(
+            t.verify_checkpoint(&cp(250, &[1, 2, 4], &[1, 2, 5])),
+            Err(ProofError::BadCosignature { node: 5, .. })
+        ));
+        // A voter set naming a node with no key is a malformed trust file.
+        let mut bad = trust();
+        bad.voter_sets[0].voters.push(9);
+        assert!(bad.check().is_err());
+    }
 }

@@ -1055,6 +1055,7 @@ mod tests {
                 name: "policy-team".into(),
                 public_key: publisher().public(),
             }],
+            voter_sets: vec![],
         }
     }
 
@@ -1298,6 +1299,7 @@ mod tests {
                 size: self.count,
                 root,
                 cosignatures,
+                voters: vec![1, 2, 3],
             })));
         }
 

@@ -1091,6 +1091,18 @@ impl Node {
         metrics::gauge!("quorate_raft_last_log_index").set(s.last_log_index as f64);
         metrics::gauge!("quorate_raft_last_applied_index").set(s.last_applied_index as f64);
         metrics::gauge!("quorate_decision_log_records").set(s.decision_count as f64);
+        // On the leader: how far each member is behind, by region and role.
+        for m in &s.members {
+            if let Some(lag) = m.lag {
+                metrics::gauge!(
+                    "quorate_member_lag_entries",
+                    "node" => m.node_id.to_string(),
+                    "region" => m.region.clone(),
+                    "role" => if m.voter { "voter" } else { "learner" },
+                )
+                .set(lag as f64);
+            }
+        }
         for reason in DenyReason::ALL {
             let on = s.containment_reason == Some(reason);
             metrics::gauge!("quorate_contained", "reason" => reason.code()).set(if on {

@@ -15,7 +15,7 @@ use openraft::ServerState;
 use quorate_core::export::{EXPORT_FORMAT, ExportHeader, ExportLine};
 use quorate_core::proof::{
     CONSISTENCY_FORMAT, ConsistencyBundle, RECEIPT_FORMAT, TRUST_FORMAT, TrustedNode,
-    TrustedPublisher, checkpoint_message,
+    TrustedPublisher, VoterSet, checkpoint_message,
 };
 use quorate_core::{Checkpoint, Command, CommandResponse, Digest, ErrorCode, Receipt, TrustFile};
 use quorate_store::CheckpointState;
@@ -256,18 +256,40 @@ impl Node {
         let m = self.metrics();
         let membership = m.membership_config.membership();
         let voters: Vec<u64> = membership.voter_ids().collect();
+        // Current members, then every former voter (its key still vouches
+        // for the checkpoints its voter sets judged).
+        let mut nodes: Vec<TrustedNode> = membership
+            .nodes()
+            .map(|(id, n)| TrustedNode {
+                node_id: *id,
+                public_key: n.public_key,
+                voter: voters.contains(id),
+                region: n.region.clone(),
+            })
+            .collect();
+        let history = self.lookup().voter_history();
+        for v in history.iter().flat_map(|e| e.voters.iter()) {
+            if !nodes.iter().any(|n| n.node_id == v.node_id) {
+                nodes.push(TrustedNode {
+                    node_id: v.node_id,
+                    public_key: v.public_key,
+                    voter: false,
+                    region: String::new(),
+                });
+            }
+        }
+        let voter_sets = history
+            .iter()
+            .map(|e| VoterSet {
+                voters: e.ids(),
+                until_size: e.until_size,
+            })
+            .collect();
         Ok(TrustFile {
             format: TRUST_FORMAT.into(),
             cluster_id: self.config().cluster_id.clone(),
-            nodes: membership
-                .nodes()
-                .map(|(id, n)| TrustedNode {
-                    node_id: *id,
-                    public_key: n.public_key,
-                    voter: voters.contains(id),
-                    region: n.region.clone(),
-                })
-                .collect(),
+            nodes,
+            voter_sets,
             publishers: self
                 .config()
                 .security

@@ -25,5 +25,7 @@ mod snapshot;
 pub use db::{Store, StoreError};
 pub use log_store::LogStore;
 pub use machine::{ChainHead, DecisionLookup, IntegrityError, MachineState, StateMachine};
-pub use proofs::{CheckpointProgress, CheckpointState, Divergence, ProofState};
+pub use proofs::{
+    CheckpointProgress, CheckpointState, CheckpointVoter, Divergence, ProofState, VoterEpoch,
+};
 pub use snapshot::{SnapshotPayload, repair_from_snapshot};

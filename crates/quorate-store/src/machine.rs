@@ -43,6 +43,8 @@ type View<'a> = rocksdb::SnapshotWithThreadMode<'a, rocksdb::DB>;
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
 pub(crate) const KEY_HEAD: &[u8] = b"chain_head";
 pub(crate) const KEY_PROOF: &[u8] = b"proof";
+/// The cluster's voter sets over time (`proofs::VoterEpoch`).
+pub(crate) const KEY_VOTER_HISTORY: &[u8] = b"voter_history";
 /// The id of the most recently started rollout (its state is in
 /// `rollouts`).
 pub(crate) const KEY_ROLLOUT_LATEST: &[u8] = b"rollout_latest";
@@ -76,6 +78,8 @@ pub struct MachineState {
     pub divergence: Option<Divergence>,
     /// The most recently started rollout, active or ended.
     pub rollout: Option<Rollout>,
+    /// Every voter set the cluster has had, oldest first.
+    pub voter_history: Vec<crate::proofs::VoterEpoch>,
 }
 
 pub(crate) fn request_key(domain: &str, request_id: &str) -> Vec<u8> {
@@ -236,6 +240,14 @@ impl DecisionLookup {
     /// Every activation (and publish-with-activate), in log order.
     pub fn activations(&self) -> Result<Vec<Activation>, StoreError> {
         scan_all(&self.store, CF_ACTIVATIONS)
+    }
+
+    /// Every voter set the cluster has had, oldest first.
+    pub fn voter_history(&self) -> Vec<crate::proofs::VoterEpoch> {
+        self.state
+            .read()
+            .map(|s| s.voter_history.clone())
+            .unwrap_or_default()
     }
 
     /// A rollout by id, or the latest one when `id` is empty.
@@ -1085,6 +1097,7 @@ impl StateMachine {
                     size,
                     root: *root,
                     cosignatures: Vec::new(),
+                    voters: membership.voter_ids().collect(),
                 },
                 finalized_at: None,
                 voters: voters_of(membership),
@@ -1379,6 +1392,9 @@ pub(crate) fn load_state(store: &Store) -> Result<MachineState, StoreError> {
         let meta: DomainMeta = decode(CF_DOMAINS, &k, &v)?;
         domains.insert(String::from_utf8_lossy(&k).into_owned(), meta);
     }
+    let voter_history = store
+        .get_json(CF_SM_META, KEY_VOTER_HISTORY)?
+        .unwrap_or_default();
     Ok(MachineState {
         last_applied,
         membership,
@@ -1387,6 +1403,7 @@ pub(crate) fn load_state(store: &Store) -> Result<MachineState, StoreError> {
         proof,
         divergence,
         rollout,
+        voter_history,
     })
 }
 
@@ -1445,6 +1462,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     .map_err(io_err)?,
                 EntryPayload::Membership(m) => {
                     st.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    if crate::proofs::record_voters(&mut st.voter_history, m, st.head.count) {
+                        let meta = self.store.cf(CF_SM_META).map_err(io_err)?;
+                        batch.put_cf(&meta, KEY_VOTER_HISTORY, encode(&st.voter_history));
+                    }
                     CommandResponse::None
                 }
             };

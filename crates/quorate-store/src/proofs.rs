@@ -50,8 +50,47 @@ pub struct CheckpointVoter {
     pub public_key: quorate_core::PublicKey,
 }
 
+/// One voter set of the cluster's history, with keys, and the decision-log
+/// size at which a later set replaced it (`None` while current). The trust
+/// file lists these so that checkpoints judged under a former voter set
+/// still verify offline, and only for sizes that set could have judged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoterEpoch {
+    pub voters: Vec<CheckpointVoter>,
+    pub until_size: Option<u64>,
+}
+
+impl VoterEpoch {
+    pub fn ids(&self) -> Vec<u64> {
+        self.voters.iter().map(|v| v.node_id).collect()
+    }
+}
+
+/// Records `membership`'s voters as a new epoch when they differ from the
+/// current one, closing the current one at `size`.
+pub(crate) fn record_voters(
+    history: &mut Vec<VoterEpoch>,
+    membership: &quorate_raft::Membership,
+    size: u64,
+) -> bool {
+    let voters = voters_of(membership);
+    let ids: Vec<u64> = voters.iter().map(|v| v.node_id).collect();
+    if history.last().is_some_and(|e| e.ids() == ids) {
+        return false;
+    }
+    if let Some(last) = history.last_mut() {
+        last.until_size = Some(size);
+    }
+    history.push(VoterEpoch {
+        voters,
+        until_size: None,
+    });
+    true
+}
+
 /// The voters of `membership`, with their keys.
 pub(crate) fn voters_of(membership: &quorate_raft::Membership) -> Vec<CheckpointVoter> {
+    // BTreeSet order: sorted by node id.
     membership
         .voter_ids()
         .filter_map(|id| {

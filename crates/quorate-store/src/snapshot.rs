@@ -22,7 +22,8 @@ use crate::db::{
 use crate::log_store::KEY_PURGED;
 use crate::machine::{
     ChainHead, DomainMeta, IntegrityError, KEY_DIVERGENCE, KEY_HEAD, KEY_LAST_APPLIED,
-    KEY_MEMBERSHIP, KEY_PROOF, KEY_ROLLOUT_LATEST, activation_key, policy_key, request_key,
+    KEY_MEMBERSHIP, KEY_PROOF, KEY_ROLLOUT_LATEST, KEY_VOTER_HISTORY, activation_key, policy_key,
+    request_key,
 };
 use crate::proofs::{CheckpointState, ProofState, merkle_key};
 
@@ -53,6 +54,8 @@ pub struct SnapshotPayload {
     pub rollouts: Vec<quorate_core::rollout::Rollout>,
     #[serde(default)]
     pub rollout_latest: Option<String>,
+    #[serde(default)]
+    pub voter_history: Vec<crate::proofs::VoterEpoch>,
 }
 
 impl SnapshotPayload {
@@ -258,6 +261,10 @@ impl SnapshotBuilder {
             Some(b) => Some(decode(CF_SM_META, KEY_ROLLOUT_LATEST, &b)?),
             None => None,
         };
+        let voter_history = match read(CF_SM_META, KEY_VOTER_HISTORY)? {
+            Some(b) => decode(CF_SM_META, KEY_VOTER_HISTORY, &b)?,
+            None => Vec::new(),
+        };
         let payload = SnapshotPayload {
             last_applied,
             membership: membership.clone(),
@@ -269,6 +276,7 @@ impl SnapshotBuilder {
             activations,
             rollouts,
             rollout_latest,
+            voter_history,
         };
         let data = encode(&payload);
         let meta = SnapshotMeta {
@@ -428,6 +436,7 @@ fn install_inner(
     for r in &payload.rollouts {
         batch.put_cf(&cf_ro, r.id.as_bytes(), encode(r));
     }
+    batch.put_cf(&cf_meta, KEY_VOTER_HISTORY, encode(&payload.voter_history));
     match &payload.rollout_latest {
         Some(id) => batch.put_cf(&cf_meta, KEY_ROLLOUT_LATEST, encode(id)),
         None => batch.delete_cf(&cf_meta, KEY_ROLLOUT_LATEST),
