@@ -68,6 +68,8 @@ impl NodeProc {
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<NodeProc>,
+    /// The certificates directory of a TLS cluster.
+    pub certs: Option<PathBuf>,
 }
 
 impl Drop for Cluster {
@@ -95,6 +97,9 @@ pub struct ClusterOpts {
     pub spares: u64,
     /// Region label of node i+1; default "r{id}".
     pub regions: Vec<String>,
+    /// Mutual TLS (certificates from `quorate certs init` in the cluster's
+    /// dir); plaintext (`insecure = true`) otherwise.
+    pub tls: bool,
 }
 
 impl Default for ClusterOpts {
@@ -108,6 +113,7 @@ impl Default for ClusterOpts {
             extra_config: String::new(),
             spares: 0,
             regions: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -129,6 +135,25 @@ impl Cluster {
             .enumerate()
             .map(|(i, (g, _))| member(i, g))
             .collect();
+        let certs = if opts.tls {
+            let out = dir.path().join("certs");
+            let total = (opts.nodes + opts.spares).to_string();
+            let out_s = out.to_string_lossy().into_owned();
+            let (code, _, err) = cli(&[
+                "certs",
+                "init",
+                "--out",
+                &out_s,
+                "--nodes",
+                &total,
+                "--cluster",
+                "test",
+            ]);
+            anyhow::ensure!(code == 0, "certs init: {err}");
+            Some(out)
+        } else {
+            None
+        };
         let mut nodes = Vec::new();
         for (i, (g, h)) in ports.iter().enumerate() {
             let id = i as u64 + 1;
@@ -142,6 +167,18 @@ impl Cluster {
                 .unwrap_or_else(|| format!("r{id}"));
             // A spare lists only itself and does not bootstrap: it waits to
             // be added by the cluster's leader.
+            // Mutual TLS with certificates from `quorate certs init`, or an
+            // explicitly insecure plaintext cluster.
+            let (insecure, tls) = match &certs {
+                Some(c) => (
+                    "",
+                    format!(
+                        "[tls]\nca_file = \"{0}/ca.pem\"\ncert_file = \"{0}/node-{id}.pem\"\nkey_file = \"{0}/node-{id}.key\"\n",
+                        c.display()
+                    ),
+                ),
+                None => ("insecure = true", String::new()),
+            };
             let (bootstrap, members) = if spare {
                 ("false", member(i, g))
             } else {
@@ -149,12 +186,12 @@ impl Cluster {
             };
             let text = format!(
                 "cluster_id = \"test\"\nnode_id = {id}\nregion = \"{region}\"\n\
-                 bootstrap = {bootstrap}\n\
+                 bootstrap = {bootstrap}\n{insecure}\n\
                  grpc_addr = \"127.0.0.1:{g}\"\nhttp_addr = \"127.0.0.1:{h}\"\n\
                  commit_timeout_ms = {}\n\n{members}\
                  [raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\n\
                  election_timeout_max_ms = 1000\nsnapshot_after_entries = {}\n\
-                 keep_entries_after_snapshot = 100\n\n{}\n",
+                 keep_entries_after_snapshot = 100\n\n{}\n{tls}",
                 opts.commit_timeout_ms, opts.snapshot_after_entries, opts.extra_config
             );
             std::fs::write(&config, text)?;
@@ -167,7 +204,7 @@ impl Cluster {
                 child: None,
             });
         }
-        let mut cluster = Cluster { dir, nodes };
+        let mut cluster = Cluster { dir, nodes, certs };
         for i in 0..opts.nodes as usize {
             cluster.spawn(i)?;
         }
@@ -217,8 +254,24 @@ impl Cluster {
         self.spawn(i)
     }
 
+    /// A client of node `i`: plaintext, or on a TLS cluster with the
+    /// certificate of the role the call needs (`client_as`). Reads and
+    /// status use the auditor, writes the admin, decisions the agent.
     pub async fn client(&self, i: usize) -> anyhow::Result<GovernanceClient<Channel>> {
-        connect(&self.nodes[i].grpc).await
+        self.client_as(i, "auditor").await
+    }
+
+    /// A client of node `i` presenting `role`'s certificate (`admin`,
+    /// `agent`, `auditor`) on a TLS cluster.
+    pub async fn client_as(
+        &self,
+        i: usize,
+        role: &str,
+    ) -> anyhow::Result<GovernanceClient<Channel>> {
+        match &self.certs {
+            None => connect(&self.nodes[i].grpc).await,
+            Some(dir) => connect_tls(&self.nodes[i].grpc, dir, role),
+        }
     }
 
     pub async fn status(&self, i: usize) -> anyhow::Result<v1::StatusResponse> {
@@ -282,7 +335,7 @@ impl Cluster {
         let start = Instant::now();
         loop {
             let l = self.wait_leader(Duration::from_secs(10)).await?;
-            let mut c = self.client(l).await?;
+            let mut c = self.client_as(l, "admin").await?;
             let r = c
                 .publish_policy(v1::PublishPolicyRequest {
                     domain: domain.into(),
@@ -317,7 +370,7 @@ impl Cluster {
         let start = Instant::now();
         loop {
             let r = self
-                .client(i)
+                .client_as(i, "agent")
                 .await?
                 .authorize(req.clone())
                 .await?
@@ -345,6 +398,22 @@ impl Cluster {
         }
         Ok(out)
     }
+}
+
+/// A mutual-TLS client presenting `dir/ROLE.pem` (certs from `quorate
+/// certs init`), connected lazily.
+pub fn connect_tls(
+    addr: &str,
+    dir: &Path,
+    role: &str,
+) -> anyhow::Result<GovernanceClient<Channel>> {
+    let tls = quorate_raft::tls::TlsContext::load(quorate_raft::tls::TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join(format!("{role}.pem")),
+        key: dir.join(format!("{role}.key")),
+    })?;
+    let ch = quorate_raft::network::channel(addr, Some(tls))?;
+    Ok(GovernanceClient::new(ch))
 }
 
 pub async fn connect(addr: &str) -> anyhow::Result<GovernanceClient<Channel>> {

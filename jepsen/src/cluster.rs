@@ -82,6 +82,7 @@ impl Cluster {
                 &config,
                 format!(
                     "cluster_id = \"jepsen\"\nnode_id = {i}\nregion = \"r{i}\"\n\
+                     insecure = true\n\
                      grpc_addr = \"{a}:7101\"\nhttp_addr = \"{a}:7201\"\n\
                      commit_timeout_ms = 1000\n\n{members}\
                      [raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\n\

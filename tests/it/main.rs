@@ -14,3 +14,4 @@ mod t50_proofs;
 mod t60_tamper;
 mod t70_federation;
 mod t71_rollout;
+mod t80_tls;

@@ -105,6 +105,8 @@ pub enum ErrorCode {
     InvalidPolicy,
     /// The named domain, version or decision does not exist.
     NotFound,
+    /// The caller's certificate does not allow this call.
+    PermissionDenied,
     /// The request is well formed but the state does not allow it now
     /// (e.g. promoting a rollout that is not in shadow); nothing changed.
     FailedPrecondition,
@@ -126,6 +128,7 @@ impl ErrorCode {
             ErrorCode::InvalidPolicy => "INVALID_POLICY",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::FailedPrecondition => "FAILED_PRECONDITION",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::CommitTimeout => "COMMIT_TIMEOUT",
             ErrorCode::Contained => "CONTAINED",

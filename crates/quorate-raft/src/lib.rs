@@ -10,6 +10,7 @@ use std::io::Cursor;
 
 pub mod network;
 pub mod service;
+pub mod tls;
 
 openraft::declare_raft_types!(
     /// quorate's Raft types: commands in, command responses out, u64 node

@@ -34,23 +34,58 @@ pub enum TransportError {
 }
 
 /// Lazily connected channels to peers, one per address, shared by the Raft
-/// transport, leader forwarding and read-index calls.
+/// transport, leader forwarding and read-index calls. With TLS, every
+/// connection is mutual TLS with this node's certificate, made with the
+/// material current at connect time (so a rotated certificate is used by
+/// every reconnect).
 #[derive(Clone, Debug, Default)]
 pub struct Channels {
     inner: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Option<Arc<crate::tls::TlsContext>>,
 }
 
 impl Channels {
+    pub fn with_tls(tls: Option<Arc<crate::tls::TlsContext>>) -> Channels {
+        Channels {
+            inner: Arc::default(),
+            tls,
+        }
+    }
+
     /// The channel to `addr`, created (not yet connected) on first use.
     pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let c = endpoint(addr)?.connect_lazy();
+        let c = channel(addr, self.tls.clone())?;
         map.insert(addr.to_string(), c.clone());
         Ok(c)
     }
+
+    /// Forgets every channel: the next call reconnects (after a
+    /// certificate rotation, so that no connection keeps the old one).
+    pub fn reset(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// A lazily connected channel to `addr`, over mutual TLS when `tls` is set.
+pub fn channel(
+    addr: &str,
+    tls: Option<Arc<crate::tls::TlsContext>>,
+) -> Result<Channel, tonic::transport::Error> {
+    let ep = endpoint(addr)?;
+    Ok(match tls {
+        None => ep.connect_lazy(),
+        Some(tls) => {
+            let addr = addr.to_string();
+            ep.connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+                let (tls, addr) = (tls.clone(), addr.clone());
+                async move { crate::tls::connect_tls(&tls, &addr).await }
+            }))
+        }
+    })
 }
 
 /// Makes one client per peer.

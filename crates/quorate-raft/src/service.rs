@@ -73,6 +73,13 @@ pub trait PeerHandler: Send + Sync + 'static {
     async fn submit_cosign(&self, cmd: quorate_core::Command) -> Result<(), String>;
     /// A verified snapshot of this node's current state.
     async fn fetch_snapshot(&self) -> Result<(crate::SnapshotMeta, Vec<u8>), String>;
+    /// Whether the peer on this connection may call `rpc` (a member node
+    /// of this cluster, when TLS is on). The message says why not.
+    fn admit_peer(
+        &self,
+        peer: Option<&crate::tls::PeerInfo>,
+        rpc: &'static str,
+    ) -> Result<(), String>;
 }
 
 /// Serves the Raft RPCs of one node.
@@ -99,6 +106,21 @@ where
             contact,
             handler,
         }
+    }
+}
+
+impl<SM> RaftService<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
+{
+    /// Refuses a caller that is not a member node of this cluster.
+    fn admit(&self, req: &Request<RaftMessage>, rpc: &'static str) -> Result<(), Status> {
+        self.handler
+            .admit_peer(req.extensions().get::<crate::tls::PeerInfo>(), rpc)
+            .map_err(|why| {
+                metrics::counter!("quorate_permission_denied_total", "rpc" => rpc).increment(1);
+                Status::permission_denied(why)
+            })
     }
 }
 
@@ -129,6 +151,7 @@ where
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        self.admit(&req, "AppendEntries")?;
         let msg = req.into_inner();
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&msg)?;
         let r = self.raft.append_entries(rpc).await;
@@ -143,18 +166,21 @@ where
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.admit(&req, "Vote")?;
         let msg = req.into_inner();
         let rpc: VoteRequest<TypeConfig> = decode(&msg)?;
         reply(msg.from, self.raft.vote(rpc).await)
     }
 
     async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.admit(&req, "PreVote")?;
         let msg = req.into_inner();
         let rpc: VoteRequest<TypeConfig> = decode(&msg)?;
         reply(msg.from, self.raft.pre_vote(rpc).await)
     }
 
     async fn read_index(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.admit(&req, "ReadIndex")?;
         let msg = req.into_inner();
         // ReadIndex: confirm leadership with a fresh quorum round, then name
         // the log id a reader must have applied. Never a lease read.
@@ -170,6 +196,7 @@ where
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        self.admit(&req, "InstallSnapshot")?;
         let msg = req.into_inner();
         let wire: WireSnapshot = decode(&msg)?;
         let snapshot = Snapshot {
@@ -184,6 +211,7 @@ where
     }
 
     async fn identity(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.admit(&req, "Identity")?;
         let msg = req.into_inner();
         reply::<_, String>(msg.from, Ok(self.handler.identity()))
     }
@@ -192,6 +220,7 @@ where
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        self.admit(&req, "SubmitCosign")?;
         let msg = req.into_inner();
         let cmd: quorate_core::Command = decode(&msg)?;
         if !matches!(cmd, quorate_core::Command::Cosign { .. }) {
@@ -204,6 +233,7 @@ where
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        self.admit(&req, "FetchSnapshot")?;
         let msg = req.into_inner();
         match self.handler.fetch_snapshot().await {
             Ok((meta, data)) => {

@@ -11,7 +11,7 @@ use quorate_proto::{FORWARDED_METADATA_KEY, record_from_wire, record_to_wire};
 use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
-use crate::node::{Answer, Node};
+use crate::node::{Access, Answer, Node};
 
 pub struct GovernanceApi {
     node: Node,
@@ -168,6 +168,7 @@ impl Governance for GovernanceApi {
         &self,
         req: Request<v1::AuthorizeRequest>,
     ) -> Result<Response<v1::AuthorizeResponse>, Status> {
+        self.admit(&req, "Authorize", Access::Decide)?;
         let forwarded = req.metadata().contains_key(FORWARDED_METADATA_KEY);
         let r = request_from_wire(req.into_inner(), self.node.limits())?;
         let answer = self.node.authorize(r, forwarded).await?;
@@ -178,6 +179,7 @@ impl Governance for GovernanceApi {
         &self,
         req: Request<v1::PublishPolicyRequest>,
     ) -> Result<Response<v1::PublishPolicyResponse>, Status> {
+        self.admit(&req, "PublishPolicy", Access::Administer)?;
         let r = req.into_inner();
         let signature = signature_from_wire(r.publisher_key, r.signature)?;
         let p = self
@@ -203,6 +205,7 @@ impl Governance for GovernanceApi {
         &self,
         req: Request<v1::ActivatePolicyRequest>,
     ) -> Result<Response<v1::ActivatePolicyResponse>, Status> {
+        self.admit(&req, "ActivatePolicy", Access::Administer)?;
         let r = req.into_inner();
         let a = self.node.activate_policy(r.domain, r.version).await?;
         Ok(Response::new(v1::ActivatePolicyResponse {
@@ -217,6 +220,7 @@ impl Governance for GovernanceApi {
         &self,
         req: Request<v1::GetPolicyRequest>,
     ) -> Result<Response<v1::PolicyVersion>, Status> {
+        self.admit(&req, "GetPolicy", Access::Read)?;
         let r = req.into_inner();
         let version = (r.version != 0).then_some(r.version);
         let (p, active) = self.node.get_policy(&r.domain, version).await?;
@@ -227,6 +231,7 @@ impl Governance for GovernanceApi {
         &self,
         req: Request<v1::GetDecisionRequest>,
     ) -> Result<Response<v1::DecisionRecord>, Status> {
+        self.admit(&req, "GetDecision", Access::Audit)?;
         let rec = match req.into_inner().key {
             Some(v1::get_decision_request::Key::Index(i)) => {
                 self.node.get_decision_by_index(i).await?
@@ -249,6 +254,7 @@ impl Governance for GovernanceApi {
         &self,
         req: Request<v1::ListDecisionsRequest>,
     ) -> Result<Response<RecordStream>, Status> {
+        self.admit(&req, "ListDecisions", Access::Audit)?;
         let r = req.into_inner();
         // Everything committed before this call is included.
         self.node.linearize().await?;
@@ -298,8 +304,9 @@ impl Governance for GovernanceApi {
 
     async fn status(
         &self,
-        _req: Request<v1::StatusRequest>,
+        req: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
+        self.admit(&req, "Status", Access::Read)?;
         let s = self.node.status();
         Ok(Response::new(v1::StatusResponse {
             node_id: s.node_id,
@@ -328,6 +335,7 @@ impl Governance for GovernanceApi {
         &self,
         req: Request<v1::GetDecisionRequest>,
     ) -> Result<Response<v1::ProofDocument>, Status> {
+        self.admit(&req, "GetReceipt", Access::Read)?;
         let index = match req.into_inner().key {
             Some(v1::get_decision_request::Key::Index(i)) => i,
             Some(v1::get_decision_request::Key::Request(k)) => {
@@ -347,6 +355,7 @@ impl Governance for GovernanceApi {
         &self,
         req: Request<v1::GetCheckpointRequest>,
     ) -> Result<Response<v1::ProofDocument>, Status> {
+        self.admit(&req, "GetCheckpoint", Access::Read)?;
         let size = req.into_inner().size;
         document(
             &self
@@ -360,6 +369,7 @@ impl Governance for GovernanceApi {
         &self,
         req: Request<v1::GetConsistencyProofRequest>,
     ) -> Result<Response<v1::ProofDocument>, Status> {
+        self.admit(&req, "GetConsistencyProof", Access::Read)?;
         let r = req.into_inner();
         let new = (r.new_size != 0).then_some(r.new_size);
         document(&self.node.consistency(r.old_size, new).await?)
@@ -367,8 +377,9 @@ impl Governance for GovernanceApi {
 
     async fn get_trust(
         &self,
-        _req: Request<v1::GetTrustRequest>,
+        req: Request<v1::GetTrustRequest>,
     ) -> Result<Response<v1::ProofDocument>, Status> {
+        self.admit(&req, "GetTrust", Access::Read)?;
         document(&self.node.trust_file().await?)
     }
 
@@ -376,8 +387,9 @@ impl Governance for GovernanceApi {
 
     async fn export_log(
         &self,
-        _req: Request<v1::ExportLogRequest>,
+        req: Request<v1::ExportLogRequest>,
     ) -> Result<Response<ExportStream>, Status> {
+        self.admit(&req, "ExportLog", Access::Audit)?;
         let rx = self.node.export().await?;
         let stream =
             tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |line| {
@@ -392,6 +404,7 @@ impl Governance for GovernanceApi {
         &self,
         req: Request<v1::WatchDecisionsRequest>,
     ) -> Result<Response<RecordStream>, Status> {
+        self.admit(&req, "WatchDecisions", Access::Audit)?;
         let r = req.into_inner();
         let domain = r.domain.filter(|d| !d.is_empty());
         if let Some(d) = &domain {
@@ -410,6 +423,7 @@ impl Governance for GovernanceApi {
         &self,
         req: Request<v1::AddLearnerRequest>,
     ) -> Result<Response<v1::MembershipResponse>, Status> {
+        self.admit(&req, "AddLearner", Access::Administer)?;
         let r = req.into_inner();
         let log_index = self.node.add_learner(r.node_id, r.addr).await?;
         Ok(Response::new(self.membership_response(log_index)))
@@ -419,6 +433,7 @@ impl Governance for GovernanceApi {
         &self,
         req: Request<v1::MembershipChangeRequest>,
     ) -> Result<Response<v1::MembershipResponse>, Status> {
+        self.admit(&req, "PromoteVoter", Access::Administer)?;
         let r = req.into_inner();
         let log_index = self.node.promote_voter(r.node_id, r.max_lag).await?;
         Ok(Response::new(self.membership_response(log_index)))
@@ -428,6 +443,7 @@ impl Governance for GovernanceApi {
         &self,
         req: Request<v1::MembershipChangeRequest>,
     ) -> Result<Response<v1::MembershipResponse>, Status> {
+        self.admit(&req, "RemoveNode", Access::Administer)?;
         let r = req.into_inner();
         let log_index = self.node.remove_node(r.node_id).await?;
         Ok(Response::new(self.membership_response(log_index)))
@@ -437,6 +453,7 @@ impl Governance for GovernanceApi {
         &self,
         req: Request<v1::StartRolloutRequest>,
     ) -> Result<Response<v1::RolloutDocument>, Status> {
+        self.admit(&req, "StartRollout", Access::Administer)?;
         let r = self.node.start_rollout(&req.into_inner().plan_json).await?;
         rollout_document(&r)
     }
@@ -445,6 +462,7 @@ impl Governance for GovernanceApi {
         &self,
         req: Request<v1::RolloutRequest>,
     ) -> Result<Response<v1::RolloutDocument>, Status> {
+        self.admit(&req, "PromoteRollout", Access::Administer)?;
         let r = req.into_inner();
         rollout_document(&self.node.promote_rollout(r.rollout_id, r.force).await?)
     }
@@ -453,6 +471,7 @@ impl Governance for GovernanceApi {
         &self,
         req: Request<v1::RolloutRequest>,
     ) -> Result<Response<v1::RolloutDocument>, Status> {
+        self.admit(&req, "RollbackRollout", Access::Administer)?;
         let r = req.into_inner();
         rollout_document(&self.node.rollback_rollout(r.rollout_id).await?)
     }
@@ -461,6 +480,7 @@ impl Governance for GovernanceApi {
         &self,
         req: Request<v1::RolloutRequest>,
     ) -> Result<Response<v1::RolloutDocument>, Status> {
+        self.admit(&req, "GetRollout", Access::Audit)?;
         rollout_document(&self.node.get_rollout(&req.into_inner().rollout_id).await?)
     }
 }
@@ -485,6 +505,17 @@ fn member_to_wire(m: crate::node::MemberStatus) -> v1::Member {
 }
 
 impl GovernanceApi {
+    /// Refuses a caller whose certificate's role does not allow `rpc`.
+    fn admit<T>(&self, req: &Request<T>, rpc: &'static str, access: Access) -> Result<(), Status> {
+        self.node
+            .admit_client(
+                req.extensions().get::<quorate_raft::tls::PeerInfo>(),
+                rpc,
+                access,
+            )
+            .map_err(Status::from)
+    }
+
     fn membership_response(&self, log_index: u64) -> v1::MembershipResponse {
         v1::MembershipResponse {
             log_index,

@@ -95,6 +95,20 @@ pub struct SecurityConfig {
     pub trusted_publishers: Vec<PublisherConfig>,
 }
 
+/// Mutual TLS for every connection, node to node and client to node
+/// (`quorate certs init` makes the files). Relative paths are relative to
+/// the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA: every peer and client certificate must chain to it.
+    pub ca_file: PathBuf,
+    /// This node's certificate; its URI SAN must be
+    /// quorate://CLUSTER_ID/node/NODE_ID.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
 /// Raft timing and log retention.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -178,6 +192,13 @@ pub struct NodeConfig {
     pub integrity: IntegrityConfig,
     #[serde(default)]
     pub security: SecurityConfig,
+    /// Mutual TLS; required unless `insecure`.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Serve plaintext with no authentication: anyone who reaches the port
+    /// may do anything. Only for throwaway test clusters.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 fn default_region() -> String {
@@ -204,6 +225,14 @@ impl NodeConfig {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+        let mut cfg = cfg;
+        if let (Some(tls), Some(dir)) = (cfg.tls.as_mut(), path.parent()) {
+            for p in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file] {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
+        }
         cfg.check()?;
         Ok(cfg)
     }
@@ -258,6 +287,21 @@ impl NodeConfig {
                  are listed; add one (quorate keys gen prints a public key)"
                     .into(),
             ));
+        }
+        match (&self.tls, self.insecure) {
+            (None, false) => {
+                return Err(ConfigError::Invalid(
+                    "no [tls] table: give ca_file, cert_file and key_file (`quorate certs init` \
+                     makes them), or set insecure = true for a plaintext test cluster"
+                        .into(),
+                ));
+            }
+            (Some(_), true) => {
+                return Err(ConfigError::Invalid(
+                    "both [tls] and insecure = true; choose one".into(),
+                ));
+            }
+            _ => {}
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid(

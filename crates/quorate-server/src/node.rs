@@ -55,6 +55,16 @@ pub enum NodeError {
     Raft(String),
     #[error("node identity key: {0}")]
     Key(#[from] crate::identity::KeyError),
+    #[error("TLS: {0}")]
+    Tls(#[from] quorate_raft::tls::TlsError),
+    #[error(
+        "the TLS certificate names {found}, but this node is quorate://{cluster}/node/{node}; use this node's certificate"
+    )]
+    TlsIdentity {
+        found: String,
+        cluster: String,
+        node: u64,
+    },
     #[error("cannot listen on {addr}: {source} (is another node already running there?)")]
     Bind {
         addr: SocketAddr,
@@ -152,6 +162,8 @@ pub(crate) struct Inner {
     pub(crate) limits: Limits,
     /// This node's identity: signs its checkpoint cosignatures.
     pub(crate) key: SecretKey,
+    /// Mutual TLS material; `None` only with `insecure = true`.
+    pub(crate) tls: Option<Arc<quorate_raft::tls::TlsContext>>,
 }
 
 /// A handle to the node's operations. Cheap to clone.
@@ -262,7 +274,27 @@ impl Node {
         }
         .validate()
         .map_err(|e| NodeError::RaftConfig(e.to_string()))?;
-        let channels = Channels::default();
+        // Mutual TLS, unless the config explicitly asks for plaintext.
+        let tls = match &cfg.tls {
+            None => {
+                tracing::warn!(
+                    "insecure = true: serving plaintext with no authentication; anyone who \
+                     can reach {} may do anything",
+                    cfg.grpc_addr
+                );
+                None
+            }
+            Some(t) => {
+                let ctx = quorate_raft::tls::TlsContext::load(quorate_raft::tls::TlsFiles {
+                    ca: t.ca_file.clone(),
+                    cert: t.cert_file.clone(),
+                    key: t.key_file.clone(),
+                })?;
+                check_own_identity(&ctx.own_identity(), &cfg)?;
+                Some(ctx)
+            }
+        };
+        let channels = Channels::with_tls(tls.clone());
         let raft = QRaft::new(
             cfg.node_id,
             Arc::new(raft_config),
@@ -287,6 +319,7 @@ impl Node {
                 unconfirmed: std::sync::Mutex::new(None),
                 limits,
                 key,
+                tls: tls.clone(),
             }),
         };
 
@@ -309,6 +342,14 @@ impl Node {
         let http_addr = http_listener.local_addr().unwrap_or(cfg.http_addr);
 
         let mut tasks = Vec::new();
+        let tls_for_server = tls.clone();
+        if let Some(t) = tls.clone() {
+            tasks.push(tokio::spawn(tls_reload_task(
+                t,
+                node.inner.channels.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
         let api = crate::api::GovernanceApi::new(node.clone());
         let handler: Arc<dyn PeerHandler> = Arc::new(node.clone());
         let raft_svc = RaftTransportServer::new(RaftService::new(raft.clone(), contact, handler))
@@ -319,18 +360,11 @@ impl Node {
             .max_encoding_message_size(64 * 1024 * 1024);
         let mut rx = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
-            // With our own listener tonic's `tcp_nodelay` does not apply, so
-            // set it per connection: small Raft and API messages must not wait
-            // for Nagle plus delayed ACKs (about 40 ms per hop).
-            let incoming = tokio_stream::StreamExt::map(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                |conn| {
-                    if let Ok(stream) = &conn {
-                        let _ = stream.set_nodelay(true);
-                    }
-                    conn
-                },
-            );
+            // Our own accept loop: TCP_NODELAY per connection (small Raft
+            // and API messages must not wait for Nagle plus delayed ACKs),
+            // and mutual TLS with the certificate identity of each peer in
+            // its requests' extensions.
+            let incoming = quorate_raft::tls::incoming(grpc_listener, tls_for_server);
             let r = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(raft_svc)
@@ -1114,6 +1148,134 @@ impl Node {
     }
 }
 
+/// A node's certificate must name this node of this cluster.
+fn check_own_identity(
+    id: &quorate_raft::tls::PeerIdentity,
+    cfg: &NodeConfig,
+) -> Result<(), NodeError> {
+    let ok = id.cluster_id == cfg.cluster_id
+        && id.principal == quorate_raft::tls::Principal::Node(cfg.node_id);
+    if ok {
+        Ok(())
+    } else {
+        Err(NodeError::TlsIdentity {
+            found: id.to_string(),
+            cluster: cfg.cluster_id.clone(),
+            node: cfg.node_id,
+        })
+    }
+}
+
+/// Reloads the TLS files on SIGHUP and when they change (checked every 2 s).
+/// New connections, in and out, use the new certificates at once; a
+/// rotation that does not load (half-written, wrong identity) is logged and
+/// the old certificates stay in use.
+async fn tls_reload_task(
+    tls: Arc<quorate_raft::tls::TlsContext>,
+    channels: Channels,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("no SIGHUP handler ({e}); TLS files are still reloaded on change");
+            None
+        }
+    };
+    let mut stamp = quorate_raft::tls::files_stamp(tls.files());
+    loop {
+        let signalled = tokio::select! {
+            _ = async {
+                match hup.as_mut() {
+                    Some(h) => { h.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => true,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => false,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let now = quorate_raft::tls::files_stamp(tls.files());
+        if !signalled && now == stamp {
+            continue;
+        }
+        stamp = now;
+        match tls.reload() {
+            Ok(()) => {
+                channels.reset();
+                metrics::counter!("quorate_tls_reloads_total", "result" => "ok").increment(1);
+                tracing::info!("TLS certificates reloaded");
+            }
+            Err(e) => {
+                metrics::counter!("quorate_tls_reloads_total", "result" => "error").increment(1);
+                tracing::error!("TLS reload refused, keeping the previous certificates: {e}");
+            }
+        }
+    }
+}
+
+/// Who may call what on the Governance API, by certificate role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Authorize: agents, and nodes forwarding for their clients.
+    Decide,
+    /// Publish, activate, rollouts, membership: admins.
+    Administer,
+    /// Logs, receipts, exports, the watch stream, rollout status:
+    /// auditors, admins and nodes.
+    Audit,
+    /// Status, policy reads, trust file, receipts: any authenticated party.
+    Read,
+}
+
+impl Node {
+    /// Invariant 7 at the door: with TLS, every Governance call names a
+    /// verified identity of this cluster whose role allows it; without TLS
+    /// (`insecure = true`, explicit in the config) everything is allowed.
+    pub(crate) fn admit_client(
+        &self,
+        peer: Option<&quorate_raft::tls::PeerInfo>,
+        rpc: &'static str,
+        access: Access,
+    ) -> Result<(), ApiError> {
+        use quorate_raft::tls::{Principal, Role};
+        if self.inner.tls.is_none() {
+            return Ok(());
+        }
+        let deny = |why: String| {
+            metrics::counter!("quorate_permission_denied_total", "rpc" => rpc).increment(1);
+            Err(ApiError::new(ErrorCode::PermissionDenied, why))
+        };
+        let Some(id) = peer.and_then(|p| p.identity.as_ref()) else {
+            return deny(format!("{rpc} needs a client certificate of this cluster"));
+        };
+        if id.cluster_id != self.inner.cfg.cluster_id {
+            return deny(format!("{id} belongs to another cluster"));
+        }
+        let allowed = match (&id.principal, access) {
+            (_, Access::Read) => true,
+            (Principal::Node(_), Access::Decide | Access::Audit) => true,
+            (Principal::Node(_), Access::Administer) => false,
+            (Principal::Client { role, .. }, a) => matches!(
+                (role, a),
+                (Role::Agent, Access::Decide)
+                    | (Role::Admin, Access::Administer | Access::Audit)
+                    | (Role::Auditor, Access::Audit)
+            ),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            let needs = match access {
+                Access::Decide => "an agent certificate",
+                Access::Administer => "an admin certificate",
+                Access::Audit => "an auditor or admin certificate",
+                Access::Read => "a certificate",
+            };
+            deny(format!("{id} may not call {rpc}: it needs {needs}"))
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl PeerHandler for Node {
     fn identity(&self) -> Identity {
@@ -1131,6 +1293,40 @@ impl PeerHandler for Node {
             Ok(CommandResponse::Rejected(r)) => Err(r.message),
             Ok(other) => Err(format!("unexpected response {other:?}")),
             Err(e) => Err(e.message),
+        }
+    }
+
+    /// With TLS, the Raft transport serves only nodes of this cluster: any
+    /// of them may ask who this node is (bootstrap, add-learner) and may
+    /// replicate to a node that has no membership yet (one joining);
+    /// otherwise the caller must be in this node's membership.
+    fn admit_peer(
+        &self,
+        peer: Option<&quorate_raft::tls::PeerInfo>,
+        rpc: &'static str,
+    ) -> Result<(), String> {
+        use quorate_raft::tls::Principal;
+        if self.inner.tls.is_none() {
+            return Ok(());
+        }
+        let Some(id) = peer.and_then(|p| p.identity.as_ref()) else {
+            return Err(format!("{rpc} needs a node certificate of this cluster"));
+        };
+        let Principal::Node(n) = id.principal else {
+            return Err(format!("{id} is a client; only nodes may call {rpc}"));
+        };
+        if id.cluster_id != self.inner.cfg.cluster_id {
+            return Err(format!("{id} belongs to another cluster"));
+        }
+        if rpc == "Identity" {
+            return Ok(());
+        }
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        if membership.nodes().next().is_none() || membership.get_node(&n).is_some() {
+            Ok(())
+        } else {
+            Err(format!("node {n} is not a member of this cluster"))
         }
     }
 

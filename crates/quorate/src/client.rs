@@ -23,7 +23,75 @@ pub(crate) fn normalize(endpoint: &str) -> String {
     }
 }
 
+/// How this process reaches nodes: mutual TLS with a client certificate,
+/// or plaintext.
+static TRANSPORT: std::sync::RwLock<Option<std::sync::Arc<quorate_raft::tls::TlsContext>>> =
+    std::sync::RwLock::new(None);
+/// Set when plaintext was chosen without --insecure: warn once.
+static WARN_PLAINTEXT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn load_client(ca: PathBuf, cert: PathBuf, key: PathBuf) -> anyhow::Result<()> {
+    let tls = quorate_raft::tls::TlsContext::load(quorate_raft::tls::TlsFiles { ca, cert, key })
+        .context("client certificate")?;
+    if let Ok(mut t) = TRANSPORT.write() {
+        *t = Some(tls);
+    }
+    Ok(())
+}
+
+/// Uses `dir/ROLE.pem` and `.key` with `dir/ca.pem` (certs from `quorate
+/// certs init`).
+pub(crate) fn use_certs(dir: &std::path::Path, role: &str) -> anyhow::Result<()> {
+    load_client(
+        dir.join("ca.pem"),
+        dir.join(format!("{role}.pem")),
+        dir.join(format!("{role}.key")),
+    )
+}
+
+/// Chooses the transport from the global flags: the given certificate;
+/// plaintext with --insecure; otherwise the dev cluster's certificates
+/// (`.quorate/dev/certs`, with the role the command needs) when present;
+/// otherwise plaintext, with a warning.
+pub(crate) fn set_transport(
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    insecure: bool,
+    role: &str,
+) -> anyhow::Result<()> {
+    if let (Some(ca), Some(cert), Some(key)) = (ca, cert, key) {
+        return load_client(ca, cert, key);
+    }
+    if insecure {
+        return Ok(());
+    }
+    let dev = std::path::Path::new(crate::dev::DEFAULT_DATA_DIR).join("certs");
+    if dev.join("ca.pem").exists() {
+        return use_certs(&dev, role);
+    }
+    WARN_PLAINTEXT.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
 pub(crate) async fn connect(endpoint: &str) -> anyhow::Result<GovernanceClient<Channel>> {
+    let tls = TRANSPORT.read().ok().and_then(|t| t.clone());
+    if let Some(tls) = tls {
+        let addr = endpoint
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        let ch = quorate_raft::network::channel(addr, Some(tls.clone())).with_context(|| {
+            format!("{endpoint:?} is not a valid endpoint (expected host:port)")
+        })?;
+        return Ok(GovernanceClient::new(ch).max_decoding_message_size(64 * 1024 * 1024));
+    }
+    if WARN_PLAINTEXT.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!(
+            "warning: plaintext connection (no --ca/--cert/--key, and no dev certificates in \
+             {}/certs); pass --insecure to say you mean it",
+            crate::dev::DEFAULT_DATA_DIR
+        );
+    }
     let ep = tonic::transport::Endpoint::from_shared(normalize(endpoint))
         .with_context(|| format!("{endpoint:?} is not a valid endpoint (expected host:port)"))?
         .connect_timeout(Duration::from_secs(3))
@@ -41,10 +109,19 @@ pub(crate) fn status_error(s: &tonic::Status) -> anyhow::Error {
         .get(CODE_METADATA_KEY)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if code.is_empty() {
-        anyhow!("{:?}: {}", s.code(), s.message())
+    // A plaintext client talking to a TLS node (or the reverse) sees only a
+    // broken HTTP/2 stream; say what is likely wrong.
+    let hint = if s.message().contains("h2 protocol error") || s.message().contains("tls") {
+        "\nhint: the node and this client disagree about TLS: give --ca/--cert/--key (certificates \
+         from `quorate certs init`; `quorate dev` makes them in .quorate/dev/certs), or --insecure \
+         only for a node configured with insecure = true"
     } else {
-        anyhow!("{code}: {}", s.message())
+        ""
+    };
+    if code.is_empty() {
+        anyhow!("{:?}: {}{hint}", s.code(), s.message())
+    } else {
+        anyhow!("{code}: {}{hint}", s.message())
     }
 }
 

@@ -19,6 +19,11 @@ const NODE_CONFIGS: [&str; 3] = [
 ];
 const ENDPOINTS: [&str; 3] = ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"];
 pub(crate) const DEMO_POLICY: &str = include_str!("../../../config/dev/demo.cedar");
+/// The `cluster_id` of config/dev/node*.toml.
+const DEV_CLUSTER_ID: &str = "quorate-dev";
+/// Where `quorate dev` keeps its data (and certificates) by default; the
+/// CLI looks for dev certificates there.
+pub(crate) const DEFAULT_DATA_DIR: &str = ".quorate/dev";
 
 fn spawn_node(exe: &Path, data_dir: &Path, n: usize) -> anyhow::Result<Child> {
     let cfg_path = data_dir.join(format!("node{n}.toml"));
@@ -128,6 +133,14 @@ pub(crate) async fn run(data_dir: PathBuf, detach: bool) -> anyhow::Result<ExitC
             );
         }
     }
+    // Mutual TLS from the first start: a CA, node and client certificates
+    // in the data dir (kept across restarts; delete the dir to start over).
+    let certs = data_dir.join("certs");
+    if !certs.join("ca.pem").exists() {
+        crate::certs::init(&certs, DEV_CLUSTER_ID, 3, &[], true)?;
+        eprintln!("quorate dev: made TLS certificates in {}", certs.display());
+    }
+    crate::client::use_certs(&certs, "admin")?;
     let exe = std::env::current_exe().context("cannot find the quorate binary")?;
     let mut children = Vec::new();
     for n in 1..=3 {
@@ -170,6 +183,7 @@ pub(crate) async fn run(data_dir: PathBuf, detach: bool) -> anyhow::Result<ExitC
     eprintln!(
         "\nquorate dev: cluster quorate; node {} leads (term {}). {what}.\n\
          nodes: {} (logs in {}/nodeN/node.log)\n\n\
+         TLS is on: the CLI finds the dev certificates in {} when run from here.\n\n\
          Try:\n  \
          quorate authorize --domain demo --principal 'User::\"alice\"' --action 'Action::\"read\"' --resource 'Doc::\"1\"'    # ALLOW, exit 0\n  \
          quorate authorize --domain demo --principal 'User::\"bob\"' --action 'Action::\"read\"' --resource 'Doc::\"1\"'      # DENY, exit 1\n  \
@@ -179,7 +193,8 @@ pub(crate) async fn run(data_dir: PathBuf, detach: bool) -> anyhow::Result<ExitC
         leader.node_id,
         leader.term,
         pids.join(" "),
-        data_dir.display()
+        data_dir.display(),
+        certs.display()
     );
     if detach {
         let pid_file = data_dir.join("pids");

@@ -6,6 +6,7 @@
 //! This is the binary edge: `anyhow` is used here and nowhere else.
 
 mod bench;
+mod certs;
 mod client;
 mod dev;
 mod federation;
@@ -34,6 +35,27 @@ quorate authorize --domain demo --principal 'User::\"alice\"' --action 'Action::
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+    #[command(flatten)]
+    tls: ClientTls,
+}
+
+/// How client commands reach a node: mutual TLS with a certificate from
+/// `quorate certs init` (its role decides what you may do: admin, agent,
+/// auditor), or plaintext with --insecure.
+#[derive(Args, Debug, Clone)]
+struct ClientTls {
+    /// The cluster CA certificate (PEM).
+    #[arg(long, env = "QUORATE_CA", global = true, requires_all = ["cert", "key"])]
+    ca: Option<PathBuf>,
+    /// Your client certificate (PEM), e.g. agent.pem.
+    #[arg(long, env = "QUORATE_CERT", global = true, requires_all = ["ca", "key"])]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "QUORATE_KEY", global = true, requires_all = ["ca", "cert"])]
+    key: Option<PathBuf>,
+    /// Talk plaintext to a cluster that runs with `insecure = true`.
+    #[arg(long, env = "QUORATE_INSECURE", global = true, conflicts_with = "ca")]
+    insecure: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -65,8 +87,8 @@ enum Cmd {
     /// policy in domain `demo`, and prints what to try next. Ctrl-C stops all
     /// three; rerunning resumes on the same data.
     Dev {
-        /// Where the three nodes keep their data.
-        #[arg(long, default_value = ".quorate/dev")]
+        /// Where the three nodes keep their data and TLS certificates.
+        #[arg(long, default_value = dev::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// Start the cluster, set it up, print its status and exit, leaving the
         /// nodes running (for scripts and tests).
@@ -97,6 +119,10 @@ enum Cmd {
     /// Make and export ed25519 keys: publisher keys, and the trust file verifiers need.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Make TLS certificates: a cluster CA, node certificates and client
+    /// certificates for the admin, agent and auditor roles.
+    #[command(subcommand)]
+    Certs(CertsCmd),
     /// Verify receipts, log exports and consistency proofs offline (no node needed).
     ///
     /// Exit 0 when everything verifies, 1 when anything does not (the error
@@ -143,6 +169,50 @@ enum NodeCmd {
         /// Repair even if the local state verifies.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsCmd {
+    /// Write ca.pem/.key, node-N.pem/.key for N in 1..=--nodes and
+    /// admin|agent|auditor.pem/.key to --out. Node certificates carry
+    /// quorate://CLUSTER/node/N, the DNS name quorate-node, localhost and
+    /// 127.0.0.1 (plus every --ip); client certificates carry
+    /// quorate://CLUSTER/client/ROLE/ROLE. Never overwrites.
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+        /// The cluster_id of the nodes' configs.
+        #[arg(long)]
+        cluster: String,
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Extra IP addresses for the node certificates.
+        #[arg(long)]
+        ip: Vec<std::net::IpAddr>,
+    },
+    /// Issue one more certificate from the CA in --dir (ca.pem + ca.key):
+    /// for a node that joins later (--node N), a new client (--role ROLE
+    /// --name NAME), or a replacement to rotate (--out-name, then move the
+    /// files over the old ones: nodes reload on change or SIGHUP).
+    #[command(group(clap::ArgGroup::new("subject").required(true).args(["node", "role"])))]
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        cluster: String,
+        #[arg(long)]
+        node: Option<u64>,
+        /// admin, agent or auditor.
+        #[arg(long, requires = "name")]
+        role: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        ip: Vec<std::net::IpAddr>,
+        /// File name stem (default node-N or ROLE-NAME).
+        #[arg(long)]
+        out_name: Option<String>,
     },
 }
 
@@ -374,6 +444,19 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Without explicit certificates, the dev cluster's are used with the
+    // role the command needs: agents decide, admins do everything else.
+    let role = match &cli.command {
+        Cmd::Authorize(_) | Cmd::Bench(_) => "agent",
+        _ => "admin",
+    };
+    client::set_transport(
+        cli.tls.ca,
+        cli.tls.cert,
+        cli.tls.key,
+        cli.tls.insecure,
+        role,
+    )?;
     match cli.command {
         Cmd::Node {
             action:
@@ -394,6 +477,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None => anyhow::bail!("give --config FILE (see config/dev/node1.toml)"),
         },
         Cmd::Keys(KeysCmd::Gen { out }) => proofs::keys_gen(&out),
+        Cmd::Certs(CertsCmd::Init {
+            out,
+            cluster,
+            nodes,
+            ip,
+        }) => certs::init(&out, &cluster, nodes, &ip, false),
+        Cmd::Certs(CertsCmd::Issue {
+            dir,
+            cluster,
+            node,
+            role,
+            name,
+            ip,
+            out_name,
+        }) => {
+            let subject = match (node, role, name) {
+                (Some(n), None, _) => certs::Subject::Node(n),
+                (None, Some(role), Some(name)) => certs::Subject::Client { role, name },
+                _ => anyhow::bail!("give --node N, or --role ROLE --name NAME"),
+            };
+            certs::issue(&dir, &cluster, subject, &ip, out_name)
+        }
         Cmd::Keys(KeysCmd::Export { endpoint }) => proofs::keys_export(&endpoint.endpoint).await,
         Cmd::Verify {
             trust,

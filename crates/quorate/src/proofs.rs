@@ -378,7 +378,18 @@ pub(crate) async fn repair(
             .map(|m| (m.id, m.addr.clone()))
             .collect(),
     };
-    let channels = quorate_raft::network::Channels::default();
+    // The node's own certificate: peers serve snapshots only to members.
+    let tls = match &cfg.tls {
+        Some(t) => Some(quorate_raft::tls::TlsContext::load(
+            quorate_raft::tls::TlsFiles {
+                ca: t.ca_file.clone(),
+                cert: t.cert_file.clone(),
+                key: t.key_file.clone(),
+            },
+        )?),
+        None => None,
+    };
+    let channels = quorate_raft::network::Channels::with_tls(tls);
     let mut errors = Vec::new();
     for (id, addr) in peers {
         eprintln!("fetching a snapshot from {addr} ...");

@@ -1,0 +1,290 @@
+//! Transport security: mutual TLS on every connection, roles from client
+//! certificates, foreign CAs and unknown identities refused, certificates
+//! rotated without a restart.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use quorate_e2e::{Cluster, ClusterOpts, POLICY, cli, connect, connect_tls, is_allow, request};
+use quorate_proto::v1;
+
+fn code<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> tonic::Code {
+    match r {
+        Ok(v) => panic!("expected a refusal, got {v:?}"),
+        Err(s) => s.code(),
+    }
+}
+
+fn publish_req() -> v1::PublishPolicyRequest {
+    v1::PublishPolicyRequest {
+        domain: "tls".into(),
+        policy_text: POLICY.into(),
+        schema: None,
+        activate: true,
+        publisher_key: None,
+        signature: None,
+    }
+}
+
+async fn decision_count(c: &Cluster) -> anyhow::Result<u64> {
+    Ok(c.status(0).await?.decision_count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t80_mtls_roles_and_refusals() -> anyhow::Result<()> {
+    let c = Cluster::start(ClusterOpts {
+        tls: true,
+        spares: 1,
+        ..Default::default()
+    })
+    .await?;
+    let certs = c.certs.clone().ok_or_else(|| anyhow::anyhow!("no certs"))?;
+    c.publish("tls", POLICY).await?;
+    // An agent decides (through a follower, which forwards over mutual TLS
+    // with its node certificate).
+    let l = c.wait_leader(Duration::from_secs(10)).await?;
+    let f = (l + 1) % 3;
+    let r = c.decide(f, request("tls", "a1", "alice", "read")).await?;
+    assert!(is_allow(&r), "{r:?}");
+    let before = decision_count(&c).await?;
+
+    // Roles: an agent cannot publish, an auditor cannot decide, an admin
+    // cannot decide either; each is PERMISSION_DENIED and changes nothing.
+    let addr = c.nodes[l].grpc.clone();
+    let mut agent = connect_tls(&addr, &certs, "agent")?;
+    assert_eq!(
+        code(agent.publish_policy(publish_req()).await),
+        tonic::Code::PermissionDenied
+    );
+    let mut auditor = connect_tls(&addr, &certs, "auditor")?;
+    assert_eq!(
+        code(
+            auditor
+                .authorize(request("tls", "a2", "alice", "read"))
+                .await
+        ),
+        tonic::Code::PermissionDenied
+    );
+    let mut admin = connect_tls(&addr, &certs, "admin")?;
+    assert_eq!(
+        code(admin.authorize(request("tls", "a3", "alice", "read")).await),
+        tonic::Code::PermissionDenied
+    );
+    // The auditor reads the log; the agent may not.
+    auditor
+        .get_decision(v1::GetDecisionRequest {
+            key: Some(v1::get_decision_request::Key::Index(1)),
+        })
+        .await?;
+    assert_eq!(
+        code(
+            agent
+                .get_decision(v1::GetDecisionRequest {
+                    key: Some(v1::get_decision_request::Key::Index(1)),
+                })
+                .await
+        ),
+        tonic::Code::PermissionDenied
+    );
+    assert_eq!(decision_count(&c).await?, before);
+    assert!(
+        admin
+            .get_policy(v1::GetPolicyRequest {
+                domain: "tls".into(),
+                version: 2,
+            })
+            .await
+            .is_err(),
+        "the agent's publish created nothing"
+    );
+
+    // A client without a certificate gets no answer at all.
+    let plain = async {
+        let mut p = connect(&addr).await?;
+        anyhow::Ok(p.status(v1::StatusRequest {}).await?)
+    };
+    assert!(plain.await.is_err(), "a plaintext client was served");
+
+    // Certificates from another CA (same cluster name) are refused, for
+    // clients and for nodes.
+    let foreign = c.dir.path().join("foreign");
+    let f_s = foreign.to_string_lossy().into_owned();
+    let (code_, _, err) = cli(&[
+        "certs",
+        "init",
+        "--out",
+        &f_s,
+        "--nodes",
+        "4",
+        "--cluster",
+        "test",
+    ]);
+    assert_eq!(code_, 0, "{err}");
+    let mut stranger = connect_tls(&addr, &foreign, "admin")?;
+    assert!(stranger.status(v1::StatusRequest {}).await.is_err());
+    let foreign_node = quorate_raft::tls::TlsContext::load(quorate_raft::tls::TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: foreign.join("node-2.pem"),
+        key: foreign.join("node-2.key"),
+    })?;
+    let ch = quorate_raft::network::Channels::with_tls(Some(foreign_node));
+    assert!(
+        quorate_raft::network::fetch_identity(&ch, 2, &addr, Duration::from_secs(2))
+            .await
+            .is_err(),
+        "a node certificate from a foreign CA was served"
+    );
+    // A node of the right CA that is not a member may ask who a node is
+    // (that is how joining starts) but may not replicate or take snapshots.
+    let outsider = quorate_raft::tls::TlsContext::load(quorate_raft::tls::TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join("node-4.pem"),
+        key: certs.join("node-4.key"),
+    })?;
+    let ch = quorate_raft::network::Channels::with_tls(Some(outsider));
+    quorate_raft::network::fetch_identity(&ch, 4, &addr, Duration::from_secs(2)).await?;
+    let snap = quorate_raft::network::fetch_snapshot(&ch, 4, &addr, Duration::from_secs(5)).await;
+    let e = snap.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("not a member"), "{e}");
+
+    // The CLI with certificates: the agent's ALLOW exits 0, the auditor is
+    // refused with the stable code.
+    let (ca, agent_pem, agent_key) = (
+        certs.join("ca.pem"),
+        certs.join("agent.pem"),
+        certs.join("agent.key"),
+    );
+    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let (code_, out, err) = cli(&[
+        "authorize",
+        "--endpoint",
+        &addr,
+        "--ca",
+        &s(&ca),
+        "--cert",
+        &s(&agent_pem),
+        "--key",
+        &s(&agent_key),
+        "--domain",
+        "tls",
+        "--principal",
+        "User::\"alice\"",
+        "--action",
+        "Action::\"read\"",
+        "--resource",
+        "Doc::\"1\"",
+    ]);
+    assert_eq!(code_, 0, "{out}{err}");
+    let (code_, _, err) = cli(&[
+        "authorize",
+        "--endpoint",
+        &addr,
+        "--ca",
+        &s(&ca),
+        "--cert",
+        &s(&certs.join("auditor.pem")),
+        "--key",
+        &s(&certs.join("auditor.key")),
+        "--domain",
+        "tls",
+        "--principal",
+        "User::\"alice\"",
+        "--action",
+        "Action::\"read\"",
+        "--resource",
+        "Doc::\"1\"",
+    ]);
+    assert_eq!(code_, 2, "{err}");
+    assert!(err.contains("PERMISSION_DENIED"), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t81_a_rotated_certificate_is_used_without_restart() -> anyhow::Result<()> {
+    let mut c = Cluster::start(ClusterOpts {
+        tls: true,
+        ..Default::default()
+    })
+    .await?;
+    let certs = c.certs.clone().ok_or_else(|| anyhow::anyhow!("no certs"))?;
+    c.publish("tls", POLICY).await?;
+    let d = certs.to_string_lossy().into_owned();
+    // A fresh certificate for node 2 from the same CA, moved over the old.
+    let (code_, _, err) = cli(&[
+        "certs",
+        "issue",
+        "--dir",
+        &d,
+        "--cluster",
+        "test",
+        "--node",
+        "2",
+        "--out-name",
+        "node-2-new",
+    ]);
+    assert_eq!(code_, 0, "{err}");
+    std::fs::rename(certs.join("node-2-new.pem"), certs.join("node-2.pem"))?;
+    std::fs::rename(certs.join("node-2-new.key"), certs.join("node-2.key"))?;
+    let metrics_url = c.nodes[1].http.clone();
+    let start = Instant::now();
+    loop {
+        let text = http_get(&metrics_url, "/metrics").await.unwrap_or_default();
+        if text.contains("quorate_tls_reloads_total{result=\"ok\"} 1") {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            bail!("node 2 did not reload its certificate: {text}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Still the same process, and it serves and forwards with the new one.
+    assert!(c.nodes[1].is_running());
+    let r = c
+        .decide(1, request("tls", "after-rotation", "alice", "read"))
+        .await?;
+    assert!(is_allow(&r), "{r:?}");
+    // A certificate for another identity is refused and the old one kept.
+    let (code_, _, err) = cli(&[
+        "certs",
+        "issue",
+        "--dir",
+        &d,
+        "--cluster",
+        "test",
+        "--node",
+        "3",
+        "--out-name",
+        "wrong",
+    ]);
+    assert_eq!(code_, 0, "{err}");
+    std::fs::rename(certs.join("wrong.pem"), certs.join("node-2.pem"))?;
+    std::fs::rename(certs.join("wrong.key"), certs.join("node-2.key"))?;
+    let start = Instant::now();
+    loop {
+        let text = http_get(&metrics_url, "/metrics").await.unwrap_or_default();
+        if text.contains("quorate_tls_reloads_total{result=\"error\"}") {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            bail!("the wrong certificate was not refused: {text}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    c.kill9(0);
+    let r = c
+        .decide(1, request("tls", "after-bad-rotation", "alice", "read"))
+        .await?;
+    assert!(is_allow(&r), "{r:?}");
+    Ok(())
+}
+
+/// A minimal HTTP/1.0 GET (the metrics endpoint).
+async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}
