@@ -86,6 +86,27 @@ async fn watch(addr: String, n: u64) -> anyhow::Result<Vec<(u64, String)>> {
     Ok(out)
 }
 
+/// Adds spare nodes `idx` (0-based, already started) as learners with the
+/// CLI, through node 1.
+async fn add_learners(c: &Cluster, idx: &[usize]) -> anyhow::Result<()> {
+    let ep = c.nodes[0].grpc.clone();
+    for &i in idx {
+        let (id, addr) = ((i + 1).to_string(), c.nodes[i].grpc.clone());
+        cli_ok(&[
+            "cluster",
+            "add-learner",
+            "--endpoint",
+            &ep,
+            "--id",
+            &id,
+            "--addr",
+            &addr,
+        ])
+        .await?;
+    }
+    Ok(())
+}
+
 async fn wait_role(c: &Cluster, i: usize, role: &str) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
@@ -129,21 +150,7 @@ async fn learners_and_watch_streams_are_identical_across_a_leader_kill() -> anyh
     c.publish("fed", POLICY).await?;
     c.start_node(3)?;
     c.start_node(4)?;
-    for i in [3, 4] {
-        let (id, addr) = ((i + 1).to_string(), c.nodes[i].grpc.clone());
-        let ep = c.nodes[0].grpc.clone();
-        cli_ok(&[
-            "cluster",
-            "add-learner",
-            "--endpoint",
-            &ep,
-            "--id",
-            &id,
-            "--addr",
-            &addr,
-        ])
-        .await?;
-    }
+    add_learners(&c, &[3, 4]).await?;
     wait_role(&c, 3, "learner").await?;
     wait_role(&c, 4, "learner").await?;
     let members = cli_ok(&["cluster", "members", "--endpoint", &c.nodes[1].grpc]).await?;
@@ -301,20 +308,7 @@ async fn nodes_join_during_traffic_and_quorum_follows_membership() -> anyhow::Re
     c.start_node(3)?;
     c.start_node(4)?;
     let ep = c.nodes[0].grpc.clone();
-    for i in [3usize, 4] {
-        let (id, addr) = ((i + 1).to_string(), c.nodes[i].grpc.clone());
-        cli_ok(&[
-            "cluster",
-            "add-learner",
-            "--endpoint",
-            &ep,
-            "--id",
-            &id,
-            "--addr",
-            &addr,
-        ])
-        .await?;
-    }
+    add_learners(&c, &[3, 4]).await?;
     wait_caught_up(&c, 200).await?;
     for id in ["4", "5"] {
         cli_ok(&["cluster", "promote", "--endpoint", &ep, "--id", id]).await?;

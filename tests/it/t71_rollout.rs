@@ -60,6 +60,14 @@ async fn active_versions(c: &Cluster, node: usize) -> anyhow::Result<Vec<u64>> {
     Ok(out)
 }
 
+/// Every node reports `want` as the active versions of DOMAINS.
+async fn assert_versions_everywhere(c: &Cluster, want: [u64; 3]) -> anyhow::Result<()> {
+    for node in 0..3 {
+        assert_eq!(active_versions(c, node).await?, want, "node {node}");
+    }
+    Ok(())
+}
+
 async fn wait_decision(
     c: &Cluster,
     node: usize,
@@ -127,8 +135,8 @@ async fn rollout_shadows_promotes_and_rolls_back_with_exact_counts() -> anyhow::
     let (code, _, err) = run_cli(&["rollout", "status", "--endpoint", &ep]);
     assert_eq!(code, 2, "no rollout exists: {err}");
     assert!(err.contains("NOT_FOUND"), "{err}");
+    assert_versions_everywhere(&c, [1, 1, 1]).await?;
     for node in 0..3 {
-        assert_eq!(active_versions(&c, node).await?, vec![1, 1, 1]);
         let mut cl = c.client(node).await?;
         for d in DOMAINS {
             let v2 = cl
@@ -200,26 +208,14 @@ async fn rollout_shadows_promotes_and_rolls_back_with_exact_counts() -> anyhow::
     assert_eq!(code, 0, "{err}");
     assert!(r["stages"][0]["promoted_log_index"].as_u64().is_some());
     assert_eq!(r["stage"], 1);
-    for node in 0..3 {
-        assert_eq!(
-            active_versions(&c, node).await?,
-            vec![2, 1, 1],
-            "node {node}"
-        );
-    }
+    assert_versions_everywhere(&c, [2, 1, 1]).await?;
     wait_decision(&c, 2, "pay", "bob", false).await?;
 
     traffic(&c, 2, "b").await?;
     let (code, r, err) = run_cli(&["rollout", "promote", "--endpoint", &ep]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(r["phase"], "complete");
-    for node in 0..3 {
-        assert_eq!(
-            active_versions(&c, node).await?,
-            vec![2, 2, 2],
-            "node {node}"
-        );
-    }
+    assert_versions_everywhere(&c, [2, 2, 2]).await?;
 
     // The counts, from the status on another node, against an independent
     // re-evaluation of every shadowed record under the candidate.
@@ -283,13 +279,7 @@ async fn rollout_shadows_promotes_and_rolls_back_with_exact_counts() -> anyhow::
     let (code, r, err) = run_cli(&["rollout", "rollback", "--endpoint", &ep]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(r["phase"], "rolled_back");
-    for node in 0..3 {
-        assert_eq!(
-            active_versions(&c, node).await?,
-            vec![1, 1, 1],
-            "node {node}"
-        );
-    }
+    assert_versions_everywhere(&c, [1, 1, 1]).await?;
     wait_decision(&c, 0, "pay", "bob", true).await?;
     let (code, _, _) = run_cli(&["rollout", "rollback", "--endpoint", &ep]);
     assert_eq!(code, 2, "a rolled-back rollout cannot roll back again");

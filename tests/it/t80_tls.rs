@@ -226,17 +226,7 @@ async fn t81_a_rotated_certificate_is_used_without_restart() -> anyhow::Result<(
     std::fs::rename(certs.join("node-2-new.pem"), certs.join("node-2.pem"))?;
     std::fs::rename(certs.join("node-2-new.key"), certs.join("node-2.key"))?;
     let metrics_url = c.nodes[1].http.clone();
-    let start = Instant::now();
-    loop {
-        let text = http_get(&metrics_url, "/metrics").await.unwrap_or_default();
-        if text.contains("quorate_tls_reloads_total{result=\"ok\"} 1") {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(15) {
-            bail!("node 2 did not reload its certificate: {text}");
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_metric(&metrics_url, "quorate_tls_reloads_total{result=\"ok\"} 1").await?;
     // Still the same process, and it serves and forwards with the new one.
     assert!(c.nodes[1].is_running());
     let r = c
@@ -259,23 +249,28 @@ async fn t81_a_rotated_certificate_is_used_without_restart() -> anyhow::Result<(
     assert_eq!(code_, 0, "{err}");
     std::fs::rename(certs.join("wrong.pem"), certs.join("node-2.pem"))?;
     std::fs::rename(certs.join("wrong.key"), certs.join("node-2.key"))?;
-    let start = Instant::now();
-    loop {
-        let text = http_get(&metrics_url, "/metrics").await.unwrap_or_default();
-        if text.contains("quorate_tls_reloads_total{result=\"error\"}") {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(15) {
-            bail!("the wrong certificate was not refused: {text}");
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_metric(&metrics_url, "quorate_tls_reloads_total{result=\"error\"}").await?;
     c.kill9(0);
     let r = c
         .decide(1, request("tls", "after-bad-rotation", "alice", "read"))
         .await?;
     assert!(is_allow(&r), "{r:?}");
     Ok(())
+}
+
+/// Waits until node `http`'s /metrics contains `needle`.
+async fn wait_metric(http: &str, needle: &str) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let text = http_get(http, "/metrics").await.unwrap_or_default();
+        if text.contains(needle) {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            bail!("no {needle:?} in the metrics of {http}: {text}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// A minimal HTTP/1.0 GET (the metrics endpoint).
@@ -287,4 +282,39 @@ async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).await?;
     Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t82_a_client_over_its_rate_limit_is_refused_and_changes_nothing() -> anyhow::Result<()> {
+    let c = Cluster::start(ClusterOpts {
+        tls: true,
+        extra_config: "[limits]\nclient_requests_per_second = 20\nclient_burst = 20\n".into(),
+        ..Default::default()
+    })
+    .await?;
+    c.publish("tls", POLICY).await?;
+    let l = c.wait_leader(Duration::from_secs(10)).await?;
+    let before = c.status(l).await?.decision_count;
+    let mut agent = c.client_as(l, "agent").await?;
+    let (mut ok, mut limited) = (0u64, 0u64);
+    for n in 0..100 {
+        match agent
+            .authorize(request("tls", &format!("burst-{n}"), "alice", "read"))
+            .await
+        {
+            Ok(r) if r.get_ref().record.is_some() => ok += 1,
+            Ok(r) => bail!("not committed: {:?}", r.get_ref()),
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => limited += 1,
+            Err(s) => bail!("unexpected error {s:?}"),
+        }
+    }
+    assert!(limited > 0, "100 requests at once were never limited");
+    assert!(ok >= 20, "the burst was not served: {ok}");
+    // Only the served requests were decided.
+    let after = c.status(l).await?.decision_count;
+    assert_eq!(after - before, ok);
+    // Another client (another identity) is not limited by the first.
+    let mut auditor = c.client_as(l, "auditor").await?;
+    auditor.status(v1::StatusRequest {}).await?;
+    Ok(())
 }

@@ -107,6 +107,8 @@ pub enum ErrorCode {
     NotFound,
     /// The caller's certificate does not allow this call.
     PermissionDenied,
+    /// The caller is over its request rate limit; nothing changed.
+    ResourceExhausted,
     /// The request is well formed but the state does not allow it now
     /// (e.g. promoting a rollout that is not in shadow); nothing changed.
     FailedPrecondition,
@@ -129,6 +131,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::FailedPrecondition => "FAILED_PRECONDITION",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::CommitTimeout => "COMMIT_TIMEOUT",
             ErrorCode::Contained => "CONTAINED",

@@ -127,3 +127,30 @@ pub fn record_from_wire(w: &v1::DecisionRecord) -> Result<DecisionRecord, WireEr
         shadow,
     })
 }
+
+/// Turns a wire authorization request into a core request, canonicalising
+/// its context and entities JSON (the API edge; fuzzed in `fuzz/`).
+/// Malformed input is an error and nothing else happens.
+pub fn request_from_wire(
+    w: v1::AuthorizeRequest,
+    limits: &quorate_core::validate::Limits,
+) -> Result<AuthorizeRequest, quorate_core::validate::InputError> {
+    use quorate_core::validate;
+    let context = validate::context(&w.context_json, limits)?;
+    let entities = match w.entities_json.as_deref() {
+        None => None,
+        Some(e) if e.trim().is_empty() => None,
+        Some(e) => Some(validate::entities(e, limits)?),
+    };
+    Ok(AuthorizeRequest {
+        domain: w.domain,
+        request_id: w.request_id,
+        principal: w.principal,
+        action: w.action,
+        resource: w.resource,
+        context,
+        entities,
+        parent: w.parent.filter(|p| !p.is_empty()),
+        trace_id: w.trace_id.filter(|t| !t.is_empty()),
+    })
+}

@@ -44,26 +44,7 @@ pub fn request_from_wire(
     w: v1::AuthorizeRequest,
     limits: &validate::Limits,
 ) -> Result<AuthorizeRequest, ApiError> {
-    let context =
-        validate::context(&w.context_json, limits).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let entities = match w.entities_json.as_deref() {
-        None => None,
-        Some(e) if e.trim().is_empty() => None,
-        Some(e) => {
-            Some(validate::entities(e, limits).map_err(|e| ApiError::invalid(e.to_string()))?)
-        }
-    };
-    Ok(AuthorizeRequest {
-        domain: w.domain,
-        request_id: w.request_id,
-        principal: w.principal,
-        action: w.action,
-        resource: w.resource,
-        context,
-        entities,
-        parent: w.parent.filter(|p| !p.is_empty()),
-        trace_id: w.trace_id.filter(|t| !t.is_empty()),
-    })
+    quorate_proto::request_from_wire(w, limits).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
 fn answer_to_wire(a: &Answer, served_by: u64) -> v1::AuthorizeResponse {

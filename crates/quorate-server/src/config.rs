@@ -153,6 +153,27 @@ impl Default for BatchConfig {
     }
 }
 
+/// Admission limits per client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests per second each client may send (its certificate identity,
+    /// or its address on an insecure cluster); 0 means unlimited. Nodes
+    /// forwarding for their clients are not limited here.
+    pub client_requests_per_second: u64,
+    /// How many requests a client may send at once after being idle.
+    pub client_burst: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            client_requests_per_second: 10_000,
+            client_burst: 20_000,
+        }
+    }
+}
+
 /// A node's configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -192,6 +213,8 @@ pub struct NodeConfig {
     pub integrity: IntegrityConfig,
     #[serde(default)]
     pub security: SecurityConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// Mutual TLS; required unless `insecure`.
     #[serde(default)]
     pub tls: Option<TlsConfig>,

@@ -19,6 +19,7 @@ pub mod http;
 pub mod identity;
 pub mod node;
 mod proofs;
+mod ratelimit;
 
 pub use config::{ConfigError, NodeConfig};
 pub use error::ApiError;

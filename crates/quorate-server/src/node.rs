@@ -164,6 +164,7 @@ pub(crate) struct Inner {
     pub(crate) key: SecretKey,
     /// Mutual TLS material; `None` only with `insecure = true`.
     pub(crate) tls: Option<Arc<quorate_raft::tls::TlsContext>>,
+    pub(crate) limiter: crate::ratelimit::RateLimiter,
 }
 
 /// A handle to the node's operations. Cheap to clone.
@@ -320,6 +321,10 @@ impl Node {
                 limits,
                 key,
                 tls: tls.clone(),
+                limiter: crate::ratelimit::RateLimiter::new(
+                    cfg.limits.client_requests_per_second,
+                    cfg.limits.client_burst,
+                ),
             }),
         };
 
@@ -1237,9 +1242,37 @@ impl Node {
         rpc: &'static str,
         access: Access,
     ) -> Result<(), ApiError> {
+        let client = self.check_role(peer, rpc, access)?;
+        // Per-client rate limit, before anything else happens: a refused
+        // call changes nothing (invariant 7).
+        if let Some(client) = client
+            && !self.inner.limiter.allow(&client)
+        {
+            metrics::counter!("quorate_rate_limited_total", "rpc" => rpc).increment(1);
+            return Err(ApiError::new(
+                ErrorCode::ResourceExhausted,
+                format!(
+                    "{client} is over its limit of {} requests/s (burst {}); slow down and retry",
+                    self.inner.cfg.limits.client_requests_per_second,
+                    self.inner.cfg.limits.client_burst
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The role check; returns the key the caller is rate-limited under
+    /// (`None` for nodes forwarding for their clients).
+    fn check_role(
+        &self,
+        peer: Option<&quorate_raft::tls::PeerInfo>,
+        rpc: &'static str,
+        access: Access,
+    ) -> Result<Option<String>, ApiError> {
         use quorate_raft::tls::{Principal, Role};
         if self.inner.tls.is_none() {
-            return Ok(());
+            let addr = peer.and_then(|p| p.remote).map(|a| a.ip().to_string());
+            return Ok(Some(addr.unwrap_or_else(|| "unknown".into())));
         }
         let deny = |why: String| {
             metrics::counter!("quorate_permission_denied_total", "rpc" => rpc).increment(1);
@@ -1262,17 +1295,19 @@ impl Node {
                     | (Role::Auditor, Access::Audit)
             ),
         };
-        if allowed {
-            Ok(())
-        } else {
+        if !allowed {
             let needs = match access {
                 Access::Decide => "an agent certificate",
                 Access::Administer => "an admin certificate",
                 Access::Audit => "an auditor or admin certificate",
                 Access::Read => "a certificate",
             };
-            deny(format!("{id} may not call {rpc}: it needs {needs}"))
+            return deny(format!("{id} may not call {rpc}: it needs {needs}"));
         }
+        Ok(match id.principal {
+            Principal::Node(_) => None,
+            Principal::Client { .. } => Some(id.to_string()),
+        })
     }
 }
 
