@@ -291,6 +291,8 @@ fn test() -> Result<(), String> {
         "--test",
         "sim",
     ])?;
+    // Every fuzz target, briefly, from its corpus: a crash fails CI.
+    fuzz_smoke()?;
     // The fault-injection matrix: real nodes in network namespaces, about a
     // minute each; any invalid or unknown verdict fails CI.
     for (nemesis, seed) in [
@@ -318,6 +320,81 @@ fn test() -> Result<(), String> {
         .map(|s| s.to_string())
         .collect();
         run_bin("quorate-jepsen", &args)?;
+    }
+    Ok(())
+}
+
+/// The cargo-fuzz targets in fuzz/ (see fuzz/README.md).
+const FUZZ_TARGETS: [&str; 5] = [
+    "authorize_request",
+    "export_lines",
+    "proof_documents",
+    "snapshot",
+    "policy_and_plan",
+];
+
+/// Runs each fuzz target for 20 seconds from its corpus. Installs
+/// cargo-fuzz from crates.io when missing. With a nightly toolchain it uses
+/// AddressSanitizer; a machine with only stable builds the targets with
+/// RUSTC_BOOTSTRAP=1 and no sanitizer (coverage-guided, panics still
+/// caught). New inputs go to a scratch dir, not into the repository.
+fn fuzz_smoke() -> Result<(), String> {
+    let has = |args: &[&str]| {
+        Command::new("cargo")
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !has(&["fuzz", "--version"]) {
+        eprintln!("xtask: installing cargo-fuzz (once)");
+        let ok = Command::new("cargo")
+            .args(["install", "cargo-fuzz", "--locked"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err("cannot install cargo-fuzz".into());
+        }
+    }
+    ensure_rocksdb_prebuilt()?;
+    let nightly = has(&["+nightly", "--version"]);
+    let mut target = target_dir().into_os_string();
+    target.push("-fuzz");
+    let scratch = std::env::temp_dir().join("quorate-fuzz-new");
+    for t in FUZZ_TARGETS {
+        let corpus = format!("corpus/{t}");
+        let new = scratch.join(t);
+        std::fs::create_dir_all(&new).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(workspace_root().join("fuzz").join(&corpus))
+            .map_err(|e| e.to_string())?;
+        let new_s = new.to_string_lossy().into_owned();
+        let mut args: Vec<&str> = Vec::new();
+        if nightly {
+            args.push("+nightly");
+        }
+        args.extend(["fuzz", "run", "-O"]);
+        if !nightly {
+            args.extend(["--sanitizer", "none"]);
+        }
+        args.extend([t, &new_s, &corpus, "--", "-max_total_time=20"]);
+        eprintln!("xtask: cargo {}", args.join(" "));
+        let mut cmd = Command::new("cargo");
+        cmd.args(&args)
+            .current_dir(workspace_root().join("fuzz"))
+            .env("CARGO_TARGET_DIR", &target);
+        if !nightly {
+            cmd.env("RUSTC_BOOTSTRAP", "1");
+        }
+        if std::env::var_os("ROCKSDB_LIB_DIR").is_none()
+            && let Some(cache) = rocksdb_cache_dir().filter(|c| c.join("librocksdb.a").exists())
+        {
+            cmd.env("ROCKSDB_LIB_DIR", cache).env("ROCKSDB_STATIC", "1");
+        }
+        let ok = cmd.status().is_ok_and(|s| s.success());
+        if !ok {
+            return Err(format!(
+                "fuzz target {t} failed: the crashing input is in fuzz/artifacts/{t}/"
+            ));
+        }
     }
     Ok(())
 }

@@ -109,6 +109,16 @@ pub struct TlsConfig {
     pub key_file: PathBuf,
 }
 
+impl TlsConfig {
+    pub fn files(&self) -> quorate_raft::tls::TlsFiles {
+        quorate_raft::tls::TlsFiles {
+            ca: self.ca_file.clone(),
+            cert: self.cert_file.clone(),
+            key: self.key_file.clone(),
+        }
+    }
+}
+
 /// Raft timing and log retention.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

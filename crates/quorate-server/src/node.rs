@@ -286,11 +286,7 @@ impl Node {
                 None
             }
             Some(t) => {
-                let ctx = quorate_raft::tls::TlsContext::load(quorate_raft::tls::TlsFiles {
-                    ca: t.ca_file.clone(),
-                    cert: t.cert_file.clone(),
-                    key: t.key_file.clone(),
-                })?;
+                let ctx = quorate_raft::tls::TlsContext::load(t.files())?;
                 check_own_identity(&ctx.own_identity(), &cfg)?;
                 Some(ctx)
             }
