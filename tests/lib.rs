@@ -20,8 +20,15 @@ use tonic::transport::Channel;
 /// The `quorate` binary: `$QUORATE_BIN`, or next to the test executable's
 /// `deps/` directory (where `cargo test --workspace` builds it).
 /// Runs the `quorate` CLI; returns (exit code, stdout, stderr).
+/// Runs the `quorate` CLI. Without `--ca` it talks plaintext
+/// (`QUORATE_INSECURE`), as the test clusters do unless built with TLS.
 pub fn cli(args: &[&str]) -> (i32, String, String) {
-    match Command::new(quorate_bin()).args(args).output() {
+    let mut cmd = Command::new(quorate_bin());
+    cmd.args(args);
+    if !args.contains(&"--ca") {
+        cmd.env("QUORATE_INSECURE", "1");
+    }
+    match cmd.output() {
         Ok(out) => (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),

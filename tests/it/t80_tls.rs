@@ -98,6 +98,20 @@ async fn t80_mtls_roles_and_refusals() -> anyhow::Result<()> {
         "the agent's publish created nothing"
     );
 
+    // The CLI never falls back to plaintext by itself: with no certificate
+    // and no --insecure it refuses and says what to do.
+    let out = std::process::Command::new(quorate_e2e::quorate_bin())
+        .args(["status", "--endpoint", &addr])
+        .env_remove("QUORATE_INSECURE")
+        .current_dir(c.dir.path())
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no client certificate"), "{err}");
+    // With --insecure against a TLS node it gets no answer (and a hint).
+    let (code_, _, err) = cli(&["--insecure", "status", "--endpoint", &addr]);
+    assert_eq!(code_, 2, "{err}");
+
     // A client without a certificate gets no answer at all.
     let plain = async {
         let mut p = connect(&addr).await?;

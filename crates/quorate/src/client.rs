@@ -27,8 +27,10 @@ pub(crate) fn normalize(endpoint: &str) -> String {
 /// or plaintext.
 static TRANSPORT: std::sync::RwLock<Option<std::sync::Arc<quorate_raft::tls::TlsContext>>> =
     std::sync::RwLock::new(None);
-/// Set when plaintext was chosen without --insecure: warn once.
-static WARN_PLAINTEXT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set by --insecure: plaintext, for a node configured `insecure = true`.
+static INSECURE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Warn once per process about plaintext.
+static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn load_client(ca: PathBuf, cert: PathBuf, key: PathBuf) -> anyhow::Result<()> {
     let tls = quorate_raft::tls::TlsContext::load(quorate_raft::tls::TlsFiles { ca, cert, key })
@@ -51,8 +53,9 @@ pub(crate) fn use_certs(dir: &std::path::Path, role: &str) -> anyhow::Result<()>
 
 /// Chooses the transport from the global flags: the given certificate;
 /// plaintext with --insecure; otherwise the dev cluster's certificates
-/// (`.quorate/dev/certs`, with the role the command needs) when present;
-/// otherwise plaintext, with a warning.
+/// (`.quorate/dev/certs`, with the role the command needs) when present.
+/// With none of these, connecting fails with what to do: plaintext is
+/// never chosen silently.
 pub(crate) fn set_transport(
     ca: Option<PathBuf>,
     cert: Option<PathBuf>,
@@ -64,13 +67,13 @@ pub(crate) fn set_transport(
         return load_client(ca, cert, key);
     }
     if insecure {
+        INSECURE.store(true, std::sync::atomic::Ordering::Relaxed);
         return Ok(());
     }
     let dev = std::path::Path::new(crate::dev::DEFAULT_DATA_DIR).join("certs");
     if dev.join("ca.pem").exists() {
         return use_certs(&dev, role);
     }
-    WARN_PLAINTEXT.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 
@@ -85,12 +88,17 @@ pub(crate) async fn connect(endpoint: &str) -> anyhow::Result<GovernanceClient<C
         })?;
         return Ok(GovernanceClient::new(ch).max_decoding_message_size(64 * 1024 * 1024));
     }
-    if WARN_PLAINTEXT.swap(false, std::sync::atomic::Ordering::Relaxed) {
-        eprintln!(
-            "warning: plaintext connection (no --ca/--cert/--key, and no dev certificates in \
-             {}/certs); pass --insecure to say you mean it",
+    if !INSECURE.load(std::sync::atomic::Ordering::Relaxed) {
+        bail!(
+            "no client certificate: give --ca, --cert and --key (or QUORATE_CA, QUORATE_CERT, \
+             QUORATE_KEY; `quorate certs init` makes them), run from the directory where \
+             `quorate dev` keeps {}, or pass --insecure for a node configured with \
+             insecure = true",
             crate::dev::DEFAULT_DATA_DIR
         );
+    }
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("warning: --insecure: plaintext, no authentication of either side");
     }
     let ep = tonic::transport::Endpoint::from_shared(normalize(endpoint))
         .with_context(|| format!("{endpoint:?} is not a valid endpoint (expected host:port)"))?

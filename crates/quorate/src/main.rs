@@ -30,7 +30,10 @@ log, and only then answered. A node that cannot prove it is part of a quorum den
 Start here:\n  quorate dev                      # local 3-node cluster with a demo policy\n  \
 quorate status                   # what the cluster looks like\n  \
 quorate authorize --domain demo --principal 'User::\"alice\"' --action 'Action::\"read\"' --resource 'Doc::\"1\"'",
-    after_help = "Exit codes: 0 success (ALLOW for `authorize`), 1 DENY (`authorize` only), 2 bad input or error."
+    after_help = "Client commands talk mutual TLS: with --ca/--cert/--key (a certificate from `quorate certs init`; \
+its role decides what you may do), or, run from where `quorate dev` keeps .quorate/dev, with the dev \
+cluster's certificates. --insecure talks plaintext to a node configured with insecure = true.\n\n\
+Exit codes: 0 success (ALLOW for `authorize`), 1 DENY (`authorize` only), 2 bad input or error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -54,7 +57,13 @@ struct ClientTls {
     #[arg(long, env = "QUORATE_KEY", global = true, requires_all = ["ca", "cert"])]
     key: Option<PathBuf>,
     /// Talk plaintext to a cluster that runs with `insecure = true`.
-    #[arg(long, env = "QUORATE_INSECURE", global = true, conflicts_with = "ca")]
+    #[arg(
+        long,
+        env = "QUORATE_INSECURE",
+        global = true,
+        conflicts_with = "ca",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     insecure: bool,
 }
 
