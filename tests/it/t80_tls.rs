@@ -222,54 +222,89 @@ async fn t81_a_rotated_certificate_is_used_without_restart() -> anyhow::Result<(
     .await?;
     let certs = c.certs.clone().ok_or_else(|| anyhow::anyhow!("no certs"))?;
     c.publish("tls", POLICY).await?;
-    let d = certs.to_string_lossy().into_owned();
     // A fresh certificate for node 2 from the same CA, moved over the old.
-    let (code_, _, err) = cli(&[
-        "certs",
-        "issue",
-        "--dir",
-        &d,
-        "--cluster",
-        "test",
-        "--node",
-        "2",
-        "--out-name",
-        "node-2-new",
-    ]);
-    assert_eq!(code_, 0, "{err}");
-    std::fs::rename(certs.join("node-2-new.pem"), certs.join("node-2.pem"))?;
-    std::fs::rename(certs.join("node-2-new.key"), certs.join("node-2.key"))?;
+    let new_pem = issue_over(&certs, "2", "2")?;
     let metrics_url = c.nodes[1].http.clone();
     wait_metric(&metrics_url, "quorate_tls_reloads_total{result=\"ok\"} 1").await?;
-    // Still the same process, and it serves and forwards with the new one.
+    // Still the same process, and new connections get the new certificate.
     assert!(c.nodes[1].is_running());
+    assert_eq!(
+        served_certificate(&c.nodes[1].grpc, &certs).await?,
+        pem_der(&new_pem)?
+    );
     let r = c
         .decide(1, request("tls", "after-rotation", "alice", "read"))
         .await?;
     assert!(is_allow(&r), "{r:?}");
-    // A certificate for another identity is refused and the old one kept.
-    let (code_, _, err) = cli(&[
-        "certs",
-        "issue",
-        "--dir",
-        &d,
-        "--cluster",
-        "test",
-        "--node",
-        "3",
-        "--out-name",
-        "wrong",
-    ]);
-    assert_eq!(code_, 0, "{err}");
-    std::fs::rename(certs.join("wrong.pem"), certs.join("node-2.pem"))?;
-    std::fs::rename(certs.join("wrong.key"), certs.join("node-2.key"))?;
+    // A certificate for another identity is refused and the new one kept.
+    issue_over(&certs, "3", "2")?;
     wait_metric(&metrics_url, "quorate_tls_reloads_total{result=\"error\"}").await?;
+    assert_eq!(
+        served_certificate(&c.nodes[1].grpc, &certs).await?,
+        pem_der(&new_pem)?,
+        "the refused certificate replaced the good one"
+    );
     c.kill9(0);
     let r = c
         .decide(1, request("tls", "after-bad-rotation", "alice", "read"))
         .await?;
     assert!(is_allow(&r), "{r:?}");
     Ok(())
+}
+
+/// Issues a certificate for node `node` from the cluster CA and moves it
+/// over node `over`'s files (a rotation, right or wrong); returns its PEM.
+fn issue_over(certs: &std::path::Path, node: &str, over: &str) -> anyhow::Result<String> {
+    let d = certs.to_string_lossy().into_owned();
+    let stem = format!("issued-{node}-for-{over}");
+    let (code, _, err) = cli(&[
+        "certs",
+        "issue",
+        "--dir",
+        &d,
+        "--cluster",
+        "test",
+        "--node",
+        node,
+        "--out-name",
+        &stem,
+    ]);
+    anyhow::ensure!(code == 0, "certs issue: {err}");
+    let pem = std::fs::read_to_string(certs.join(format!("{stem}.pem")))?;
+    std::fs::rename(
+        certs.join(format!("{stem}.pem")),
+        certs.join(format!("node-{over}.pem")),
+    )?;
+    std::fs::rename(
+        certs.join(format!("{stem}.key")),
+        certs.join(format!("node-{over}.key")),
+    )?;
+    Ok(pem)
+}
+
+/// The DER of the first certificate in `pem`.
+fn pem_der(pem: &str) -> anyhow::Result<Vec<u8>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    Ok(CertificateDer::from_pem_slice(pem.as_bytes())?.to_vec())
+}
+
+/// The certificate a node presents to a new TLS connection.
+async fn served_certificate(addr: &str, certs: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let tls = quorate_raft::tls::TlsContext::load(quorate_raft::tls::TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join("auditor.pem"),
+        key: certs.join("auditor.key"),
+    })?;
+    let io = quorate_raft::tls::connect_tls(&tls, addr).await?;
+    let leaf = io
+        .inner()
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first().cloned());
+    leaf.map(|c| c.to_vec())
+        .ok_or_else(|| anyhow::anyhow!("no server certificate"))
 }
 
 /// Waits until node `http`'s /metrics contains `needle`.
