@@ -69,6 +69,20 @@ impl NodeProc {
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The process's peak resident memory (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
 }
 
 /// A cluster of real node processes in a temp dir.
@@ -419,7 +433,7 @@ pub fn connect_tls(
         cert: dir.join(format!("{role}.pem")),
         key: dir.join(format!("{role}.key")),
     })?;
-    let ch = quorate_raft::network::channel(addr, Some(tls))?;
+    let ch = quorate_raft::network::channel(addr, Some(tls), None)?;
     Ok(GovernanceClient::new(ch))
 }
 

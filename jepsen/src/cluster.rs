@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -62,8 +63,51 @@ impl Cluster {
     /// Writes every node's config under `dir` and starts all nodes; with
     /// `shim`, first puts a message shim in front of every node for its
     /// peers' traffic (see `shim`).
-    pub fn start(net: Net, dir: &Path, shim: bool, seed: u64) -> anyhow::Result<Cluster> {
+    ///
+    /// With `tls`, the nodes serve mutual TLS as users deploy them: a
+    /// cluster CA and certificates are made with `quorate certs init`, and
+    /// the harness's clients present the agent (authorize) or admin
+    /// (everything else) certificate (see `connect`). The message shim
+    /// speaks plaintext HTTP/2, so shim runs stay plaintext.
+    pub fn start(
+        net: Net,
+        dir: &Path,
+        shim: bool,
+        seed: u64,
+        tls: bool,
+    ) -> anyhow::Result<Cluster> {
         let n = net.nodes;
+        let certs = dir.join("certs");
+        let transport = |i: usize| -> String {
+            if tls {
+                format!(
+                    "[tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                    certs.join("ca.pem").display(),
+                    certs.join(format!("node-{i}.pem")).display(),
+                    certs.join(format!("node-{i}.key")).display()
+                )
+            } else {
+                String::new()
+            }
+        };
+        if tls {
+            let mut cmd = Command::new(quorate_bin());
+            cmd.args(["certs", "init", "--cluster", "jepsen", "--nodes"])
+                .arg(n.to_string())
+                .arg("--out")
+                .arg(&certs);
+            for i in 1..=n {
+                cmd.arg("--ip").arg(net::node_addr(i));
+            }
+            let out = cmd.output().context("cannot run `quorate certs init`")?;
+            if !out.status.success() {
+                return Err(anyhow!(
+                    "quorate certs init failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            set_client_certs(&certs)?;
+        }
         let members: String = (1..=n)
             .map(|i| {
                 format!(
@@ -82,12 +126,14 @@ impl Cluster {
                 &config,
                 format!(
                     "cluster_id = \"jepsen\"\nnode_id = {i}\nregion = \"r{i}\"\n\
-                     insecure = true\n\
+                     insecure = {insecure}\n\
                      grpc_addr = \"{a}:7101\"\nhttp_addr = \"{a}:7201\"\n\
                      commit_timeout_ms = 1000\n\n{members}\
                      [raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\n\
                      election_timeout_max_ms = 1000\nsnapshot_after_entries = 2000\n\
-                     keep_entries_after_snapshot = 200\n"
+                     keep_entries_after_snapshot = 200\n\n{tls_table}",
+                    insecure = !tls,
+                    tls_table = transport(i),
                 ),
             )?;
             nodes.push(NodeProc {
@@ -269,12 +315,56 @@ impl Cluster {
     }
 }
 
+/// The harness's client certificates, when the cluster runs mutual TLS:
+/// (agent, admin).
+type ClientCerts = (
+    Arc<quorate_raft::tls::TlsContext>,
+    Arc<quorate_raft::tls::TlsContext>,
+);
+static CLIENT_TLS: std::sync::OnceLock<ClientCerts> = std::sync::OnceLock::new();
+
+fn set_client_certs(dir: &Path) -> anyhow::Result<()> {
+    let load = |role: &str| {
+        quorate_raft::tls::TlsContext::load(quorate_raft::tls::TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join(format!("{role}.pem")),
+            key: dir.join(format!("{role}.key")),
+        })
+        .with_context(|| format!("the {role} certificate in {}", dir.display()))
+    };
+    let _ = CLIENT_TLS.set((load("agent")?, load("admin")?));
+    Ok(())
+}
+
+/// A client for everything but Authorize: the admin certificate with TLS.
 pub async fn connect(addr: &str) -> anyhow::Result<GovernanceClient<Channel>> {
+    connect_with(addr, CLIENT_TLS.get().map(|c| c.1.clone()))
+}
+
+/// A client for Authorize: the agent certificate with TLS.
+pub async fn connect_agent(addr: &str) -> anyhow::Result<GovernanceClient<Channel>> {
+    connect_with(addr, CLIENT_TLS.get().map(|c| c.0.clone()))
+}
+
+fn connect_with(
+    addr: &str,
+    tls: Option<Arc<quorate_raft::tls::TlsContext>>,
+) -> anyhow::Result<GovernanceClient<Channel>> {
     let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| anyhow!("{e}"))?
         .connect_timeout(Duration::from_millis(500))
         .timeout(Duration::from_secs(3));
-    Ok(GovernanceClient::new(ep.connect_lazy()).max_decoding_message_size(256 * 1024 * 1024))
+    let channel = match tls {
+        None => ep.connect_lazy(),
+        Some(tls) => {
+            let addr = addr.to_string();
+            ep.connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+                let (tls, addr) = (tls.clone(), addr.clone());
+                async move { quorate_raft::tls::connect_tls(&tls, &addr, None).await }
+            }))
+        }
+    };
+    Ok(GovernanceClient::new(channel).max_decoding_message_size(256 * 1024 * 1024))
 }
 
 /// The current leader's node number, as any reachable node reports it.

@@ -105,6 +105,11 @@ struct RunArgs {
     /// Directory for history.jsonl, results.json, plots and node logs.
     #[arg(long)]
     out: PathBuf,
+    /// Run the nodes in plaintext. By default they serve mutual TLS, as
+    /// users deploy them; runs with the delay or duplicate nemeses are
+    /// always plaintext (the message shim speaks plaintext HTTP/2).
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn main() -> ExitCode {
@@ -231,12 +236,15 @@ async fn run(a: RunArgs) -> anyhow::Result<Validity> {
     let _ = std::fs::remove_dir_all(&nodes_dir);
     // Delay and duplication need the message shim in front of every node.
     let shim = names.iter().any(|n| n == "delay" || n == "duplicate");
-    let network = if shim {
-        "netns+iptables+h2-shim"
-    } else {
-        "netns+iptables"
+    let tls = !shim && !a.insecure;
+    let network = match (shim, tls) {
+        (true, _) => "netns+iptables+h2-shim",
+        (false, true) => "netns+iptables+mtls",
+        (false, false) => "netns+iptables",
     };
-    let cluster = Arc::new(Mutex::new(Cluster::start(net, &nodes_dir, shim, a.seed)?));
+    let cluster = Arc::new(Mutex::new(Cluster::start(
+        net, &nodes_dir, shim, a.seed, tls,
+    )?));
     let addrs: Vec<String> = cluster
         .lock()
         .await

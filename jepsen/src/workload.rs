@@ -106,9 +106,9 @@ pub async fn authorize(rec: &Recorder, p: u64, node: u64, addr: &str, req: v1::A
         node,
         json!({"request_id": req.request_id, "principal": req.principal, "action": req.action, "resource": req.resource}),
     );
-    let r = match client_for(addr).await {
+    let r = match crate::cluster::connect_agent(addr).await {
         Ok(mut c) => c.authorize(req).await,
-        Err(s) => Err(s),
+        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
     };
     match r {
         Ok(resp) => {

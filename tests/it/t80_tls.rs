@@ -142,8 +142,9 @@ async fn t80_mtls_roles_and_refusals() -> anyhow::Result<()> {
         key: foreign.join("node-2.key"),
     })?;
     let ch = quorate_raft::network::Channels::with_tls(Some(foreign_node));
+    let leader_id = c.nodes[l].id;
     assert!(
-        quorate_raft::network::fetch_identity(&ch, 2, &addr, Duration::from_secs(2))
+        quorate_raft::network::fetch_identity(&ch, 2, leader_id, &addr, Duration::from_secs(2))
             .await
             .is_err(),
         "a node certificate from a foreign CA was served"
@@ -156,7 +157,19 @@ async fn t80_mtls_roles_and_refusals() -> anyhow::Result<()> {
         key: certs.join("node-4.key"),
     })?;
     let ch = quorate_raft::network::Channels::with_tls(Some(outsider));
-    quorate_raft::network::fetch_identity(&ch, 4, &addr, Duration::from_secs(2)).await?;
+    let id =
+        quorate_raft::network::fetch_identity(&ch, 4, leader_id, &addr, Duration::from_secs(2))
+            .await?;
+    assert_eq!(id.node_id, leader_id);
+    // Dialled as another node, the same node is refused by the caller: its
+    // certificate names whom it really is.
+    let wrong = leader_id % 3 + 1;
+    let e = quorate_raft::network::fetch_identity(&ch, 4, wrong, &addr, Duration::from_secs(2))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("dialled"), "a node answered for another: {e}");
     let snap = quorate_raft::network::fetch_snapshot(&ch, 4, &addr, Duration::from_secs(5)).await;
     let e = snap.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(e.contains("not a member"), "{e}");
@@ -296,7 +309,7 @@ async fn served_certificate(addr: &str, certs: &std::path::Path) -> anyhow::Resu
         cert: certs.join("auditor.pem"),
         key: certs.join("auditor.key"),
     })?;
-    let io = quorate_raft::tls::connect_tls(&tls, addr).await?;
+    let io = quorate_raft::tls::connect_tls(&tls, addr, None).await?;
     let leaf = io
         .inner()
         .get_ref()
@@ -365,5 +378,162 @@ async fn t82_a_client_over_its_rate_limit_is_refused_and_changes_nothing() -> an
     // Another client (another identity) is not limited by the first.
     let mut auditor = c.client_as(l, "auditor").await?;
     auditor.status(v1::StatusRequest {}).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t83_whom_a_caller_reached_is_checked_and_outsiders_are_refused_unread()
+-> anyhow::Result<()> {
+    let c = Cluster::start(ClusterOpts {
+        tls: true,
+        ..Default::default()
+    })
+    .await?;
+    let certs = c.certs.clone().ok_or_else(|| anyhow::anyhow!("no certs"))?;
+    c.publish("tls", POLICY).await?;
+    let l = c.wait_leader(Duration::from_secs(10)).await?;
+    let addr = c.nodes[l].grpc.clone();
+    let d = certs.to_string_lossy().into_owned();
+
+    // Receipts: by index for auditors only; an agent gets its own request's
+    // receipt by (domain, request id).
+    let r = c.decide(l, request("tls", "mine", "alice", "read")).await?;
+    assert!(is_allow(&r), "{r:?}");
+    let index = r.record.as_ref().map_or(0, |r| r.index);
+    let by_index = v1::GetDecisionRequest {
+        key: Some(v1::get_decision_request::Key::Index(index)),
+    };
+    let by_id = v1::GetDecisionRequest {
+        key: Some(v1::get_decision_request::Key::Request(v1::DecisionKey {
+            domain: "tls".into(),
+            request_id: "mine".into(),
+        })),
+    };
+    let mut agent = connect_tls(&addr, &certs, "agent")?;
+    assert_eq!(
+        code(agent.get_receipt(by_index.clone()).await),
+        tonic::Code::PermissionDenied
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match agent.get_receipt(by_id.clone()).await {
+            Ok(_) => break,
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => bail!("an agent's own receipt was refused: {s}"),
+        }
+    }
+    let mut auditor = connect_tls(&addr, &certs, "auditor")?;
+    auditor.get_receipt(by_index).await?;
+
+    // A node certificate of another cluster under the same CA: a caller
+    // of this cluster refuses it, whatever it would answer.
+    let (code_, _, err) = cli(&[
+        "certs",
+        "issue",
+        "--dir",
+        &d,
+        "--cluster",
+        "other",
+        "--node",
+        "2",
+        "--out-name",
+        "other-node-2",
+    ]);
+    assert_eq!(code_, 0, "{err}");
+    let impostor = quorate_raft::tls::TlsContext::load(quorate_raft::tls::TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join("other-node-2.pem"),
+        key: certs.join("other-node-2.key"),
+    })?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let fake = listener.local_addr()?.to_string();
+    let acceptor = impostor.acceptor();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    drop(tls);
+                }
+            });
+        }
+    });
+    let member = quorate_raft::tls::TlsContext::load(quorate_raft::tls::TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join("node-1.pem"),
+        key: certs.join("node-1.key"),
+    })?;
+    let ch = quorate_raft::network::Channels::with_tls(Some(member));
+    let e = quorate_raft::network::fetch_identity(&ch, 1, 2, &fake, Duration::from_secs(3))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("another cluster"), "{e}");
+    // The CLI (a client of cluster "test") refuses it too.
+    let s = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
+    let (code_, out, err) = cli(&[
+        "status",
+        "--endpoint",
+        &fake,
+        "--ca",
+        &s(certs.join("ca.pem")),
+        "--cert",
+        &s(certs.join("admin.pem")),
+        "--key",
+        &s(certs.join("admin.key")),
+    ]);
+    assert_ne!(code_, 0, "the CLI trusted a node of another cluster: {out}");
+    assert!(err.contains("another cluster"), "{err}");
+
+    // An agent's oversized Raft message is refused from its certificate
+    // alone, before the node reads it: the node's peak memory does not
+    // grow by the message's size.
+    let node = &c.nodes[l];
+    let before = node
+        .peak_rss_kib()
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM"))?;
+    let agent_tls = quorate_raft::tls::TlsContext::load(quorate_raft::tls::TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join("agent.pem"),
+        key: certs.join("agent.key"),
+    })?;
+    let ch = quorate_raft::network::channel(&addr, Some(agent_tls), None)?;
+    let mut raft = quorate_proto::internal::raft_transport_client::RaftTransportClient::new(ch)
+        .max_encoding_message_size(1 << 30);
+    const BIG: usize = 384 << 20;
+    let r = raft
+        .append_entries(quorate_proto::internal::RaftMessage {
+            from: 9,
+            payload: vec![b' '; BIG],
+            data: Vec::new(),
+        })
+        .await;
+    match r {
+        Ok(_) => bail!("an agent's Raft message was served"),
+        Err(s) => assert!(
+            s.code() == tonic::Code::PermissionDenied
+                || s.code() == tonic::Code::Unknown
+                || s.code() == tonic::Code::Unavailable
+                || s.code() == tonic::Code::Cancelled,
+            "{s}"
+        ),
+    }
+    let after = node
+        .peak_rss_kib()
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM"))?;
+    let grown_mib = after.saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 128,
+        "the node buffered the refused message: peak RSS grew by {grown_mib} MiB"
+    );
+    // And it still serves.
+    let r = c
+        .decide(l, request("tls", "after-big", "alice", "read"))
+        .await?;
+    assert!(is_allow(&r), "{r:?}");
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::proof::{PolicySignature, Signature};
+use crate::proof::{Cosignature, PolicySignature, Signature};
 use crate::reason::ErrorCode;
 use crate::record::{AuthorizeRequest, DecisionRecord, Digest};
 use crate::rollout::{Rollout, RolloutPlan};
@@ -43,6 +43,15 @@ pub enum Command {
         size: u64,
         root: Digest,
         signature: Signature,
+    },
+    /// A checkpoint the leader collected attestations for: voters'
+    /// signatures over the root each computed itself at `size`, sent to the
+    /// leader directly and persisted here together. Each cosignature is
+    /// applied exactly like a `Cosign` of its signer, in order.
+    Checkpoint {
+        size: u64,
+        root: Digest,
+        cosignatures: Vec<Cosignature>,
     },
     /// Publishes every candidate of the plan as a new, inactive version and
     /// puts the first stage in shadow (`crate::rollout`).
@@ -133,6 +142,9 @@ impl std::fmt::Display for Command {
                 domain, version, ..
             } => write!(f, "ActivatePolicy({domain}, v{version})"),
             Command::Cosign { signer, size, .. } => write!(f, "Cosign(node {signer}, size {size})"),
+            Command::Checkpoint {
+                size, cosignatures, ..
+            } => write!(f, "Checkpoint(size {size}, x{})", cosignatures.len()),
             Command::StartRollout { plan, .. } => write!(f, "StartRollout({})", plan.id),
             Command::PromoteRollout { id, force, .. } => {
                 write!(f, "PromoteRollout({id}, force={force})")

@@ -23,7 +23,8 @@ pub use command::{
     Rejection,
 };
 pub use proof::{
-    Checkpoint, Cosignature, PolicySignature, PublicKey, Receipt, SecretKey, Signature, TrustFile,
+    Attestation, Checkpoint, Cosignature, PolicySignature, PublicKey, Receipt, SecretKey,
+    Signature, TrustFile, majority,
 };
 pub use reason::{DenyReason, ErrorCode};
 pub use record::{

@@ -155,6 +155,19 @@ impl SecretKey {
     }
 }
 
+/// Tag of the message a node signs to prove it holds the key it names.
+pub const IDENTITY_TAG: &str = "quorate/identity/v1";
+
+/// The bytes a node signs, with the key it reports, when asked who it is
+/// (bootstrap, add-learner): its cluster, its id and the asker's fresh
+/// nonce. The asker learns that the key's holder claims this very id, now;
+/// a node cannot report another node's key as its own (FORMATS.md §8).
+pub fn identity_message(cluster_id: &str, node_id: u64, nonce: &[u8; 32]) -> Vec<u8> {
+    let mut e = Encoder::new(IDENTITY_TAG);
+    e.str(cluster_id).u64(node_id).digest(nonce);
+    e.as_bytes().to_vec()
+}
+
 /// The bytes a voter signs for a checkpoint (FORMATS.md §8).
 pub fn checkpoint_message(cluster_id: &str, size: u64, root: &Digest) -> Vec<u8> {
     let mut e = Encoder::new(CHECKPOINT_TAG);
@@ -279,7 +292,7 @@ pub const TRUST_FORMAT: &str = "quorate-trust/v1";
 impl TrustFile {
     /// Cosignatures needed for finality: a majority of the voters.
     pub fn quorum(&self) -> usize {
-        self.nodes.iter().filter(|n| n.voter).count() / 2 + 1
+        majority(self.nodes.iter().filter(|n| n.voter).count())
     }
 
     fn node_key(&self, node_id: u64) -> Option<&PublicKey> {
@@ -374,43 +387,9 @@ impl TrustFile {
             });
         }
         let judges = self.judges(cp)?;
-        let message = cp.message();
-        let mut seen = Vec::new();
-        for c in &cp.cosignatures {
-            if seen.contains(&c.node_id) {
-                return Err(ProofError::BadCosignature {
-                    node: c.node_id,
-                    message: "appears twice".into(),
-                });
-            }
-            seen.push(c.node_id);
-            if !judges.contains(&c.node_id) {
-                return Err(ProofError::BadCosignature {
-                    node: c.node_id,
-                    message: "not one of the voters the checkpoint is judged under".into(),
-                });
-            }
-            let key = self
-                .node_key(c.node_id)
-                .ok_or_else(|| ProofError::BadCosignature {
-                    node: c.node_id,
-                    message: "has no key in the trust file".into(),
-                })?;
-            key.verify(&message, &c.signature)
-                .map_err(|message| ProofError::BadCosignature {
-                    node: c.node_id,
-                    message,
-                })?;
-        }
-        let needed = judges.len() / 2 + 1;
-        if seen.len() < needed {
-            return Err(ProofError::NotFinal {
-                size: cp.size,
-                valid: seen.len(),
-                needed,
-            });
-        }
-        Ok(())
+        let keyed: Vec<(u64, Option<&PublicKey>)> =
+            judges.iter().map(|id| (*id, self.node_key(*id))).collect();
+        verify_cosignatures(cp, &keyed)
     }
 
     /// Checks a policy signature and that its key is a trusted publisher.
@@ -431,6 +410,96 @@ impl TrustFile {
             )));
         }
         sig.verify(policy_text, schema)
+    }
+}
+
+/// Cosignatures needed for finality among `voters` voters: a majority.
+/// The one quorum rule of the product (Raft's, for checkpoints and for
+/// attested answers alike).
+pub fn majority(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+/// Checks `cp`'s cosignatures against `judges` (each voter the checkpoint
+/// is judged under, with its key if known): every cosignature is by a
+/// distinct judge and verifies, and they are a majority of the judges.
+/// A cosignature that does not verify is an error, not merely uncounted.
+pub fn verify_cosignatures(
+    cp: &Checkpoint,
+    judges: &[(u64, Option<&PublicKey>)],
+) -> Result<(), ProofError> {
+    let message = cp.message();
+    let mut seen = Vec::new();
+    for c in &cp.cosignatures {
+        if seen.contains(&c.node_id) {
+            return Err(ProofError::BadCosignature {
+                node: c.node_id,
+                message: "appears twice".into(),
+            });
+        }
+        seen.push(c.node_id);
+        let Some((_, key)) = judges.iter().find(|(id, _)| *id == c.node_id) else {
+            return Err(ProofError::BadCosignature {
+                node: c.node_id,
+                message: "not one of the voters the checkpoint is judged under".into(),
+            });
+        };
+        let key = key.ok_or_else(|| ProofError::BadCosignature {
+            node: c.node_id,
+            message: "has no key in the trust file".into(),
+        })?;
+        key.verify(&message, &c.signature)
+            .map_err(|message| ProofError::BadCosignature {
+                node: c.node_id,
+                message,
+            })?;
+    }
+    let needed = majority(judges.len());
+    if seen.len() < needed {
+        return Err(ProofError::NotFinal {
+            size: cp.size,
+            valid: seen.len(),
+            needed,
+        });
+    }
+    Ok(())
+}
+
+/// One voter's signature over the root it computed itself at `size`,
+/// sent straight to the leader after applying (not through the log). The
+/// leader counts it towards an attested answer and later persists a
+/// majority of them as one checkpoint (FORMATS.md §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    pub signer: u64,
+    pub size: u64,
+    pub root: Digest,
+    pub signature: Signature,
+}
+
+impl Attestation {
+    /// Signs `root` at `size` as `signer`.
+    pub fn sign(
+        key: &SecretKey,
+        signer: u64,
+        cluster_id: &str,
+        size: u64,
+        root: Digest,
+    ) -> Attestation {
+        Attestation {
+            signer,
+            size,
+            root,
+            signature: key.sign(&checkpoint_message(cluster_id, size, &root)),
+        }
+    }
+
+    /// Checks the signature under `key`.
+    pub fn verify(&self, cluster_id: &str, key: &PublicKey) -> Result<(), String> {
+        key.verify(
+            &checkpoint_message(cluster_id, self.size, &self.root),
+            &self.signature,
+        )
     }
 }
 
@@ -456,6 +525,15 @@ pub fn record_leaf(record: &DecisionRecord) -> Digest {
 /// Verifies a receipt completely: the record's own hash, its inclusion in
 /// the checkpoint's tree, and the checkpoint's finality under `trust`.
 pub fn verify_receipt(trust: &TrustFile, receipt: &Receipt) -> Result<(), ProofError> {
+    verify_receipt_inclusion(receipt)?;
+    trust.verify_checkpoint(&receipt.checkpoint)
+}
+
+/// The part of a receipt's verification that needs no trust: the format,
+/// the record's own hash and its inclusion under the checkpoint's root.
+/// A node runs it on every receipt it hands out, so a record altered on
+/// its disk is never served as attested.
+pub fn verify_receipt_inclusion(receipt: &Receipt) -> Result<(), ProofError> {
     if receipt.format != RECEIPT_FORMAT {
         return Err(ProofError::Malformed {
             what: "receipt".into(),
@@ -486,8 +564,7 @@ pub fn verify_receipt(trust: &TrustFile, receipt: &Receipt) -> Result<(), ProofE
     .map_err(|source| ProofError::Inclusion {
         index: rec.index,
         source,
-    })?;
-    trust.verify_checkpoint(&receipt.checkpoint)
+    })
 }
 
 /// Proof that `checkpoint` extends an older tree of `old_size`.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// `InvalidRequest`, and `UnverifiablePolicy` when the active version does
 /// not compile) are part of a decision record in the log. Containment
 /// reasons (`NoQuorum`, `CommitTimeout`, `IntegrityFailure`, `Divergence`,
-/// `Unavailable`) are answered by a node without a committed record.
+/// `Unavailable`, `Unattested`) are answered by a node without a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[non_exhaustive]
@@ -39,6 +39,11 @@ pub enum DenyReason {
     /// domain. Nothing was appended; the earlier decision stands for the
     /// earlier request only.
     RequestIdConflict,
+    /// The decision was committed, but a majority of voters did not attest
+    /// it (sign a checkpoint covering it, each having applied it) before
+    /// the deadline. The outcome is known to be committed; the decision is
+    /// not confirmed, so it is not returned. The node contains.
+    Unattested,
 }
 
 impl DenyReason {
@@ -56,6 +61,7 @@ impl DenyReason {
             DenyReason::UnverifiablePolicy => "UNVERIFIABLE_POLICY",
             DenyReason::Unavailable => "UNAVAILABLE",
             DenyReason::RequestIdConflict => "REQUEST_ID_CONFLICT",
+            DenyReason::Unattested => "UNATTESTED",
         }
     }
 
@@ -65,7 +71,7 @@ impl DenyReason {
     }
 
     /// Every reason, for exhaustive tests and documentation.
-    pub const ALL: [DenyReason; 11] = [
+    pub const ALL: [DenyReason; 12] = [
         DenyReason::Policy,
         DenyReason::UnknownDomain,
         DenyReason::NoActivePolicy,
@@ -77,13 +83,18 @@ impl DenyReason {
         DenyReason::UnverifiablePolicy,
         DenyReason::Unavailable,
         DenyReason::RequestIdConflict,
+        DenyReason::Unattested,
     ];
 
     /// True when a DENY with this reason guarantees that no decision for the
     /// request was (or will be) appended by this call. False means the
-    /// outcome is unknown: the proposal may still commit (see CONTRACT.md).
+    /// outcome is unknown: the proposal may still commit (see CONTRACT.md),
+    /// or, for `Unattested`, that it did commit.
     pub fn certainly_not_committed_by_this_call(self) -> bool {
-        !matches!(self, DenyReason::CommitTimeout | DenyReason::Unavailable)
+        !matches!(
+            self,
+            DenyReason::CommitTimeout | DenyReason::Unavailable | DenyReason::Unattested
+        )
     }
 }
 

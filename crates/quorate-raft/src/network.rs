@@ -33,6 +33,9 @@ pub enum TransportError {
     Failed(u64, String),
 }
 
+/// Channels by (address, the node expected there: `None` for any node).
+type ChannelMap = HashMap<(String, Option<u64>), Channel>;
+
 /// Lazily connected channels to peers, one per address, shared by the Raft
 /// transport, leader forwarding and read-index calls. With TLS, every
 /// connection is mutual TLS with this node's certificate, made with the
@@ -40,7 +43,7 @@ pub enum TransportError {
 /// every reconnect).
 #[derive(Clone, Debug, Default)]
 pub struct Channels {
-    inner: Arc<Mutex<HashMap<String, Channel>>>,
+    inner: Arc<Mutex<ChannelMap>>,
     tls: Option<Arc<crate::tls::TlsContext>>,
 }
 
@@ -52,14 +55,31 @@ impl Channels {
         }
     }
 
-    /// The channel to `addr`, created (not yet connected) on first use.
-    pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    /// The channel to node `node` at `addr`, created (not yet connected)
+    /// on first use. With TLS, the connection is refused unless the
+    /// server's certificate names that node of this cluster.
+    pub fn get(&self, addr: &str, node: u64) -> Result<Channel, tonic::transport::Error> {
+        self.get_checked(addr, Some(node))
+    }
+
+    /// The channel to whichever node of this cluster serves `addr` (the
+    /// certificate must still name a node of this cluster).
+    pub fn get_any(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        self.get_checked(addr, None)
+    }
+
+    fn get_checked(
+        &self,
+        addr: &str,
+        node: Option<u64>,
+    ) -> Result<Channel, tonic::transport::Error> {
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get(addr) {
+        let key = (addr.to_string(), node);
+        if let Some(c) = map.get(&key) {
             return Ok(c.clone());
         }
-        let c = channel(addr, self.tls.clone())?;
-        map.insert(addr.to_string(), c.clone());
+        let c = channel(addr, self.tls.clone(), node)?;
+        map.insert(key, c.clone());
         Ok(c)
     }
 
@@ -70,10 +90,13 @@ impl Channels {
     }
 }
 
-/// A lazily connected channel to `addr`, over mutual TLS when `tls` is set.
+/// A lazily connected channel to `addr`, over mutual TLS when `tls` is set:
+/// then the server must present a node certificate of this party's own
+/// cluster, and of node `node` when given (`tls::connect_tls`).
 pub fn channel(
     addr: &str,
     tls: Option<Arc<crate::tls::TlsContext>>,
+    node: Option<u64>,
 ) -> Result<Channel, tonic::transport::Error> {
     let ep = endpoint(addr)?;
     Ok(match tls {
@@ -82,7 +105,7 @@ pub fn channel(
             let addr = addr.to_string();
             ep.connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
                 let (tls, addr) = (tls.clone(), addr.clone());
-                async move { crate::tls::connect_tls(&tls, &addr).await }
+                async move { crate::tls::connect_tls(&tls, &addr, node).await }
             }))
         }
     })
@@ -125,7 +148,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &NodeInfo) -> PeerClient {
-        let client = self.channels.get(&node.addr).ok().map(|c| {
+        let client = self.channels.get(&node.addr, target).ok().map(|c| {
             RaftTransportClient::new(c)
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
@@ -265,15 +288,19 @@ pub(crate) struct WireSnapshot {
     pub(crate) meta: crate::SnapshotMeta,
 }
 
+/// A client for node `target` at `addr` (`None`: any node of this cluster).
 fn peer(
     channels: &Channels,
     from: u64,
-    target: u64,
+    target: Option<u64>,
     addr: &str,
 ) -> Result<PeerClient, TransportError> {
-    let c = channels
-        .get(addr)
-        .map_err(|e| TransportError::Unreachable(target, e.to_string()))?;
+    let c = match target {
+        Some(t) => channels.get(addr, t),
+        None => channels.get_any(addr),
+    }
+    .map_err(|e| TransportError::Unreachable(target.unwrap_or(0), e.to_string()))?;
+    let target = target.unwrap_or(0);
     Ok(PeerClient {
         from,
         target,
@@ -286,32 +313,67 @@ fn peer(
     })
 }
 
-/// Asks the node at `addr` who it is (id, cluster, public key, region).
+/// Asks the node at `addr`, which must be node `expect` of this cluster
+/// (with TLS, its certificate must say so), who it is. The answer must name
+/// that node and prove, over a fresh nonce, that it holds the key it names.
 pub async fn fetch_identity(
     channels: &Channels,
     from: u64,
+    expect: u64,
     addr: &str,
     ttl: Duration,
 ) -> Result<crate::service::Identity, TransportError> {
-    let mut p = peer(channels, from, 0, addr)?;
-    p.call(&(), Vec::new(), ttl, |mut c, m| async move {
-        c.identity(m).await
-    })
-    .await
+    let mut p = peer(channels, from, Some(expect), addr)?;
+    let ask = crate::service::IdentityRequest {
+        nonce: fresh_nonce(),
+    };
+    let id: crate::service::Identity = p
+        .call(&ask, Vec::new(), ttl, |mut c, m| async move {
+            c.identity(m).await
+        })
+        .await?;
+    if id.node_id != expect {
+        return Err(TransportError::Failed(
+            expect,
+            format!("{addr} answers as node {}, not node {expect}", id.node_id),
+        ));
+    }
+    id.verify(&ask.nonce).map_err(|e| {
+        TransportError::Failed(
+            expect,
+            format!(
+                "node {expect} does not prove it holds key {}: {e}",
+                id.public_key
+            ),
+        )
+    })?;
+    Ok(id)
 }
 
-/// Sends a checkpoint cosignature to the leader at `addr` to propose.
-pub async fn submit_cosign(
+/// 32 fresh bytes: from the OS, mixed with the time (freshness is what
+/// the proof needs; a node never signs another node's id, whatever the
+/// nonce).
+fn fresh_nonce() -> [u8; 32] {
+    let mut buf = [0u8; 32];
+    let os = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf));
+    let mut seed = buf.to_vec();
+    seed.extend_from_slice(format!("{os:?}{:?}", std::time::SystemTime::now()).as_bytes());
+    quorate_core::canonical::sha256(&seed)
+}
+
+/// Sends this voter's attestations to the leader at `addr`.
+pub async fn attest(
     channels: &Channels,
     from: u64,
     target: u64,
     addr: &str,
-    cmd: &quorate_core::Command,
+    batch: &[quorate_core::Attestation],
     ttl: Duration,
 ) -> Result<(), TransportError> {
-    let mut p = peer(channels, from, target, addr)?;
-    p.call(cmd, Vec::new(), ttl, |mut c, m| async move {
-        c.submit_cosign(m).await
+    let mut p = peer(channels, from, Some(target), addr)?;
+    p.call(&batch, Vec::new(), ttl, |mut c, m| async move {
+        c.attest(m).await
     })
     .await
 }
@@ -323,7 +385,7 @@ pub async fn fetch_snapshot(
     addr: &str,
     ttl: Duration,
 ) -> Result<(crate::SnapshotMeta, Vec<u8>), TransportError> {
-    let p = peer(channels, from, 0, addr)?;
+    let p = peer(channels, from, None, addr)?;
     let Some(client) = p.client else {
         return Err(TransportError::Unreachable(
             0,
@@ -360,7 +422,7 @@ pub async fn fetch_read_index(
     addr: &str,
     ttl: Duration,
 ) -> Result<crate::LogId, TransportError> {
-    let mut p = peer(channels, from, target, addr)?;
+    let mut p = peer(channels, from, Some(target), addr)?;
     p.call(&(), Vec::new(), ttl, |mut c, m| async move {
         c.read_index(m).await
     })

@@ -62,15 +62,42 @@ pub struct Identity {
     pub cluster_id: String,
     pub public_key: quorate_core::PublicKey,
     pub region: String,
+    /// `public_key`'s signature over `identity_message(cluster_id,
+    /// node_id, nonce)` for the asker's nonce: proof that the node holds
+    /// the key it reports.
+    pub proof: quorate_core::Signature,
+}
+
+/// What an Identity call asks: a fresh nonce to sign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdentityRequest {
+    pub nonce: [u8; 32],
+}
+
+impl Identity {
+    /// Checks the proof of possession for `nonce`.
+    pub fn verify(&self, nonce: &[u8; 32]) -> Result<(), String> {
+        self.public_key.verify(
+            &quorate_core::proof::identity_message(&self.cluster_id, self.node_id, nonce),
+            &self.proof,
+        )
+    }
 }
 
 /// The node-level peer RPCs, implemented by the server crate (this crate
 /// must not know about storage or signing).
 #[tonic::async_trait]
 pub trait PeerHandler: Send + Sync + 'static {
-    fn identity(&self) -> Identity;
-    /// Proposes a peer's `Command::Cosign` if this node leads.
-    async fn submit_cosign(&self, cmd: quorate_core::Command) -> Result<(), String>;
+    /// Who this node is, with its proof of possession over `nonce`.
+    fn identity(&self, nonce: &[u8; 32]) -> Identity;
+    /// Takes a voter's attestations if this node leads. `peer` is the
+    /// connection's verified identity (None without TLS): the handler must
+    /// check that it is the signer.
+    async fn attest(
+        &self,
+        peer: Option<&crate::tls::PeerInfo>,
+        batch: Vec<quorate_core::Attestation>,
+    ) -> Result<(), String>;
     /// A verified snapshot of this node's current state.
     async fn fetch_snapshot(&self) -> Result<(crate::SnapshotMeta, Vec<u8>), String>;
     /// Whether the peer on this connection may call `rpc` (a member node
@@ -81,6 +108,10 @@ pub trait PeerHandler: Send + Sync + 'static {
         rpc: &'static str,
     ) -> Result<(), String>;
 }
+
+/// A voter attests at most this many tree heads in one call (it keeps no
+/// more than the store's recent heads).
+pub const MAX_ATTESTATIONS_PER_CALL: usize = 2048;
 
 /// Serves the Raft RPCs of one node.
 pub struct RaftService<SM>
@@ -213,20 +244,22 @@ where
     async fn identity(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.admit(&req, "Identity")?;
         let msg = req.into_inner();
-        reply::<_, String>(msg.from, Ok(self.handler.identity()))
+        let ask: IdentityRequest = decode(&msg)?;
+        reply::<_, String>(msg.from, Ok(self.handler.identity(&ask.nonce)))
     }
 
-    async fn submit_cosign(
-        &self,
-        req: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
-        self.admit(&req, "SubmitCosign")?;
+    async fn attest(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.admit(&req, "Attest")?;
+        let peer = req.extensions().get::<crate::tls::PeerInfo>().cloned();
         let msg = req.into_inner();
-        let cmd: quorate_core::Command = decode(&msg)?;
-        if !matches!(cmd, quorate_core::Command::Cosign { .. }) {
-            return Err(Status::invalid_argument("SubmitCosign carries only Cosign"));
+        let batch: Vec<quorate_core::Attestation> = decode(&msg)?;
+        if batch.len() > MAX_ATTESTATIONS_PER_CALL {
+            return Err(Status::invalid_argument(format!(
+                "{} attestations in one call; at most {MAX_ATTESTATIONS_PER_CALL}",
+                batch.len()
+            )));
         }
-        reply(msg.from, self.handler.submit_cosign(cmd).await)
+        reply(msg.from, self.handler.attest(peer.as_ref(), batch).await)
     }
 
     async fn fetch_snapshot(
@@ -243,5 +276,76 @@ where
             }
             Err(e) => reply::<crate::SnapshotMeta, _>(msg.from, Err(e)),
         }
+    }
+}
+
+/// The Raft transport's RPC names, as the admission check knows them.
+const RPC_NAMES: [&str; 8] = [
+    "AppendEntries",
+    "Vote",
+    "PreVote",
+    "ReadIndex",
+    "InstallSnapshot",
+    "Identity",
+    "Attest",
+    "FetchSnapshot",
+];
+
+/// Admission before decoding: wraps the generated Raft transport server so
+/// that a caller the handler does not admit (not a node of this cluster,
+/// or not a member) is refused from the request's headers and connection
+/// alone, before a byte of its message body is read. Messages may be up to
+/// `MAX_RAFT_MESSAGE_BYTES` (snapshots travel whole); only members may make
+/// a node buffer that much.
+#[derive(Clone)]
+pub struct Admitted<S> {
+    inner: S,
+    handler: Arc<dyn PeerHandler>,
+}
+
+impl<S> Admitted<S> {
+    pub fn new(inner: S, handler: Arc<dyn PeerHandler>) -> Admitted<S> {
+        Admitted { inner, handler }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Admitted<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tower::Service<tonic::codegen::http::Request<B>> for Admitted<S>
+where
+    S: tower::Service<
+            tonic::codegen::http::Request<B>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+        >,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        let method = req.uri().path().rsplit('/').next().unwrap_or("");
+        let rpc = RPC_NAMES
+            .iter()
+            .find(|n| **n == method)
+            .copied()
+            .unwrap_or("unknown");
+        let peer = req.extensions().get::<crate::tls::PeerInfo>();
+        if let Err(why) = self.handler.admit_peer(peer, rpc) {
+            metrics::counter!("quorate_permission_denied_total", "rpc" => rpc).increment(1);
+            let refusal = Status::permission_denied(why).into_http();
+            return Box::pin(async move { Ok(refusal) });
+        }
+        Box::pin(self.inner.call(req))
     }
 }

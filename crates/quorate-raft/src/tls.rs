@@ -331,9 +331,17 @@ pub fn files_stamp(files: &TlsFiles) -> Vec<Option<std::time::SystemTime>> {
 
 /// A TLS (or, without TLS, plain) connection to a node as a tonic client
 /// channel: TCP, then the handshake with the current client config.
+///
+/// The CA proves only that the server holds *some* certificate of this CA;
+/// whom we reached is its URI SAN, checked here before anything is sent:
+/// a node of our own cluster (the cluster our certificate names), and the
+/// node we dialled when `expect` names it. A node certificate of another
+/// cluster under the same CA, or of a node at an address it does not own,
+/// is refused.
 pub async fn connect_tls(
     tls: &TlsContext,
     addr: &str,
+    expect: Option<u64>,
 ) -> std::io::Result<hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>
 {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
@@ -342,12 +350,70 @@ pub async fn connect_tls(
         .connector()
         .connect(TlsContext::server_name(), tcp)
         .await?;
+    let presented = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(identity_of)
+        .transpose()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))?;
+    check_server(presented.as_ref(), &tls.own_identity().cluster_id, expect)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))?;
     Ok(hyper_util::rt::TokioIo::new(stream))
+}
+
+/// Whether the identity a server presented is a node of `cluster` (and
+/// node `expect`, when given).
+pub fn check_server(
+    presented: Option<&PeerIdentity>,
+    cluster: &str,
+    expect: Option<u64>,
+) -> Result<(), String> {
+    let Some(id) = presented else {
+        return Err("the server presented no certificate".into());
+    };
+    if id.cluster_id != cluster {
+        return Err(format!(
+            "the server is {id}, of another cluster than {cluster:?}"
+        ));
+    }
+    match (&id.principal, expect) {
+        (Principal::Node(n), Some(e)) if *n != e => Err(format!(
+            "the server is {id}, but node {e} was dialled (a moved or removed node?)"
+        )),
+        (Principal::Node(_), _) => Ok(()),
+        (Principal::Client { .. }, _) => {
+            Err(format!("the server presents a client certificate ({id})"))
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_accepts_only_the_node_of_its_cluster_it_dialled() {
+        let node = |c: &str, n| PeerIdentity {
+            cluster_id: c.into(),
+            principal: Principal::Node(n),
+        };
+        assert!(check_server(Some(&node("prod", 2)), "prod", Some(2)).is_ok());
+        assert!(check_server(Some(&node("prod", 2)), "prod", None).is_ok());
+        assert!(check_server(Some(&node("prod", 3)), "prod", Some(2)).is_err());
+        assert!(check_server(Some(&node("staging", 2)), "prod", Some(2)).is_err());
+        assert!(check_server(Some(&node("staging", 2)), "prod", None).is_err());
+        let client = PeerIdentity {
+            cluster_id: "prod".into(),
+            principal: Principal::Client {
+                role: Role::Admin,
+                name: "ops".into(),
+            },
+        };
+        assert!(check_server(Some(&client), "prod", None).is_err());
+        assert!(check_server(None, "prod", None).is_err());
+    }
 
     #[test]
     fn identities_parse_and_print() {

@@ -58,6 +58,10 @@ fn answer_to_wire(a: &Answer, served_by: u64) -> v1::AuthorizeResponse {
         record: a.record.as_ref().map(record_to_wire),
         replayed: a.replayed,
         served_by,
+        receipt_json: a
+            .receipt
+            .as_ref()
+            .and_then(|r| serde_json::to_string(r).ok()),
     }
 }
 
@@ -75,14 +79,28 @@ pub fn answer_from_wire(w: &v1::AuthorizeResponse, req: &AuthorizeRequest) -> An
         }
     };
     let wants_allow = w.decision == v1::Decision::Allow as i32;
+    let receipt = match w.receipt_json.as_deref().map(serde_json::from_str) {
+        None => None,
+        Some(Ok(r)) => Some(Box::new(r)),
+        Some(Err(e)) => {
+            return Answer::deny(
+                DenyReason::Unavailable,
+                format!("leader sent a malformed receipt ({e}); outcome unknown"),
+            );
+        }
+    };
     match record {
-        Some(rec) if rec.hash_is_valid() => crate::node::answer_for(
-            req,
-            quorate_core::AuthorizeOutcome {
-                record: rec,
-                replayed: w.replayed,
-            },
-        ),
+        Some(rec) if rec.hash_is_valid() => {
+            let a = crate::node::answer_for(
+                req,
+                quorate_core::AuthorizeOutcome {
+                    record: rec,
+                    replayed: w.replayed,
+                },
+            );
+            let receipt = receipt.filter(|_| a.decision == Decision::Allow);
+            Answer { receipt, ..a }
+        }
         Some(_) => Answer::deny(
             DenyReason::IntegrityFailure,
             "leader's record does not verify; refusing to relay it",
@@ -316,7 +334,14 @@ impl Governance for GovernanceApi {
         &self,
         req: Request<v1::GetDecisionRequest>,
     ) -> Result<Response<v1::ProofDocument>, Status> {
-        self.admit(&req, "GetReceipt", Access::Read)?;
+        // By index, a receipt discloses any decision (principal, resource,
+        // context): auditors only. By (domain, request id), the id the caller
+        // chose is its capability: agents get receipts of their own requests.
+        let access = match &req.get_ref().key {
+            Some(v1::get_decision_request::Key::Request(_)) => Access::OwnReceipt,
+            _ => Access::Audit,
+        };
+        self.admit(&req, "GetReceipt", access)?;
         let index = match req.into_inner().key {
             Some(v1::get_decision_request::Key::Index(i)) => i,
             Some(v1::get_decision_request::Key::Request(k)) => {

@@ -184,6 +184,20 @@ impl Default for LimitsConfig {
     }
 }
 
+/// When an ALLOW may be answered (docs/CONTRACT.md "Attested answers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerMode {
+    /// Only once a majority of voters, each having applied the decision
+    /// itself, has signed a checkpoint covering it; the answer carries that
+    /// receipt. One node-to-node round trip more than `committed`.
+    #[default]
+    Attested,
+    /// As soon as the leader has applied the committed decision: its own
+    /// evaluation alone vouches for an ALLOW until checkpoints catch up.
+    Committed,
+}
+
 /// A node's configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -198,9 +212,17 @@ pub struct NodeConfig {
     pub grpc_addr: SocketAddr,
     /// HTTP listen address (/metrics, /healthz, /readyz, /status).
     pub http_addr: SocketAddr,
+    /// Serve GET /status (the cluster's layout) to any caller, not only to
+    /// loopback ones.
+    #[serde(default)]
+    pub public_status: bool,
     /// Deadline for a proposal to commit before the answer is DENY COMMIT_TIMEOUT.
     #[serde(default = "default_commit_timeout")]
     pub commit_timeout_ms: u64,
+    /// "attested" (default): ALLOW only with a majority's attestation;
+    /// "committed": ALLOW on the leader's own applied evaluation.
+    #[serde(default)]
+    pub answer: AnswerMode,
     /// Initialise the cluster from `members` on the first start of a fresh
     /// cluster. Safe to leave on: it is a no-op once the cluster exists.
     #[serde(default = "default_true")]

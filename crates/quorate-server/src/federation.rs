@@ -20,6 +20,9 @@ use crate::node::{Node, now_ms};
 /// Learners further behind than this are not promoted unless asked.
 pub(crate) const DEFAULT_MAX_LAG: u64 = 1000;
 
+/// How often an idle watch stream checks that its node may still stream.
+const WATCH_CONTAINMENT_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Records per read while a watch catches up.
 const WATCH_PAGE: usize = 512;
 
@@ -78,9 +81,12 @@ impl Node {
                 ),
             ));
         }
+        // Bound to node_id: with TLS its certificate must name it, and the
+        // reply must prove it holds the key it reports.
         let id = quorate_raft::network::fetch_identity(
             &self.inner.channels,
             self.inner.id,
+            node_id,
             &addr,
             Duration::from_secs(3),
         )
@@ -202,24 +208,28 @@ impl Node {
         from: u64,
         domain: Option<String>,
     ) -> Result<mpsc::Receiver<Result<DecisionRecord, ApiError>>, ApiError> {
-        // A node that cannot vouch for its own records must not stream them.
-        if let Some((
-            reason @ (quorate_core::DenyReason::IntegrityFailure
-            | quorate_core::DenyReason::Divergence),
-            msg,
-        )) = self.containment()
-        {
-            return Err(ApiError::new(
+        // A node that cannot vouch for its own records must not stream
+        // them: not when the stream opens, and not once it contains later.
+        let contained = |(reason, msg): (quorate_core::DenyReason, String)| {
+            ApiError::new(
                 ErrorCode::Contained,
                 format!("node is contained ({reason}): {msg}; watch another node"),
-            ));
+            )
+        };
+        if let Some(c) = self.state_in_doubt() {
+            return Err(contained(c));
         }
+        let node = self.clone();
         let lookup = self.inner.lookup.clone();
         let mut applied = lookup.subscribe();
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
             let mut next = from.max(1);
             loop {
+                if let Some(c) = node.state_in_doubt() {
+                    let _ = tx.send(Err(contained(c))).await;
+                    return;
+                }
                 // Mark the current value seen before reading, so a record
                 // applied after this read wakes the wait below.
                 applied.borrow_and_update();
@@ -246,6 +256,9 @@ impl Node {
                 tokio::select! {
                     changed = applied.changed() => if changed.is_err() { return },
                     _ = tx.closed() => return,
+                    // Containment can come without an apply (the periodic
+                    // re-verification, an unconfirmed root): look again.
+                    _ = tokio::time::sleep(WATCH_CONTAINMENT_CHECK) => {}
                 }
             }
         });

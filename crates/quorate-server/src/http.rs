@@ -2,11 +2,12 @@
 //! liveness, readiness that reflects quorum, and status as JSON.
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use crate::node::Node;
@@ -67,6 +68,24 @@ async fn readyz(State(node): State<Node>) -> impl IntoResponse {
     }
 }
 
-async fn status(State(node): State<Node>) -> impl IntoResponse {
-    Json(node.status())
+/// The cluster's layout (members, addresses, keys, regions, lag) is not
+/// for anyone who can reach the port: served to loopback callers only,
+/// unless `public_status = true`. Remote operators use `quorate status`,
+/// which goes through mutual TLS.
+async fn status(
+    State(node): State<Node>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> axum::response::Response {
+    if !peer.ip().is_loopback() && !node.config().public_status {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(serde_json::json!({
+                "error": "PERMISSION_DENIED",
+                "message": "GET /status is served to loopback callers only; use `quorate status` \
+                            (mutual TLS), or set public_status = true in the node config",
+            })),
+        )
+            .into_response();
+    }
+    Json(node.status()).into_response()
 }

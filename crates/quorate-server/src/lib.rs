@@ -11,6 +11,7 @@
 //! It must not touch RocksDB directly (only through `quorate-store`).
 
 pub mod api;
+mod attest;
 mod batcher;
 pub mod config;
 pub mod error;

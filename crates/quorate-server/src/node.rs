@@ -13,11 +13,12 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::error::{InitializeError, RaftError};
 use openraft::raft::linearizable_read::{Linearizer, ReadLogId};
 use openraft::{Instant as _, ReadPolicy, ServerState};
+use quorate_core::proof::{RECEIPT_FORMAT, verify_receipt_inclusion};
 use quorate_core::validate::Limits;
 use quorate_core::{
-    AuthorizeOutcome, AuthorizeRequest, Command, CommandResponse, Decision, DecisionRecord,
-    DenyReason, ErrorCode, PolicyActivated, PolicyPublished, PolicySignature, PolicyVersion,
-    SecretKey,
+    Attestation, AuthorizeOutcome, AuthorizeRequest, Checkpoint, Command, CommandResponse,
+    Decision, DecisionRecord, DenyReason, ErrorCode, PolicyActivated, PolicyPublished,
+    PolicySignature, PolicyVersion, Receipt, SecretKey,
 };
 use quorate_policy::CompiledPolicy;
 use quorate_proto::FORWARDED_METADATA_KEY;
@@ -30,8 +31,9 @@ use quorate_raft::{NodeInfo, TypeConfig};
 use quorate_store::{ChainHead, DecisionLookup, LogStore, StateMachine, Store};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::attest::Attestations;
 use crate::batcher::{self, Pending, ProposeError};
-use crate::config::NodeConfig;
+use crate::config::{AnswerMode, NodeConfig};
 use crate::error::{ApiError, from_status};
 
 /// The openraft instance of a quorate node.
@@ -73,7 +75,8 @@ pub enum NodeError {
 }
 
 /// The answer to an authorization request. `Decision::Allow` only ever
-/// comes with `record: Some(..)` of a committed, applied decision.
+/// comes with `record: Some(..)` of a committed, applied decision and, in
+/// attested mode, with the receipt a majority of voters signed for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     pub decision: Decision,
@@ -81,6 +84,8 @@ pub struct Answer {
     pub message: String,
     pub record: Option<DecisionRecord>,
     pub replayed: bool,
+    /// The record's receipt under an attested checkpoint (attested ALLOWs).
+    pub receipt: Option<Box<Receipt>>,
 }
 
 impl Answer {
@@ -92,6 +97,7 @@ impl Answer {
             message: message.into(),
             record: None,
             replayed: false,
+            receipt: None,
         }
     }
 
@@ -106,6 +112,7 @@ impl Answer {
             },
             replayed: outcome.replayed,
             record: Some(r),
+            receipt: None,
         }
     }
 }
@@ -165,6 +172,18 @@ pub(crate) struct Inner {
     /// Mutual TLS material; `None` only with `insecure = true`.
     pub(crate) tls: Option<Arc<quorate_raft::tls::TlsContext>>,
     pub(crate) limiter: crate::ratelimit::RateLimiter,
+    /// Voters' attestations (on the leader) and the latest attested
+    /// checkpoint.
+    pub(crate) attestations: Attestations,
+    /// The first record this node answered UNATTESTED for: it contains
+    /// until a checkpoint of at least that size is final or attested.
+    pub(crate) unattested: std::sync::Mutex<Option<u64>>,
+    /// Whether the operator (or a test) allows this node to lead; the
+    /// leadership task never lets a contained node lead either way.
+    pub(crate) electable: std::sync::atomic::AtomicBool,
+    /// The last checkpoint whose cosignatures this node verified on a
+    /// relayed answer: an entry's answers share one, so it is checked once.
+    pub(crate) relayed_checkpoint: std::sync::Mutex<Option<Checkpoint>>,
 }
 
 /// A handle to the node's operations. Cheap to clone.
@@ -321,6 +340,10 @@ impl Node {
                     cfg.limits.client_requests_per_second,
                     cfg.limits.client_burst,
                 ),
+                attestations: Attestations::new(&cfg.cluster_id),
+                unattested: std::sync::Mutex::new(None),
+                electable: std::sync::atomic::AtomicBool::new(true),
+                relayed_checkpoint: std::sync::Mutex::new(None),
             }),
         };
 
@@ -353,9 +376,14 @@ impl Node {
         }
         let api = crate::api::GovernanceApi::new(node.clone());
         let handler: Arc<dyn PeerHandler> = Arc::new(node.clone());
-        let raft_svc = RaftTransportServer::new(RaftService::new(raft.clone(), contact, handler))
-            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+        // Admitted before decoding: a caller that is not a member node is
+        // refused from its certificate alone, before its message is read.
+        let raft_svc = quorate_raft::service::Admitted::new(
+            RaftTransportServer::new(RaftService::new(raft.clone(), contact, handler.clone()))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+            handler,
+        );
         let gov_svc = GovernanceServer::new(api)
             .max_decoding_message_size(4 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);
@@ -381,7 +409,8 @@ impl Node {
         let mut rx = shutdown_rx.clone();
         let http_node = node.clone();
         tasks.push(tokio::spawn(async move {
-            let app = crate::http::router(http_node);
+            let app =
+                crate::http::router(http_node).into_make_service_with_connect_info::<SocketAddr>();
             let r = axum::serve(http_listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = rx.wait_for(|s| *s).await;
@@ -396,6 +425,14 @@ impl Node {
             shutdown_rx.clone(),
         )));
         tasks.push(tokio::spawn(crate::proofs::integrity_task(
+            node.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::attest::attest_task(
+            node.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(leadership_task(
             node.clone(),
             shutdown_rx.clone(),
         )));
@@ -480,9 +517,13 @@ impl Node {
             } else if let (Some(k), Some(r)) = (m.public_key, m.region.clone()) {
                 (k, r)
             } else {
+                // The reply is bound to member m.id twice over: with TLS the
+                // certificate must name it, and the reply must prove it
+                // holds the key it reports (over a fresh nonce, for m.id).
                 let id = quorate_raft::network::fetch_identity(
                     &self.inner.channels,
                     self.inner.id,
+                    m.id,
                     &m.addr,
                     Duration::from_secs(2),
                 )
@@ -515,9 +556,17 @@ impl Node {
     }
 
     /// Allows or forbids this node to become leader (it keeps voting and
-    /// replicating either way).
+    /// replicating either way). A contained node never campaigns, whatever
+    /// this says (see `leadership_task`).
     pub fn set_electable(&self, on: bool) {
+        self.inner
+            .electable
+            .store(on, std::sync::atomic::Ordering::Release);
         self.inner.raft.runtime_config().elect(on);
+    }
+
+    pub(crate) fn attestations(&self) -> &Attestations {
+        &self.inner.attestations
     }
 
     pub fn public_key(&self) -> quorate_core::PublicKey {
@@ -543,7 +592,9 @@ impl Node {
             );
             *g = Some(message);
         }
-        self.set_electable(false);
+        // It must not lead; `leadership_task` also hands leadership over
+        // if it leads now.
+        self.inner.raft.runtime_config().elect(false);
     }
 
     pub fn id(&self) -> u64 {
@@ -580,6 +631,11 @@ impl Node {
         // Invariant 3: a voter cosigned a root this node did not compute.
         if let Some(d) = self.inner.lookup.divergence() {
             return Some((DenyReason::Divergence, d.to_string()));
+        }
+        // Invariant 1: this node answered a committed ALLOW that no
+        // majority attested; until one does, its evaluation is in doubt.
+        if let Some(c) = self.unattested_containment() {
+            return Some(c);
         }
         let m = self.metrics();
         // The membership must name this node with this node's key; otherwise
@@ -648,6 +704,68 @@ impl Node {
                 ),
             )
         })
+    }
+
+    /// The containment of a node that cannot vouch for its own records
+    /// (integrity failure, divergence, an unattested answer): it must not
+    /// lead, stream or hand out state. `None` for other containments (no
+    /// quorum) and for a healthy node.
+    pub fn state_in_doubt(&self) -> Option<(DenyReason, String)> {
+        self.containment().filter(|(r, _)| {
+            matches!(
+                r,
+                DenyReason::IntegrityFailure | DenyReason::Divergence | DenyReason::Unattested
+            )
+        })
+    }
+
+    /// Evidence, not suspicion, that this node's state is wrong: a failed
+    /// verification, a recorded divergence, an unattested answer. Such a
+    /// node does not campaign.
+    fn evidence_against_itself(&self) -> bool {
+        self.inner.integrity.read().map_or(true, |g| g.is_some())
+            || self.inner.lookup.divergence().is_some()
+            || self.unattested_containment().is_some()
+    }
+
+    /// Clears once a checkpoint covering the unattested record is final or
+    /// attested (a majority agreed with this node's root after all).
+    fn unattested_containment(&self) -> Option<(DenyReason, String)> {
+        let mut g = self.inner.unattested.lock().ok()?;
+        let index = (*g)?;
+        let confirmed = self
+            .inner
+            .lookup
+            .last_final()
+            .max(self.inner.attestations.attested_size());
+        if confirmed >= index {
+            *g = None;
+            return None;
+        }
+        Some((
+            DenyReason::Unattested,
+            format!(
+                "no majority of voters attested this node's decision log up to record {index}; \
+                 its evaluation is unconfirmed until a checkpoint covering it is final"
+            ),
+        ))
+    }
+
+    pub(crate) fn set_unattested(&self, index: u64) {
+        match self.inner.unattested.lock() {
+            Ok(mut g) => {
+                if g.is_none() {
+                    tracing::error!(
+                        index,
+                        "no majority attested this node's decisions; it contains (DENY UNATTESTED)"
+                    );
+                    *g = Some(index);
+                }
+            }
+            // A poisoned lock cannot record the containment: treat the
+            // node's state as unverifiable instead (fail closed).
+            Err(_) => self.set_integrity_failure("the attestation state lock is poisoned".into()),
+        }
     }
 
     /// Records that this node signed its root at `size` (the oldest such
@@ -739,6 +857,7 @@ impl Node {
         if let Some((reason, msg)) = self.containment() {
             return Answer::deny(reason, msg);
         }
+        let started = std::time::Instant::now();
         let deadline = self.commit_timeout();
         let m = self.metrics();
         if m.state != ServerState::Leader {
@@ -796,40 +915,156 @@ impl Node {
             // Invariant 1: the only ALLOW path. The outcome came from the
             // state machine after the entry was committed and applied, and
             // it answers this very request (a reused id answers another).
-            Ok(Some(Ok(outcome))) => answer_for(&req, outcome),
+            // In attested mode an ALLOW waits, within the same deadline,
+            // for a majority of voters to attest it.
+            Ok(Some(Ok(outcome))) => {
+                let answer = answer_for(&req, outcome);
+                if answer.decision != Decision::Allow
+                    || self.inner.cfg.answer == AnswerMode::Committed
+                {
+                    return answer;
+                }
+                self.attest_answer(answer, deadline.saturating_sub(started.elapsed()))
+                    .await
+            }
+        }
+    }
+
+    /// Invariant 1, attested: turns a committed ALLOW into an answer only
+    /// once a majority of voters has signed a checkpoint covering it, and
+    /// only if this node's record is the one under that checkpoint's root
+    /// (a record altered on this disk fails the inclusion check). Anything
+    /// else is DENY.
+    async fn attest_answer(&self, answer: Answer, left: Duration) -> Answer {
+        let Some(record) = answer.record.as_ref() else {
+            return Answer::deny(DenyReason::IntegrityFailure, "ALLOW without a record");
+        };
+        let index = record.index;
+        let Some(cp) = self.inner.attestations.covering(index, left).await else {
+            metrics::counter!("quorate_unattested_total").increment(1);
+            self.set_unattested(index);
+            return Answer::deny(
+                DenyReason::Unattested,
+                format!(
+                    "decision {index} is committed, but no majority of voters attested it within \
+                     {} ms; it is not confirmed and this node contains. Retry with the same \
+                     request id once the cluster is healthy: the committed decision is then \
+                     answered with its attestation",
+                    self.commit_timeout().as_millis()
+                ),
+            );
+        };
+        let proof = match self.inner.lookup.inclusion_proof(index, cp.size) {
+            Ok(p) => p,
+            Err(e) => {
+                self.set_integrity_failure(format!("inclusion proof of decision {index}: {e}"));
+                return Answer::deny(DenyReason::IntegrityFailure, e.to_string());
+            }
+        };
+        let receipt = Receipt {
+            format: RECEIPT_FORMAT.into(),
+            record: record.clone(),
+            inclusion_proof: proof,
+            checkpoint: (*cp).clone(),
+        };
+        // Invariant 6: serve only what the quorum attested. The majority
+        // signed roots of records they computed themselves; a record that
+        // is not under that root was altered here.
+        if let Err(e) = verify_receipt_inclusion(&receipt) {
+            self.set_integrity_failure(format!(
+                "stored decision {index} is not the one a majority attested: {e}"
+            ));
+            return Answer::deny(
+                DenyReason::IntegrityFailure,
+                format!("decision {index} does not match the attested checkpoint: {e}"),
+            );
+        }
+        Answer {
+            message: format!(
+                "allowed by a committed decision attested by {} of {} voters",
+                cp.cosignatures.len(),
+                cp.voters.len()
+            ),
+            receipt: Some(Box::new(receipt)),
+            ..answer
         }
     }
 
     /// Sends the request to the leader and relays its answer. A leader's
     /// ALLOW is accepted only with a record whose hash verifies.
     async fn forward(&self, leader: u64, addr: &str, req: AuthorizeRequest) -> Answer {
-        let channel = match self.inner.channels.get(addr) {
+        let channel = match self.inner.channels.get(addr, leader) {
             Ok(c) => c,
             Err(e) => return Answer::deny(DenyReason::NoQuorum, format!("leader {leader}: {e}")),
         };
-        let mut client = GovernanceClient::new(channel);
-        let mut request = tonic::Request::new(crate::api::request_to_wire(&req));
-        request.set_timeout(self.commit_timeout());
-        request.metadata_mut().insert(
-            FORWARDED_METADATA_KEY,
-            tonic::metadata::MetadataValue::from_static("1"),
-        );
         metrics::counter!("quorate_authorize_forwarded_total").increment(1);
-        let resp = match client.authorize(request).await {
-            Ok(r) => r.into_inner(),
-            Err(s) => {
-                let e = from_status(&s);
-                // Unreachable leader: nothing was proposed on our behalf.
-                let reason =
-                    if s.code() == tonic::Code::Unavailable && s.message().contains("connect") {
-                        DenyReason::NoQuorum
-                    } else {
-                        DenyReason::Unavailable
-                    };
-                return Answer::deny(reason, format!("leader {leader}: {}", e.message));
-            }
+        match send_forward(
+            channel,
+            crate::api::request_to_wire(&req),
+            self.commit_timeout(),
+        )
+        .await
+        {
+            Ok(resp) => self.check_relayed(crate::api::answer_from_wire(&resp, &req)),
+            Err(ForwardFailure::NotSent(e)) => Answer::deny(
+                DenyReason::NoQuorum,
+                format!("leader {leader} unreachable: {e}"),
+            ),
+            Err(ForwardFailure::Unknown(e)) => Answer::deny(
+                DenyReason::Unavailable,
+                format!("leader {leader}: {e}; outcome unknown"),
+            ),
+        }
+    }
+
+    /// Fail closed on what a leader sends back: in attested mode a relayed
+    /// ALLOW must carry a receipt for this very record whose checkpoint a
+    /// majority of this node's applied voters cosigned.
+    fn check_relayed(&self, answer: Answer) -> Answer {
+        if answer.decision != Decision::Allow || self.inner.cfg.answer == AnswerMode::Committed {
+            return answer;
+        }
+        let refuse = |why: String| {
+            metrics::counter!("quorate_relay_refused_total").increment(1);
+            Answer::deny(
+                DenyReason::Unattested,
+                format!("the leader's ALLOW is not attested: {why}; refusing to relay it"),
+            )
         };
-        crate::api::answer_from_wire(&resp, &req)
+        let (Some(record), Some(receipt)) = (answer.record.as_ref(), answer.receipt.as_ref())
+        else {
+            return refuse("it carries no receipt".into());
+        };
+        if receipt.record != *record {
+            return refuse("its receipt is for another record".into());
+        }
+        if let Err(e) = verify_receipt_inclusion(receipt) {
+            return refuse(e.to_string());
+        }
+        let cp = &receipt.checkpoint;
+        let cached = self
+            .inner
+            .relayed_checkpoint
+            .lock()
+            .ok()
+            .is_some_and(|g| g.as_ref() == Some(cp));
+        if !cached {
+            if cp.cluster_id != self.inner.cfg.cluster_id {
+                return refuse(format!("its checkpoint is of cluster {:?}", cp.cluster_id));
+            }
+            let voters = self.inner.lookup.applied_voters();
+            let judges: Vec<(u64, Option<&quorate_core::PublicKey>)> = voters
+                .iter()
+                .map(|v| (v.node_id, Some(&v.public_key)))
+                .collect();
+            if let Err(e) = quorate_core::proof::verify_cosignatures(cp, &judges) {
+                return refuse(e.to_string());
+            }
+            if let Ok(mut g) = self.inner.relayed_checkpoint.lock() {
+                *g = Some(cp.clone());
+            }
+        }
+        answer
     }
 
     /// Publishes a policy version after checking it compiles. Invalid Cedar
@@ -1224,7 +1459,11 @@ pub enum Access {
     /// Logs, receipts, exports, the watch stream, rollout status:
     /// auditors, admins and nodes.
     Audit,
-    /// Status, policy reads, trust file, receipts: any authenticated party.
+    /// A receipt by (domain, request id): the agent that chose the id, and
+    /// auditors, admins and nodes.
+    OwnReceipt,
+    /// Status, policy reads, the trust file, checkpoints: any authenticated
+    /// party.
     Read,
 }
 
@@ -1281,7 +1520,7 @@ impl Node {
             return deny(format!("{id} belongs to another cluster"));
         }
         let allowed = match (&id.principal, access) {
-            (_, Access::Read) => true,
+            (_, Access::Read | Access::OwnReceipt) => true,
             (Principal::Node(_), Access::Decide | Access::Audit) => true,
             (Principal::Node(_), Access::Administer) => false,
             (Principal::Client { role, .. }, a) => matches!(
@@ -1295,8 +1534,11 @@ impl Node {
             let needs = match access {
                 Access::Decide => "an agent certificate",
                 Access::Administer => "an admin certificate",
-                Access::Audit => "an auditor or admin certificate",
-                Access::Read => "a certificate",
+                Access::Audit => {
+                    "an auditor or admin certificate (agents may fetch receipts of \
+                                   their own requests by domain and request id)"
+                }
+                Access::OwnReceipt | Access::Read => "a certificate",
             };
             return deny(format!("{id} may not call {rpc}: it needs {needs}"));
         }
@@ -1309,22 +1551,63 @@ impl Node {
 
 #[tonic::async_trait]
 impl PeerHandler for Node {
-    fn identity(&self) -> Identity {
+    fn identity(&self, nonce: &[u8; 32]) -> Identity {
+        let cluster_id = self.inner.cfg.cluster_id.clone();
+        let proof = self.inner.key.sign(&quorate_core::proof::identity_message(
+            &cluster_id,
+            self.inner.id,
+            nonce,
+        ));
         Identity {
             node_id: self.inner.id,
-            cluster_id: self.inner.cfg.cluster_id.clone(),
+            cluster_id,
             public_key: self.inner.key.public(),
             region: self.inner.cfg.region.clone(),
+            proof,
         }
     }
 
-    async fn submit_cosign(&self, cmd: Command) -> Result<(), String> {
-        match self.write(cmd).await {
-            Ok(CommandResponse::Cosigned(_)) => Ok(()),
-            Ok(CommandResponse::Rejected(r)) => Err(r.message),
-            Ok(other) => Err(format!("unexpected response {other:?}")),
-            Err(e) => Err(e.message),
+    /// A voter's attestations. Each must be signed by the voter on this
+    /// connection (with TLS: the certificate's node), be a voter of the
+    /// applied membership and verify under its key; only then is it
+    /// counted, and only on the leader. Bounded: one per voter per size.
+    async fn attest(
+        &self,
+        peer: Option<&quorate_raft::tls::PeerInfo>,
+        batch: Vec<Attestation>,
+    ) -> Result<(), String> {
+        if self.inner.tls.is_some() {
+            let sender = peer
+                .and_then(|p| p.identity.as_ref())
+                .map(|i| i.principal.clone());
+            let Some(quorate_raft::tls::Principal::Node(n)) = sender else {
+                return Err("only nodes attest".into());
+            };
+            if let Some(a) = batch.iter().find(|a| a.signer != n) {
+                metrics::counter!("quorate_attestations_refused_total", "why" => "not_own")
+                    .increment(1);
+                return Err(format!(
+                    "node {n} sent an attestation signed as node {}; a voter attests only for itself",
+                    a.signer
+                ));
+            }
         }
+        if self.inner.raft.metrics().borrow_watched().state != ServerState::Leader {
+            return Err(format!("node {} is not the leader", self.inner.id));
+        }
+        let voters = self.inner.lookup.applied_voters();
+        let mut first_error = None;
+        for a in &batch {
+            match self.inner.attestations.add_peer(a, &voters) {
+                Ok(()) => metrics::counter!("quorate_attestations_total").increment(1),
+                Err(e) => {
+                    metrics::counter!("quorate_attestations_refused_total", "why" => "invalid")
+                        .increment(1);
+                    first_error.get_or_insert(e.to_string());
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// With TLS, the Raft transport serves only nodes of this cluster: any
@@ -1363,9 +1646,7 @@ impl PeerHandler for Node {
 
     async fn fetch_snapshot(&self) -> Result<(quorate_raft::SnapshotMeta, Vec<u8>), String> {
         // Never hand out state this node cannot vouch for.
-        if let Some((reason @ (DenyReason::IntegrityFailure | DenyReason::Divergence), msg)) =
-            self.containment()
-        {
+        if let Some((reason, msg)) = self.state_in_doubt() {
             return Err(format!(
                 "node {} is contained ({reason}): {msg}",
                 self.inner.id
@@ -1376,5 +1657,234 @@ impl PeerHandler for Node {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
+    }
+}
+
+/// How a forwarded request failed, by what is known of its fate.
+#[derive(Debug)]
+pub(crate) enum ForwardFailure {
+    /// No connection to the leader could be made: nothing was sent, so
+    /// nothing was proposed on our behalf (NO_QUORUM).
+    NotSent(String),
+    /// The connection was up and the request may have reached the leader:
+    /// it may commit (UNAVAILABLE, outcome unknown). A reset after sending
+    /// is this, whatever its error text says.
+    Unknown(String),
+}
+
+/// Sends one forwarded Authorize over `channel`. The failure is classified
+/// by the stage it happened in (connecting, or after), never by the text
+/// of an error message.
+pub(crate) async fn send_forward(
+    channel: tonic::transport::Channel,
+    req: quorate_proto::v1::AuthorizeRequest,
+    timeout: Duration,
+) -> Result<quorate_proto::v1::AuthorizeResponse, ForwardFailure> {
+    let mut client = GovernanceClient::new(channel);
+    let mut request = tonic::Request::new(req);
+    request.set_timeout(timeout);
+    request.metadata_mut().insert(
+        FORWARDED_METADATA_KEY,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    client
+        .authorize(request)
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| {
+            let message = from_status(&s).message;
+            if never_connected(&s) {
+                ForwardFailure::NotSent(message)
+            } else {
+                ForwardFailure::Unknown(message)
+            }
+        })
+}
+
+/// True only when the status's cause is an I/O error of a kind that can
+/// happen solely while connecting (refused, unreachable, or the server's
+/// certificate refused by our connector), so nothing was sent. Any other
+/// failure, a reset or a broken pipe included, may have reached the
+/// leader. Decided by the error's kind, never its text.
+fn never_connected(s: &tonic::Status) -> bool {
+    use std::error::Error as _;
+    use std::io::ErrorKind;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = s.source();
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::AddrNotAvailable
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::PermissionDenied
+            );
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// How often the leadership task looks at containment.
+const LEADERSHIP_CHECK: Duration = Duration::from_millis(100);
+
+/// A node that cannot vouch for its own state (integrity failure,
+/// divergence, an unattested answer) must not lead: every follower would
+/// forward to it and relay its DENYs, so one node would deny for the whole
+/// cluster until someone restarted it. It stops campaigning, and a leader
+/// hands leadership to the most up-to-date other voter (invariant 2 keeps
+/// it denying meanwhile). A containment that clears gives the operator's
+/// choice back.
+async fn leadership_task(node: Node, mut shutdown: watch::Receiver<bool>) {
+    let mut blocked = false;
+    let commit_timeout = node.commit_timeout();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LEADERSHIP_CHECK) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        // A leader whose own signed head no majority attests within the
+        // commit deadline is outvoted on its own history (or not kept up
+        // with): UNATTESTED, whether or not an ALLOW was waiting on it.
+        if node.metrics().state == ServerState::Leader
+            && let Some((size, since)) = node.attestations().oldest_pending_own()
+            && since.elapsed() > commit_timeout
+        {
+            node.set_unattested(size);
+        }
+        // Campaigning needs no evidence against this node; the suspicion
+        // of an unconfirmed root alone must not keep an honest majority
+        // from electing a leader (only a leader persists checkpoints, and
+        // only checkpoints clear the suspicion).
+        let in_doubt = node.evidence_against_itself();
+        if in_doubt != blocked {
+            blocked = in_doubt;
+            let operator = node
+                .inner
+                .electable
+                .load(std::sync::atomic::Ordering::Acquire);
+            node.inner.raft.runtime_config().elect(operator && !blocked);
+        }
+        // Leading needs no doubt at all.
+        let m = node.metrics();
+        if m.state != ServerState::Leader || (!in_doubt && node.state_in_doubt().is_none()) {
+            continue;
+        }
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        let matched = |id: &u64| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(id).cloned().flatten())
+                .map_or(0, |l| l.index)
+        };
+        let Some(to) = voters
+            .iter()
+            .filter(|v| **v != node.id())
+            .max_by_key(|v| (matched(v), std::cmp::Reverse(**v)))
+            .copied()
+        else {
+            continue;
+        };
+        tracing::warn!(to, "contained leader hands leadership over");
+        metrics::counter!("quorate_leadership_handovers_total").increment(1);
+        if let Err(e) = node.inner.raft.trigger().transfer_leader(to).await {
+            tracing::error!("leadership transfer to {to}: {e}");
+        }
+        // Give the transfer an election's time before trying again.
+        tokio::time::sleep(Duration::from_millis(
+            node.inner.cfg.raft.election_timeout_max_ms,
+        ))
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt as _;
+
+    fn wire() -> quorate_proto::v1::AuthorizeRequest {
+        quorate_proto::v1::AuthorizeRequest {
+            domain: "d".into(),
+            principal: r#"User::"a""#.into(),
+            action: r#"Action::"r""#.into(),
+            resource: r#"Doc::"1""#.into(),
+            context_json: "{}".into(),
+            entities_json: None,
+            request_id: "x".into(),
+            parent: None,
+            trace_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reset_after_sending_is_an_unknown_outcome_not_no_quorum() {
+        // A "leader" that takes the connection and the request, then resets.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = l.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let mut got = 0;
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while got < 150 {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => got += n,
+                        }
+                    }
+                })
+                .await;
+                drop(s);
+            }
+        });
+        let ch = quorate_raft::network::channel(&addr.to_string(), None, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = send_forward(ch, wire(), Duration::from_secs(3)).await;
+        assert!(matches!(r, Err(ForwardFailure::Unknown(_))), "{r:?}");
+    }
+
+    #[test]
+    fn a_status_is_classified_by_its_cause_not_its_text() {
+        let with = |msg: &str, kind: std::io::ErrorKind| {
+            let mut s = tonic::Status::unavailable(msg);
+            s.set_source(std::sync::Arc::new(std::io::Error::new(
+                kind,
+                msg.to_string(),
+            )));
+            s
+        };
+        // A reset after the request went out, whose text says "connect":
+        // the old text rule called this NO_QUORUM (certainly not logged).
+        let reset = with(
+            "error reading from connection: connection reset by peer",
+            std::io::ErrorKind::ConnectionReset,
+        );
+        assert!(!never_connected(&reset));
+        // A refused connection, whatever its text, sent nothing.
+        assert!(never_connected(&with(
+            "transport error",
+            std::io::ErrorKind::ConnectionRefused
+        )));
+        // No cause known: the outcome is unknown.
+        assert!(!never_connected(&tonic::Status::unavailable(
+            "tcp connect error"
+        )));
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_cannot_be_reached_was_sent_nothing() {
+        // A port nobody listens on.
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+            l.local_addr().unwrap_or_else(|e| panic!("{e}"))
+        };
+        let ch = quorate_raft::network::channel(&addr.to_string(), None, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = send_forward(ch, wire(), Duration::from_secs(3)).await;
+        assert!(matches!(r, Err(ForwardFailure::NotSent(_))), "{r:?}");
     }
 }

@@ -3,11 +3,10 @@
 //! the trust file and the log export.
 //!
 //! Signing rule (invariants 3 and 4): a voter signs only the root it
-//! computed itself. The leader proposes a checkpoint of its applied tree at
-//! most every `checkpoint.interval_ms` or `checkpoint.max_entries` records;
-//! another voter cosigns a size once it has applied someone's cosignature
-//! for it, which the state machine accepts only when that root equals its
-//! own. A mismatch never yields a cosignature: the node contains instead.
+//! computed itself, after applying (`crate::attest`). The leader persists
+//! a checkpoint a majority attested; the state machine accepts each of its
+//! cosignatures only when that root equals the applying node's own. A
+//! mismatch never yields a cosignature: the node contains instead.
 
 use std::time::{Duration, Instant};
 
@@ -15,123 +14,65 @@ use openraft::ServerState;
 use quorate_core::export::{EXPORT_FORMAT, ExportHeader, ExportLine};
 use quorate_core::proof::{
     CONSISTENCY_FORMAT, ConsistencyBundle, RECEIPT_FORMAT, TRUST_FORMAT, TrustedNode,
-    TrustedPublisher, VoterSet, checkpoint_message,
+    TrustedPublisher, VoterSet,
 };
-use quorate_core::{Checkpoint, Command, CommandResponse, Digest, ErrorCode, Receipt, TrustFile};
+use quorate_core::{Checkpoint, Command, CommandResponse, ErrorCode, Receipt, TrustFile};
 use quorate_store::CheckpointState;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::ApiError;
 use crate::node::Node;
 
-/// Signs `root` at `size` as this node and gets it into the log: proposed
-/// directly on the leader, sent to the leader otherwise.
-async fn cosign(node: &Node, size: u64, root: Digest) -> Result<(), String> {
-    let signature = node
-        .key()
-        .sign(&checkpoint_message(&node.config().cluster_id, size, &root));
-    let cmd = Command::Cosign {
-        signer: node.id(),
-        size,
-        root,
-        signature,
-    };
-    let m = node.metrics();
-    if m.state == ServerState::Leader {
-        return match node.write(cmd).await {
-            Ok(CommandResponse::Cosigned(_)) => Ok(()),
-            Ok(CommandResponse::Rejected(r)) => Err(r.message),
-            Ok(other) => Err(format!("unexpected response {other:?}")),
-            Err(e) => Err(e.message),
-        };
-    }
-    let leader = m.current_leader.ok_or("no known leader")?;
-    let addr = m
-        .membership_config
-        .membership()
-        .get_node(&leader)
-        .map(|n| n.addr.clone())
-        .ok_or("leader not in membership")?;
-    quorate_raft::network::submit_cosign(
-        node.channels(),
-        node.id(),
-        leader,
-        &addr,
-        &cmd,
-        Duration::from_millis(node.config().commit_timeout_ms),
-    )
-    .await
-    .map_err(|e| e.to_string())
-}
-
-/// Runs on every node; only voters sign.
+/// Runs on every node; only the leader persists. At most every
+/// `checkpoint.interval_ms`, or at once after `checkpoint.max_entries` new
+/// records, the leader writes the latest attested checkpoint (a majority of
+/// voters' signatures over the root each computed itself, collected by
+/// `crate::attest`) into the log as one `Command::Checkpoint` entry. Every
+/// replica applies each signature exactly as a cosignature: checked against
+/// the signer's key and against its own root, so a replica whose history
+/// differs contains (DIVERGENCE) instead of accepting it.
 pub(crate) async fn checkpoint_task(node: Node, mut shutdown: watch::Receiver<bool>) {
     let cfg = node.config().checkpoint.clone();
     let interval = Duration::from_millis(cfg.interval_ms);
-    let mut applied = node.lookup().subscribe();
-    let mut progress = node.lookup().subscribe_checkpoints();
-    let mut last_signed = 0u64;
+    let mut best = node.attestations().subscribe();
     let mut last_proposal = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            r = applied.changed() => if r.is_err() { return },
-            r = progress.changed() => if r.is_err() { return },
+            r = best.changed() => if r.is_err() { return },
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        // A contained node signs nothing: its state is in doubt.
-        if matches!(
-            node.containment(),
-            Some((
-                quorate_core::DenyReason::Divergence | quorate_core::DenyReason::IntegrityFailure,
-                _
-            ))
-        ) {
+        if node.metrics().state != ServerState::Leader {
             continue;
         }
-        let m = node.metrics();
-        let is_voter = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v == node.id());
-        if !is_voter {
+        let Some(cp) = node.attestations().best() else {
             continue;
-        }
-        // Cosign a checkpoint another voter signed, once, until it is final.
-        let p = progress.borrow_and_update().clone();
-        if p.size > last_signed && !p.is_final && !p.cosigners.contains(&node.id()) {
-            // On failure `last_signed` stays put, so the next tick retries.
-            match cosign(&node, p.size, p.root).await {
-                Ok(()) => {
-                    last_signed = p.size;
-                    node.signed_checkpoint(p.size);
-                }
-                Err(e) => tracing::debug!(size = p.size, "cosignature not submitted: {e}"),
-            }
-            continue;
-        }
-        if m.state != ServerState::Leader {
-            continue;
-        }
-        // Propose the current tree while anything is not yet final: at most
-        // every interval, or at once after max_entries new records. A
-        // proposal that did not become final (lost with a leader, or its
-        // cosigners were down) is proposed again at the next interval, so
-        // the log's tail is always covered eventually.
-        let (size, root) = node.lookup().tree_head();
+        };
         let last_final = node.lookup().last_final();
         let due = last_proposal.elapsed() >= interval
-            || size.saturating_sub(last_signed) >= cfg.max_entries;
-        if size > last_final && due {
-            last_proposal = Instant::now();
-            match cosign(&node, size, root).await {
-                Ok(()) => {
-                    last_signed = size;
-                    node.signed_checkpoint(size);
-                }
-                Err(e) => tracing::debug!(size, "checkpoint not proposed: {e}"),
+            || cp.size.saturating_sub(last_final) >= cfg.max_entries;
+        if cp.size <= last_final || !due {
+            continue;
+        }
+        last_proposal = Instant::now();
+        let cmd = Command::Checkpoint {
+            size: cp.size,
+            root: cp.root,
+            cosignatures: cp.cosignatures.clone(),
+        };
+        match node.write(cmd).await {
+            Ok(CommandResponse::Cosigned(c))
+                if c.cosigners >= quorate_core::majority(cp.voters.len()) => {}
+            Ok(CommandResponse::Cosigned(c)) => tracing::warn!(
+                size = cp.size,
+                cosigners = c.cosigners,
+                "persisted checkpoint is not final on apply"
+            ),
+            Ok(CommandResponse::Rejected(r)) => {
+                tracing::warn!(size = cp.size, "checkpoint refused on apply: {}", r.message)
             }
+            Ok(other) => tracing::warn!(size = cp.size, "unexpected response {other:?}"),
+            Err(e) => tracing::debug!(size = cp.size, "checkpoint not persisted: {}", e.message),
         }
     }
 }

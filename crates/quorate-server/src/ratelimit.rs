@@ -38,8 +38,10 @@ impl RateLimiter {
         if self.rate <= 0.0 {
             return true;
         }
+        // Fail closed: a lock poisoned by a panic mid-update admits no one
+        // (RESOURCE_EXHAUSTED changes nothing), never everyone.
         let Ok(mut map) = self.buckets.lock() else {
-            return true;
+            return false;
         };
         if map.len() > PRUNE_ABOVE {
             map.retain(|_, (_, t)| now.duration_since(*t).as_secs_f64() < IDLE_SECS);
@@ -73,5 +75,18 @@ mod tests {
         let t1 = t0 + Duration::from_millis(500);
         assert_eq!((0..8).filter(|_| l.allow_at("a", t1)).count(), 5);
         assert!(RateLimiter::new(0, 0).allow_at("a", t1), "0 disables");
+    }
+
+    #[test]
+    fn a_poisoned_limiter_admits_no_one() {
+        let l = std::sync::Arc::new(RateLimiter::new(10, 5));
+        let l2 = l.clone();
+        let _ = std::thread::spawn(move || {
+            let _g = l2.buckets.lock();
+            panic!("poison the lock on purpose");
+        })
+        .join();
+        assert!(l.buckets.is_poisoned());
+        assert!(!l.allow("a"), "a poisoned limiter must fail closed");
     }
 }

@@ -85,3 +85,57 @@ fn edit_record(
     store.db.put_cf(&cf, key, crate::db::encode(&v))?;
     Ok(())
 }
+
+/// Rewrites domain `domain`'s stored metadata row through `edit` (JSON):
+/// what a tampered `active_version` leaves behind.
+pub fn tamper_domain(
+    store: &Store,
+    domain: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Result<(), crate::StoreError> {
+    let cf = store.cf(crate::db::CF_DOMAINS)?;
+    let bytes =
+        store
+            .db
+            .get_cf(&cf, domain.as_bytes())?
+            .ok_or_else(|| crate::StoreError::Corrupt {
+                what: format!("domains/{domain}"),
+                message: "no such domain".into(),
+            })?;
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| crate::StoreError::Corrupt {
+            what: format!("domains/{domain}"),
+            message: e.to_string(),
+        })?;
+    edit(&mut v);
+    store
+        .db
+        .put_cf(&cf, domain.as_bytes(), crate::db::encode(&v))?;
+    store.db.flush_wal(true)?;
+    Ok(())
+}
+
+/// Rewrites the record at `index` under a running node through `edit` and
+/// seals it again (a valid hash over the altered contents): what someone
+/// who knows the record format, but holds no voter's key, can forge. Its
+/// chain link and Merkle leaf no longer match.
+pub fn reseal_record_live(
+    lookup: &crate::DecisionLookup,
+    index: u64,
+    edit: impl FnOnce(&mut DecisionRecord),
+) -> Result<(), crate::StoreError> {
+    let store = lookup.store();
+    let cf = store.cf(crate::db::CF_DECISIONS)?;
+    let key = index.to_be_bytes();
+    let bytes = store
+        .db
+        .get_cf(&cf, key)?
+        .ok_or_else(|| crate::StoreError::Corrupt {
+            what: format!("decisions/{index}"),
+            message: "no such record".into(),
+        })?;
+    let mut rec: DecisionRecord = crate::db::decode(crate::db::CF_DECISIONS, &key, &bytes)?;
+    edit(&mut rec);
+    store.db.put_cf(&cf, key, crate::db::encode(&rec.seal()))?;
+    Ok(())
+}

@@ -28,4 +28,4 @@ pub use machine::{ChainHead, DecisionLookup, IntegrityError, MachineState, State
 pub use proofs::{
     CheckpointProgress, CheckpointState, CheckpointVoter, Divergence, ProofState, VoterEpoch,
 };
-pub use snapshot::{SnapshotPayload, repair_from_snapshot};
+pub use snapshot::{SnapshotPayload, repair_from_snapshot, trusted_voters};

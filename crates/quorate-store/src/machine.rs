@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::StreamExt;
 use openraft::EntryPayload;
@@ -32,8 +32,8 @@ use crate::db::{
     CF_REQUEST_IDS, CF_ROLLOUTS, CF_SM_META, Store, StoreError, decode, encode, key_u64, u64_key,
 };
 use crate::proofs::{
-    CheckpointProgress, CheckpointState, Divergence, ProofState, StoredNodes, merkle_key,
-    proof_err, voters_of,
+    CheckpointProgress, CheckpointState, CheckpointVoter, Divergence, ProofState, StoredNodes,
+    TreeHeads, merkle_key, proof_err, voters_of,
 };
 use crate::snapshot::{self, SnapshotBuilder, SnapshotPayload};
 
@@ -114,6 +114,7 @@ pub struct DecisionLookup {
     state: Arc<RwLock<MachineState>>,
     applied: watch::Receiver<u64>,
     checkpoints: watch::Receiver<CheckpointProgress>,
+    heads: Arc<Mutex<TreeHeads>>,
 }
 
 impl std::fmt::Debug for DecisionLookup {
@@ -222,6 +223,22 @@ impl DecisionLookup {
     pub fn build_snapshot(&self) -> Result<(quorate_raft::SnapshotMeta, Vec<u8>), StoreError> {
         let s = SnapshotBuilder::new(self.store.clone()).build()?;
         Ok((s.meta, s.snapshot.into_inner()))
+    }
+
+    /// The tree heads (size, root) this node reached at the end of each
+    /// recently applied entry that appended records, after `size`, oldest
+    /// first. Every replica reaches the same heads (entries are the same
+    /// everywhere), which is what lets voters attest one size together.
+    pub fn tree_heads_after(&self, size: u64) -> Vec<(u64, Digest)> {
+        self.heads.lock().map(|h| h.after(size)).unwrap_or_default()
+    }
+
+    /// The voters of the applied membership, with their keys, sorted by id.
+    pub fn applied_voters(&self) -> Vec<CheckpointVoter> {
+        self.state
+            .read()
+            .map(|s| voters_of(s.membership.membership()))
+            .unwrap_or_default()
     }
 
     /// The tree size and root as last applied, read together.
@@ -422,6 +439,39 @@ impl DecisionLookup {
                 "policy versions stored for a domain with no metadata".into()
             ));
         }
+        // The active version is what the recorded activations make it, not
+        // what the domain row says: replaying them in log order must land
+        // on the stored `active_version` of every domain (a tampered row would
+        // otherwise switch the policy this one replica evaluates against).
+        let activations: Vec<(Vec<u8>, Activation)> = self
+            .view_scan(view, CF_ACTIVATIONS)
+            .map_err(|e| bad(e.to_string()))?;
+        let mut replayed: BTreeMap<&str, u64> = BTreeMap::new();
+        for (k, a) in &activations {
+            if activation_key(a.log_index, &a.domain) != k.as_slice() {
+                return Err(bad(format!(
+                    "activation of {} v{} is stored under another key",
+                    a.domain, a.version
+                )));
+            }
+            if a.version == 0 || a.version > latest.get(&a.domain).copied().unwrap_or(0) {
+                return Err(bad(format!(
+                    "activation at log index {} names {} v{}, which is not stored",
+                    a.log_index, a.domain, a.version
+                )));
+            }
+            replayed.insert(a.domain.as_str(), a.version);
+        }
+        for (d, meta) in &domains {
+            let expected = replayed.get(d.as_str()).copied();
+            if meta.active_version != expected {
+                return Err(bad(format!(
+                    "domain {d}: the stored active version {:?} is not the one its recorded \
+                     activations make active ({expected:?})",
+                    meta.active_version
+                )));
+            }
+        }
         // Rollouts: stored canonically under their own id, and every
         // candidate they name is a stored version with that content hash.
         let rollouts: Vec<(Vec<u8>, Rollout)> = self
@@ -596,6 +646,7 @@ pub struct StateMachine {
     applied_rx: watch::Receiver<u64>,
     checkpoints_tx: watch::Sender<CheckpointProgress>,
     checkpoints_rx: watch::Receiver<CheckpointProgress>,
+    heads: Arc<Mutex<TreeHeads>>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -625,6 +676,7 @@ impl StateMachine {
             applied_rx,
             checkpoints_tx,
             checkpoints_rx,
+            heads: Arc::default(),
         })
     }
 
@@ -641,6 +693,7 @@ impl StateMachine {
             state: self.state.clone(),
             applied: self.applied_rx.clone(),
             checkpoints: self.checkpoints_rx.clone(),
+            heads: self.heads.clone(),
         }
     }
 
@@ -661,6 +714,9 @@ impl StateMachine {
             *s = st;
         }
         self.compiled.clear();
+        if let Ok(mut h) = self.heads.lock() {
+            *h = TreeHeads::default();
+        }
         self.applied_tx.send_replace(applied);
         Ok(())
     }
@@ -828,7 +884,37 @@ impl StateMachine {
                 size,
                 root,
                 signature,
-            } => self.apply_cosign(*signer, *size, root, signature, log_index, st, batch),
+            } => self.apply_cosign(
+                *signer, *size, root, signature, log_index, st, batch, &mut None,
+            ),
+            Command::Checkpoint {
+                size,
+                root,
+                cosignatures,
+            } => {
+                // Each cosignature as if it were its signer's own Cosign
+                // entry, in order; a refused one changes nothing and the
+                // rest still count. The last response says where the
+                // checkpoint stands.
+                let mut last = reject(
+                    ErrorCode::InvalidArgument,
+                    "a checkpoint entry without cosignatures".into(),
+                );
+                let mut pending = None;
+                for c in cosignatures {
+                    last = self.apply_cosign(
+                        c.node_id,
+                        *size,
+                        root,
+                        &c.signature,
+                        log_index,
+                        st,
+                        batch,
+                        &mut pending,
+                    )?;
+                }
+                Ok(last)
+            }
             Command::StartRollout { plan, timestamp_ms } => {
                 self.start_rollout(plan, log_index, *timestamp_ms, st, batch)
             }
@@ -1064,7 +1150,11 @@ impl StateMachine {
     /// entry and replicated state (the applied membership's keys), so every
     /// replica accepts or refuses it alike; the root comparison is each
     /// node's own evidence of agreement (invariants 3 and 4).
-    #[allow(clippy::too_many_arguments)]
+    ///
+    /// `pending` carries the checkpoint as the entry's earlier cosignatures
+    /// left it (a `Checkpoint` entry holds several; they are in the batch,
+    /// not yet in the store).
+    #[allow(clippy::too_many_arguments)] // reason: the entry's fields plus the apply context.
     fn apply_cosign(
         &mut self,
         signer: u64,
@@ -1074,6 +1164,7 @@ impl StateMachine {
         log_index: u64,
         st: &mut MachineState,
         batch: &mut WriteBatch,
+        pending: &mut Option<CheckpointState>,
     ) -> Result<CommandResponse, StoreError> {
         let membership = st.membership.membership();
         if size == 0 || size > st.head.count {
@@ -1088,20 +1179,21 @@ impl StateMachine {
         // A checkpoint is judged under the voters of the membership applied
         // when its first cosignature was (recorded in it), whatever the
         // membership is now.
-        let mut cp: CheckpointState = self
-            .store
-            .get_json(CF_CHECKPOINTS, &u64_key(size))?
-            .unwrap_or_else(|| CheckpointState {
-                checkpoint: Checkpoint {
-                    cluster_id: self.cluster_id.clone(),
-                    size,
-                    root: *root,
-                    cosignatures: Vec::new(),
-                    voters: membership.voter_ids().collect(),
-                },
-                finalized_at: None,
-                voters: voters_of(membership),
-            });
+        let earlier = match pending.as_ref().filter(|c| c.checkpoint.size == size) {
+            Some(c) => Some(c.clone()),
+            None => self.store.get_json(CF_CHECKPOINTS, &u64_key(size))?,
+        };
+        let mut cp: CheckpointState = earlier.unwrap_or_else(|| CheckpointState {
+            checkpoint: Checkpoint {
+                cluster_id: self.cluster_id.clone(),
+                size,
+                root: *root,
+                cosignatures: Vec::new(),
+                voters: membership.voter_ids().collect(),
+            },
+            finalized_at: None,
+            voters: voters_of(membership),
+        });
         let judges = cp.judges(membership);
         let Some(key) = judges
             .iter()
@@ -1154,7 +1246,7 @@ impl StateMachine {
             .iter()
             .filter(|c| judges.iter().any(|v| v.node_id == c.node_id))
             .count();
-        let quorum = judges.len() / 2 + 1;
+        let quorum = quorate_core::majority(judges.len());
         let became_final = added && !cp.is_final() && cosigners >= quorum;
         if became_final {
             cp.finalized_at = Some(log_index);
@@ -1164,6 +1256,7 @@ impl StateMachine {
         if added {
             st.proof.last_checkpoint = st.proof.last_checkpoint.max(size);
             batch.put_cf(&self.store.cf(CF_CHECKPOINTS)?, u64_key(size), encode(&cp));
+            *pending = Some(cp.clone());
         }
         // Announced even when nothing was added: a leader proposing the same
         // size again is asking voters that missed it (restarted, lagging)
@@ -1208,6 +1301,17 @@ impl StateMachine {
                     what: format!("decisions/{idx}"),
                     message: "indexed by request id but missing".into(),
                 })?;
+            // Invariant 6: a replay answers from disk, so the stored record
+            // must still be the one that was decided. One that no longer
+            // matches its hash fails the apply on this node alone (its
+            // peers hold the intact record): it stops and contains instead
+            // of serving an altered decision.
+            if !rec.hash_is_valid() || rec.index != idx {
+                return Err(StoreError::Corrupt {
+                    what: format!("decisions/{idx}"),
+                    message: "a replayed record does not match its hash".into(),
+                });
+            }
             return Ok(AuthorizeOutcome {
                 record: rec,
                 replayed: true,
@@ -1453,6 +1557,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let mut st = self.read_state()?;
+            let records_before = st.head.count;
             let mut batch = WriteBatch::default();
             let log_index = entry.log_id.index;
             let response = match &entry.payload {
@@ -1478,10 +1583,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // Not synced on its own: the WAL sync of later log appends (or
             // replay of the synced Raft log after a crash) covers it.
             self.store.db.write(batch).map_err(io_err)?;
+            let head =
+                (st.head.count > records_before).then(|| (st.head.count, st.proof.frontier.root()));
             *self
                 .state
                 .write()
                 .map_err(|_| io_err("state machine lock poisoned by an earlier panic"))? = st;
+            if let Some(h) = head
+                && let Ok(mut heads) = self.heads.lock()
+            {
+                heads.push(h);
+            }
             self.applied_tx.send_replace(log_index);
             if let Some(r) = responder {
                 r.send(response);

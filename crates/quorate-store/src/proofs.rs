@@ -174,6 +174,34 @@ pub struct CheckpointProgress {
     pub is_final: bool,
 }
 
+/// How many recent tree heads are kept for the attestation task.
+const RECENT_HEADS: usize = 1024;
+
+/// The tree heads (size, root) at the end of recently applied entries that
+/// appended records, oldest first, at most `RECENT_HEADS`. In memory only:
+/// after a restart a voter attests its current head.
+#[derive(Debug, Default)]
+pub(crate) struct TreeHeads {
+    heads: std::collections::VecDeque<(u64, Digest)>,
+}
+
+impl TreeHeads {
+    pub(crate) fn push(&mut self, head: (u64, Digest)) {
+        if self.heads.len() == RECENT_HEADS {
+            self.heads.pop_front();
+        }
+        self.heads.push_back(head);
+    }
+
+    pub(crate) fn after(&self, size: u64) -> Vec<(u64, Digest)> {
+        self.heads
+            .iter()
+            .filter(|(s, _)| *s > size)
+            .copied()
+            .collect()
+    }
+}
+
 /// Reads perfect nodes from the `merkle` column family.
 pub(crate) struct StoredNodes<'a> {
     pub(crate) store: &'a Store,

@@ -25,7 +25,7 @@ use crate::machine::{
     KEY_MEMBERSHIP, KEY_PROOF, KEY_ROLLOUT_LATEST, KEY_VOTER_HISTORY, activation_key, policy_key,
     request_key,
 };
-use crate::proofs::{CheckpointState, ProofState, merkle_key};
+use crate::proofs::{CheckpointState, CheckpointVoter, ProofState, merkle_key};
 
 const KEY_CURRENT_META: &[u8] = b"current_meta";
 const KEY_CURRENT_DATA: &[u8] = b"current_data";
@@ -100,12 +100,30 @@ impl SnapshotPayload {
             let l = latest.entry(p.domain.as_str()).or_default();
             *l = (*l).max(p.version);
         }
-        for (d, m) in &self.domains {
-            let stored = latest.get(d.as_str()).copied().unwrap_or(0);
-            if stored != m.latest_version || m.active_version.is_some_and(|a| a == 0 || a > stored)
+        // The active version of every domain is the one its recorded
+        // activations, replayed in log order, make active.
+        let mut active: std::collections::BTreeMap<&str, u64> = Default::default();
+        let mut last_key: Option<Vec<u8>> = None;
+        for a in &self.activations {
+            let key = activation_key(a.log_index, &a.domain);
+            if last_key.as_ref().is_some_and(|k| *k >= key)
+                || a.version == 0
+                || a.version > latest.get(a.domain.as_str()).copied().unwrap_or(0)
             {
                 return Err(bad(format!(
-                    "snapshot: domain {d} metadata does not match its versions"
+                    "snapshot: activation of {} v{} at log index {} is out of order or names \
+                     no stored version",
+                    a.domain, a.version, a.log_index
+                )));
+            }
+            last_key = Some(key);
+            active.insert(a.domain.as_str(), a.version);
+        }
+        for (d, m) in &self.domains {
+            let stored = latest.get(d.as_str()).copied().unwrap_or(0);
+            if stored != m.latest_version || m.active_version != active.get(d.as_str()).copied() {
+                return Err(bad(format!(
+                    "snapshot: domain {d} metadata does not match its versions and activations"
                 )));
             }
         }
@@ -141,7 +159,7 @@ impl SnapshotPayload {
             }
             if cp.is_final() {
                 proof.last_final = c.size;
-                if valid < judges.len() / 2 + 1 {
+                if valid < quorate_core::majority(judges.len()) {
                     return Err(bad(format!(
                         "snapshot: checkpoint {} is marked final with {valid} voter cosignatures",
                         c.size
@@ -455,31 +473,129 @@ fn install_inner(
     Ok(())
 }
 
+/// Whether a majority of `cp`'s voters, each one a trusted voter (same id,
+/// same key), validly cosigned it.
+fn vouched_by_trusted(cp: &CheckpointState, trusted: &[CheckpointVoter]) -> Result<(), String> {
+    if trusted.is_empty() {
+        return Err(
+            "this node trusts no voter keys (its voter history is unreadable or empty); give \
+             the cluster's trust file with --trust"
+                .into(),
+        );
+    }
+    // A checkpoint stored before voter sets were recorded names none: it
+    // is then judged under the trusted voters themselves.
+    let judges: Vec<CheckpointVoter> = if cp.voters.is_empty() {
+        trusted.to_vec()
+    } else {
+        cp.voters.clone()
+    };
+    for j in &judges {
+        if !trusted.contains(j) {
+            return Err(format!(
+                "its checkpoint at size {} is judged by node {} with key {}, which this node \
+                 does not trust; refusing a history vouched for by keys of its own making",
+                cp.checkpoint.size, j.node_id, j.public_key
+            ));
+        }
+    }
+    let message = cp.checkpoint.message();
+    let valid = cp
+        .checkpoint
+        .cosignatures
+        .iter()
+        .filter(|c| {
+            judges.iter().any(|j| {
+                j.node_id == c.node_id && j.public_key.verify(&message, &c.signature).is_ok()
+            })
+        })
+        .count();
+    let needed = quorate_core::majority(judges.len());
+    if valid < needed {
+        return Err(format!(
+            "its checkpoint at size {} has {valid} valid cosignatures of trusted voters; {needed} \
+             are needed",
+            cp.checkpoint.size
+        ));
+    }
+    Ok(())
+}
+
+/// The voters (id and key) this node trusts from its own store: every
+/// voter set it recorded and its applied membership's voters. Empty when
+/// none can be read.
+pub fn trusted_voters(store: &Store) -> Vec<CheckpointVoter> {
+    let mut out: Vec<CheckpointVoter> = Vec::new();
+    let history: Vec<crate::proofs::VoterEpoch> = store
+        .get_json(CF_SM_META, crate::machine::KEY_VOTER_HISTORY)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    for v in history.iter().flat_map(|e| e.voters.iter()) {
+        if !out.contains(v) {
+            out.push(*v);
+        }
+    }
+    let membership: Option<StoredMembership> = store
+        .get_json(CF_SM_META, crate::machine::KEY_MEMBERSHIP)
+        .ok()
+        .flatten();
+    if let Some(m) = membership {
+        for v in crate::proofs::voters_of(m.membership()) {
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
 /// Replaces this node's damaged state machine with a peer's snapshot
 /// (`quorate node repair`). The node must be stopped. The snapshot is
 /// verified in full (chain, Merkle roots, cosignatures) before anything is
 /// written; the Raft log is kept, and purged up to the snapshot only when
 /// the snapshot is ahead of it, exactly as a snapshot install would.
+///
+/// A snapshot is judged by its own checkpoints, so those must not be the
+/// judges of themselves (invariant 4): it is accepted only if a final
+/// checkpoint covers every record it holds and that checkpoint's voters
+/// are, node id and key, voters this node already trusts (`trusted`: its
+/// own recorded voter sets, or a trust file the operator gives), with a
+/// majority of them cosigning. A peer with a divergent history, or keys of
+/// its own making, is refused with the reason.
 pub fn repair_from_snapshot(
     store: &Store,
     meta: &SnapshotMeta,
     raw: &[u8],
     cluster_id: &str,
+    trusted: &[CheckpointVoter],
 ) -> Result<ChainHead, StoreError> {
+    let refuse = |message: String| StoreError::Corrupt {
+        what: "peer snapshot".into(),
+        message,
+    };
     let payload = SnapshotPayload::decode(raw)?;
     let proof = payload
         .verify(meta, cluster_id)
-        .map_err(|e| StoreError::Corrupt {
-            what: "peer snapshot".into(),
-            message: e.to_string(),
-        })?;
-    if proof.last_final == 0 && !payload.decisions.is_empty() {
-        return Err(StoreError::Corrupt {
-            what: "peer snapshot".into(),
-            message: "it holds no final checkpoint, so a quorum does not vouch for it; \
-                      retry once the cluster has cosigned a checkpoint"
-                .into(),
-        });
+        .map_err(|e| refuse(e.to_string()))?;
+    let records = payload.decisions.len() as u64;
+    if records > 0 {
+        if proof.last_final < records {
+            return Err(refuse(format!(
+                "it holds {records} records but its newest final checkpoint covers {}, so a \
+                 quorum does not vouch for all of it; retry in a moment (checkpoints are \
+                 cosigned every checkpoint.interval_ms)",
+                proof.last_final
+            )));
+        }
+        let Some(cp) = payload
+            .checkpoints
+            .iter()
+            .find(|c| c.checkpoint.size == proof.last_final)
+        else {
+            return Err(refuse("its final checkpoint is missing".into()));
+        };
+        vouched_by_trusted(cp, trusted).map_err(refuse)?;
     }
     let purged: Option<LogId> = store.get_json(CF_RAFT_META, KEY_PURGED)?;
     let snap_index = meta.last_log_id.map(|l| l.index).unwrap_or(0);

@@ -83,9 +83,12 @@ pub(crate) async fn connect(endpoint: &str) -> anyhow::Result<GovernanceClient<C
         let addr = endpoint
             .trim_start_matches("https://")
             .trim_start_matches("http://");
-        let ch = quorate_raft::network::channel(addr, Some(tls.clone())).with_context(|| {
-            format!("{endpoint:?} is not a valid endpoint (expected host:port)")
-        })?;
+        // The server must present a node certificate of the cluster our
+        // own certificate names (any node: a client may ask any of them).
+        let ch =
+            quorate_raft::network::channel(addr, Some(tls.clone()), None).with_context(|| {
+                format!("{endpoint:?} is not a valid endpoint (expected host:port)")
+            })?;
         return Ok(GovernanceClient::new(ch).max_decoding_message_size(64 * 1024 * 1024));
     }
     if !INSECURE.load(std::sync::atomic::Ordering::Relaxed) {
@@ -242,54 +245,155 @@ pub(crate) async fn authorize(a: AuthorizeArgs) -> anyhow::Result<ExitCode> {
     let want_receipt = a.receipt;
     let mut client = connect(&a.endpoint.endpoint).await?;
     let resp = client
-        .authorize(req)
+        .authorize(req.clone())
         .await
         .map_err(|s| status_error(&s))?
         .into_inner();
-    let allow = resp.decision == v1::Decision::Allow as i32;
-    let record = resp
-        .record
-        .as_ref()
-        .map(record_from_wire)
-        .transpose()
-        .map_err(|e| anyhow!("node sent a malformed record: {e}"))?;
-    // Fail closed on the client side too: an ALLOW must come with a record
-    // that says ALLOW and whose hash verifies.
-    let verified = record
-        .as_ref()
-        .is_some_and(|r| r.hash_is_valid() && r.decision == quorate_core::Decision::Allow);
-    let receipt = match (&record, want_receipt) {
-        (Some(r), true) => Some(
-            crate::proofs::fetch_receipt(
+    let checked = check_answer(&req, &resp);
+    let record = checked.record.clone();
+    let receipt = match (&record, checked.receipt, want_receipt) {
+        (_, Some(r), true) => Some(r),
+        (Some(r), None, true) => {
+            let fetched = crate::proofs::fetch_receipt(
                 &a.endpoint.endpoint,
                 v1::get_decision_request::Key::Index(r.index),
                 Duration::from_secs(10),
             )
             .await
-            .context("the decision is committed but its receipt is not available yet; fetch it later with `quorate log receipt`")?,
-        ),
+            .context("the decision is committed but its receipt is not available yet; fetch it later with `quorate log receipt`")?;
+            if fetched.record != *r {
+                bail!(
+                    "the receipt is for a different record than the answer; do not trust this node"
+                );
+            }
+            Some(Box::new(fetched))
+        }
         _ => None,
     };
-    if let (Some(rc), Some(r)) = (&receipt, &record)
-        && rc.record != *r
-    {
-        bail!("the receipt is for a different record than the answer; do not trust this node");
-    }
     let out = serde_json::json!({
-        "decision": if allow && verified { "ALLOW" } else { "DENY" },
-        "reason": if allow && !verified { "INTEGRITY_FAILURE".to_string() } else { resp.reason.clone() },
-        "message": resp.message,
+        "decision": if checked.allow { "ALLOW" } else { "DENY" },
+        "reason": checked.reason,
+        "message": checked.message,
         "replayed": resp.replayed,
         "served_by": resp.served_by,
         "record": record,
         "receipt": receipt,
     });
     print_json(&out)?;
-    Ok(if allow && verified {
+    Ok(if checked.allow {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// What the CLI makes of a node's answer.
+#[derive(Debug)]
+pub(crate) struct CheckedAnswer {
+    pub(crate) allow: bool,
+    pub(crate) reason: String,
+    pub(crate) message: String,
+    pub(crate) record: Option<quorate_core::DecisionRecord>,
+    pub(crate) receipt: Option<Box<quorate_core::Receipt>>,
+}
+
+/// Fail closed on the client side too: an ALLOW is believed only with a
+/// well-formed record that says ALLOW, whose hash verifies and that decides
+/// the very request sent (domain, principal, action, resource, context,
+/// entities, request id, parent, trace id); a receipt it carries must be
+/// for that record and its record must be under the receipt's root.
+/// Anything else is DENY INTEGRITY_FAILURE, and the exit code says so.
+pub(crate) fn check_answer(
+    sent: &v1::AuthorizeRequest,
+    resp: &v1::AuthorizeResponse,
+) -> CheckedAnswer {
+    let deny = |why: String, record, receipt| CheckedAnswer {
+        allow: false,
+        reason: "INTEGRITY_FAILURE".into(),
+        message: format!("{why}; do not trust this node"),
+        record,
+        receipt,
+    };
+    let record = match resp.record.as_ref().map(record_from_wire).transpose() {
+        Ok(r) => r,
+        Err(e) => return deny(format!("node sent a malformed record: {e}"), None, None),
+    };
+    let receipt: Option<Box<quorate_core::Receipt>> =
+        match resp.receipt_json.as_deref().map(serde_json::from_str) {
+            None => None,
+            Some(Ok(r)) => Some(Box::new(r)),
+            Some(Err(e)) => {
+                return deny(format!("node sent a malformed receipt: {e}"), record, None);
+            }
+        };
+    if resp.decision != v1::Decision::Allow as i32 {
+        return CheckedAnswer {
+            allow: false,
+            reason: resp.reason.clone(),
+            message: resp.message.clone(),
+            record,
+            receipt,
+        };
+    }
+    let Some(r) = record.as_ref() else {
+        return deny("ALLOW without a committed record".into(), None, receipt);
+    };
+    if !r.hash_is_valid() || r.decision != quorate_core::Decision::Allow {
+        return deny(
+            "the ALLOW's record does not verify or does not say ALLOW".into(),
+            record,
+            receipt,
+        );
+    }
+    // What the node decided must be what was asked: the same conversion the
+    // node applies (canonical context JSON), then field for field.
+    let ours = match quorate_proto::request_from_wire(
+        sent.clone(),
+        &quorate_core::validate::Limits::default(),
+    ) {
+        Ok(q) => q,
+        Err(e) => {
+            return deny(
+                format!("the request sent does not validate here ({e})"),
+                record,
+                receipt,
+            );
+        }
+    };
+    if r.request != ours {
+        return deny(
+            format!(
+                "the record at index {} decides another request (request id {:?}, principal {}), \
+                 not the one sent",
+                r.index, r.request.request_id, r.request.principal
+            ),
+            record,
+            receipt,
+        );
+    }
+    if let Some(rc) = receipt.as_ref() {
+        if rc.record != *r {
+            return deny(
+                "the receipt is for another record than the answer".into(),
+                record,
+                receipt,
+            );
+        }
+        if let Err(e) = quorate_core::proof::verify_receipt_inclusion(rc) {
+            return deny(
+                format!("the answer's receipt does not verify: {e}"),
+                record,
+                receipt,
+            );
+        }
+    }
+    CheckedAnswer {
+        allow: true,
+        reason: String::new(),
+        message: resp.message.clone(),
+        record,
+        receipt,
+    }
 }
 
 /// Finds the leader through `endpoint` and connects to it, for writes.
@@ -551,4 +655,120 @@ pub(crate) async fn status(endpoint: &str) -> anyhow::Result<ExitCode> {
         .into_inner();
     print_json(&status_json(&s))?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quorate_core::merkle::Frontier;
+    use quorate_core::proof::{Checkpoint, RECEIPT_FORMAT, Receipt, record_leaf};
+    use quorate_core::{AuthorizeRequest, Decision, DecisionRecord, Digest, GENESIS_HASH};
+
+    fn sent(id: &str, principal: &str) -> v1::AuthorizeRequest {
+        v1::AuthorizeRequest {
+            domain: "demo".into(),
+            principal: principal.into(),
+            action: r#"Action::"read""#.into(),
+            resource: r#"Doc::"1""#.into(),
+            context_json: "{}".into(),
+            entities_json: None,
+            request_id: id.into(),
+            parent: None,
+            trace_id: None,
+        }
+    }
+
+    fn allow_record(req: &v1::AuthorizeRequest) -> DecisionRecord {
+        let request: AuthorizeRequest = quorate_proto::request_from_wire(
+            req.clone(),
+            &quorate_core::validate::Limits::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        DecisionRecord {
+            index: 1,
+            log_index: 3,
+            request,
+            decision: Decision::Allow,
+            reason: None,
+            determining_policies: vec!["policy0".into()],
+            errors: vec![],
+            policy_version: Some(1),
+            policy_hash: Some(Digest([7; 32])),
+            timestamp_ms: 1,
+            prev_hash: GENESIS_HASH,
+            hash: GENESIS_HASH,
+            shadow: None,
+        }
+        .seal()
+    }
+
+    fn allow(rec: &DecisionRecord, receipt: Option<&Receipt>) -> v1::AuthorizeResponse {
+        v1::AuthorizeResponse {
+            decision: v1::Decision::Allow as i32,
+            reason: String::new(),
+            message: "allowed".into(),
+            record: Some(quorate_proto::record_to_wire(rec)),
+            replayed: false,
+            served_by: 1,
+            receipt_json: receipt.map(|r| serde_json::to_string(r).unwrap_or_default()),
+        }
+    }
+
+    fn receipt_for(rec: &DecisionRecord) -> Receipt {
+        let mut f = Frontier::new();
+        f.append(record_leaf(rec));
+        Receipt {
+            format: RECEIPT_FORMAT.into(),
+            record: rec.clone(),
+            inclusion_proof: vec![],
+            checkpoint: Checkpoint {
+                cluster_id: "c".into(),
+                size: 1,
+                root: f.root(),
+                cosignatures: vec![],
+                voters: vec![1],
+            },
+        }
+    }
+
+    #[test]
+    fn an_allow_for_the_request_sent_is_believed() {
+        let req = sent("r1", r#"User::"alice""#);
+        let rec = allow_record(&req);
+        let c = check_answer(&req, &allow(&rec, Some(&receipt_for(&rec))));
+        assert!(c.allow, "{}", c.message);
+    }
+
+    #[test]
+    fn a_valid_record_of_another_request_is_refused() {
+        let asked = sent("bob-1", r#"User::"bob""#);
+        // A perfectly valid ALLOW record, but alice's.
+        let other = allow_record(&sent("alice-1", r#"User::"alice""#));
+        let c = check_answer(&asked, &allow(&other, None));
+        assert!(!c.allow);
+        assert_eq!(c.reason, "INTEGRITY_FAILURE");
+        assert!(c.message.contains("another request"), "{}", c.message);
+        // Same request id, another principal: refused too.
+        let same_id = allow_record(&sent("bob-1", r#"User::"alice""#));
+        assert!(!check_answer(&asked, &allow(&same_id, None)).allow);
+        // Same everything but the context.
+        let mut ctx = sent("bob-1", r#"User::"bob""#);
+        ctx.context_json = r#"{"mfa": true}"#.into();
+        assert!(!check_answer(&asked, &allow(&allow_record(&ctx), None)).allow);
+    }
+
+    #[test]
+    fn a_receipt_that_does_not_match_or_verify_is_refused() {
+        let req = sent("r1", r#"User::"alice""#);
+        let rec = allow_record(&req);
+        let mut bad_root = receipt_for(&rec);
+        bad_root.checkpoint.root = Digest([1; 32]);
+        assert!(!check_answer(&req, &allow(&rec, Some(&bad_root))).allow);
+        let other = receipt_for(&allow_record(&sent("r2", r#"User::"alice""#)));
+        assert!(!check_answer(&req, &allow(&rec, Some(&other))).allow);
+        // A record altered after sealing.
+        let mut altered = rec.clone();
+        altered.timestamp_ms += 1;
+        assert!(!check_answer(&req, &allow(&altered, None)).allow);
+    }
 }

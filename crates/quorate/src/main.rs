@@ -164,7 +164,10 @@ enum NodeCmd {
     /// Repair a stopped node whose stored state failed verification
     /// (INTEGRITY_FAILURE) or diverged (DIVERGENCE): fetch a snapshot from a
     /// healthy peer, verify it completely (chain, Merkle roots, quorum
-    /// cosignatures), and replace the damaged state with it.
+    /// cosignatures), and replace the damaged state with it. The snapshot is
+    /// accepted only if a final checkpoint covers every record in it and
+    /// that checkpoint is cosigned by a majority of voters this node already
+    /// trusts: the voter sets it recorded itself, or those of --trust.
     Repair {
         /// The node's TOML config.
         #[arg(long)]
@@ -178,6 +181,11 @@ enum NodeCmd {
         /// Repair even if the local state verifies.
         #[arg(long)]
         force: bool,
+        /// Trust the voters of this trust file (`quorate keys export`)
+        /// instead of the voter sets this node recorded: for a node whose
+        /// own record of them is damaged.
+        #[arg(long)]
+        trust: Option<PathBuf>,
     },
 }
 
@@ -272,8 +280,12 @@ struct AuthorizeArgs {
     /// Trace id to record with the decision.
     #[arg(long)]
     trace_id: Option<String>,
-    /// Also wait for the decision's receipt (inclusion proof under a
-    /// quorum-cosigned checkpoint) and print it under "receipt".
+    /// Print the decision's receipt under "receipt": the record, its
+    /// inclusion proof and a checkpoint cosigned by a majority of voters.
+    /// An attested ALLOW (the default answer mode) carries it, so this
+    /// needs no second call; otherwise it is fetched, waiting until a
+    /// checkpoint covers the decision. Save it (`jq .receipt`) and check it
+    /// offline with `quorate verify --receipt FILE --trust TRUST`.
     #[arg(long)]
     receipt: bool,
 }
@@ -474,9 +486,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     data_dir,
                     from,
                     force,
+                    trust,
                 }),
             ..
-        } => proofs::repair(&config, data_dir, from, force).await,
+        } => proofs::repair(&config, data_dir, from, force, trust).await,
         Cmd::Node {
             action: None,
             config,

@@ -323,6 +323,9 @@ fn verify_log(
     })
 }
 
+/// Rounds over the peers before repair gives up.
+const REPAIR_ROUNDS: usize = 5;
+
 /// `quorate node repair`: the node must be stopped. Verifies the local
 /// state; if it is damaged (or diverged), replaces it with a verified
 /// snapshot from a healthy peer.
@@ -331,6 +334,7 @@ pub(crate) async fn repair(
     data_dir: Option<PathBuf>,
     from: Option<String>,
     force: bool,
+    trust: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let cfg = NodeConfig::load(config)?;
     let dir = data_dir.or_else(|| cfg.data_dir.clone()).ok_or_else(|| {
@@ -390,8 +394,38 @@ pub(crate) async fn repair(
         None => None,
     };
     let channels = quorate_raft::network::Channels::with_tls(tls);
+    // Whom this node trusts to vouch for a peer's history: its own recorded
+    // voter sets, or the operator's trust file. Never the snapshot's.
+    let trusted: Vec<quorate_store::CheckpointVoter> = match &trust {
+        Some(p) => {
+            let t: TrustFile = read_json(p, "trust file")?;
+            t.check()?;
+            if t.cluster_id != cfg.cluster_id {
+                bail!(
+                    "{} is the trust file of cluster {:?}, not {:?}",
+                    p.display(),
+                    t.cluster_id,
+                    cfg.cluster_id
+                );
+            }
+            t.nodes
+                .iter()
+                .map(|n| quorate_store::CheckpointVoter {
+                    node_id: n.node_id,
+                    public_key: n.public_key,
+                })
+                .collect()
+        }
+        None => quorate_store::trusted_voters(&store),
+    };
     let mut errors = Vec::new();
-    for (id, addr) in peers {
+    // A peer's newest records may not be cosigned yet (checkpoints are
+    // persisted every checkpoint.interval_ms): try every peer a few times.
+    let attempts: Vec<(u64, String)> = (0..REPAIR_ROUNDS).flat_map(|_| peers.clone()).collect();
+    for (round, (id, addr)) in attempts.into_iter().enumerate() {
+        if round >= peers.len() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         eprintln!("fetching a snapshot from {addr} ...");
         let (meta, data) = match quorate_raft::network::fetch_snapshot(
             &channels,
@@ -407,7 +441,7 @@ pub(crate) async fn repair(
                 continue;
             }
         };
-        match quorate_store::repair_from_snapshot(&store, &meta, &data, &cfg.cluster_id) {
+        match quorate_store::repair_from_snapshot(&store, &meta, &data, &cfg.cluster_id, &trusted) {
             Ok(head) => {
                 // Check what was written, from the database, not the payload.
                 let sm = quorate_store::StateMachine::open(store.clone(), Default::default())?

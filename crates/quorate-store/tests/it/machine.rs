@@ -242,10 +242,15 @@ async fn snapshots_carry_the_whole_decision_log_and_tampered_ones_are_refused() 
 
 /// Rewrites record 3's stored bytes with `edit`, directly in RocksDB.
 fn tamper_record_3(dir: &std::path::Path, edit: impl FnOnce(String) -> String) {
+    tamper_record_at(dir, 3, edit)
+}
+
+/// Rewrites record `index`'s stored bytes with `edit`, directly in RocksDB.
+fn tamper_record_at(dir: &std::path::Path, index: u64, edit: impl FnOnce(String) -> String) {
     let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir).expect("list");
     let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, cfs).expect("raw open");
     let cf = db.cf_handle("decisions").expect("cf");
-    let key = 3u64.to_be_bytes();
+    let key = index.to_be_bytes();
     let v = db.get_cf(&cf, key).expect("get").expect("present");
     let edited = edit(String::from_utf8(v).expect("utf8"));
     db.put_cf(&cf, key, edited).expect("put");
@@ -450,4 +455,236 @@ async fn rollouts_shadow_promote_roll_back_and_travel_in_snapshots() {
         a.lookup().rollout("").expect("read")
     );
     b.lookup().verify_state().expect("state verifies");
+}
+
+// ---- Review holes (issue 11): each of these was seen failing before its fix.
+
+fn voter_key(id: u64, set: u8) -> quorate_core::SecretKey {
+    quorate_core::SecretKey::from_seed([set * 16 + id as u8; 32])
+}
+
+/// A membership entry naming voters 1..=3 with the keys of `set`.
+fn membership(index: u64, set: u8) -> quorate_raft::Entry {
+    let nodes: std::collections::BTreeMap<u64, quorate_raft::NodeInfo> = (1..=3u64)
+        .map(|id| {
+            (
+                id,
+                quorate_raft::NodeInfo {
+                    addr: format!("127.0.0.1:{}", 7100 + id),
+                    public_key: voter_key(id, set).public(),
+                    region: "r".into(),
+                },
+            )
+        })
+        .collect();
+    let m = quorate_raft::Membership::new(
+        vec![(1..=3u64).collect::<std::collections::BTreeSet<u64>>()],
+        nodes,
+    )
+    .expect("a valid membership");
+    Entry {
+        log_id: log_id::<TypeConfig>(1, 1, index),
+        payload: EntryPayload::Membership(m),
+    }
+}
+
+/// A `Command::Checkpoint` entry: voters `signers` (of key set `set`)
+/// attest `sm`'s current tree head.
+fn checkpoint(sm: &StateMachine, index: u64, set: u8, signers: &[u64]) -> quorate_raft::Entry {
+    let (size, root) = sm.lookup().tree_head();
+    let cosignatures = signers
+        .iter()
+        .map(|id| quorate_core::Cosignature {
+            node_id: *id,
+            signature: voter_key(*id, set)
+                .sign(&quorate_core::proof::checkpoint_message("c", size, &root)),
+        })
+        .collect();
+    entry(
+        index,
+        Command::Checkpoint {
+            size,
+            root,
+            cosignatures,
+        },
+    )
+}
+
+fn open_in(dir: &std::path::Path) -> StateMachine {
+    open(dir).with_cluster_id("c")
+}
+
+#[tokio::test]
+async fn a_checkpoint_entry_finalises_with_a_majority_and_counts_only_voters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open_in(dir.path());
+    apply(&mut sm, vec![membership(1, 1), entry(2, publish(true))]).await;
+    apply(
+        &mut sm,
+        vec![entry(3, authorize(vec![req("demo", "a", "alice")], 20))],
+    )
+    .await;
+    // One voter is not a majority of three.
+    let e = checkpoint(&sm, 4, 1, &[1]);
+    apply(&mut sm, vec![e]).await;
+    assert_eq!(sm.lookup().last_final(), 0);
+    // Signatures under another key set (not the membership's) are refused.
+    let e = checkpoint(&sm, 5, 2, &[2, 3]);
+    apply(&mut sm, vec![e]).await;
+    assert_eq!(sm.lookup().last_final(), 0);
+    let e = checkpoint(&sm, 6, 1, &[2, 3]);
+    apply(&mut sm, vec![e]).await;
+    assert_eq!(sm.lookup().last_final(), 1);
+    let cp = sm
+        .lookup()
+        .checkpoint(1)
+        .expect("read")
+        .expect("checkpoint stored");
+    assert_eq!(cp.cosigners(), vec![1, 2, 3]);
+    assert!(sm.lookup().verify_state().is_ok());
+}
+
+#[tokio::test]
+async fn a_replayed_record_that_no_longer_matches_its_hash_fails_the_apply() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(dir.path());
+    apply(&mut sm, history()).await;
+    // Record 4 is bob's DENY (request id b1). Edit it to ALLOW on disk.
+    drop(sm);
+    tamper_record_at(dir.path(), 4, |s| {
+        s.replace(r#""decision":"DENY""#, r#""decision":"ALLOW""#)
+            .replace(r#""reason":"POLICY""#, r#""reason":null"#)
+    });
+    let mut sm = open(dir.path());
+    // Retrying b1 must not answer the altered record: the apply fails on
+    // this node (it stops and contains), it never returns an ALLOW.
+    let s = stream::iter(vec![Ok((
+        entry(7, authorize(vec![req("demo", "b1", "bob")], 15)),
+        None,
+    ))]);
+    let r = sm.apply(s).await;
+    let e = r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("does not match its hash"), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_tampered_active_version_fails_verification() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(dir.path());
+    apply(
+        &mut sm,
+        vec![
+            entry(1, publish(true)),
+            entry(2, publish(false)),
+            entry(3, authorize(vec![req("demo", "a", "alice")], 20)),
+        ],
+    )
+    .await;
+    assert!(sm.lookup().verify_state().is_ok());
+    drop(sm);
+    // v2 exists (so "active <= latest" holds), but it was never activated.
+    {
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).expect("list");
+        let db =
+            rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).expect("raw open");
+        let cf = db.cf_handle("domains").expect("cf");
+        let v = db.get_cf(&cf, b"demo").expect("get").expect("present");
+        let edited = String::from_utf8(v)
+            .expect("utf8")
+            .replace(r#""active_version":1"#, r#""active_version":2"#);
+        assert!(edited.contains(r#""active_version":2"#), "{edited}");
+        db.put_cf(&cf, b"demo", edited).expect("put");
+    }
+    let sm = open(dir.path());
+    let e = sm.lookup().verify_state().err().map(|e| e.to_string());
+    assert!(
+        e.as_deref()
+            .is_some_and(|e| e.contains("recorded activations")),
+        "{e:?}"
+    );
+}
+
+/// A store holding three records and a checkpoint over them that voters 1
+/// and 2 of key set `set` attested; returns it and its snapshot.
+async fn vouched_store(
+    dir: &std::path::Path,
+    set: u8,
+) -> (StateMachine, (quorate_raft::SnapshotMeta, Vec<u8>)) {
+    let mut sm = open_in(dir);
+    apply(&mut sm, vec![membership(1, set), entry(2, publish(true))]).await;
+    apply(
+        &mut sm,
+        vec![entry(
+            3,
+            authorize(
+                vec![
+                    req("demo", "a", "alice"),
+                    req("demo", "b", "bob"),
+                    req("demo", "c", "alice"),
+                ],
+                20,
+            ),
+        )],
+    )
+    .await;
+    let e = checkpoint(&sm, 4, set, &[1, 2]);
+    apply(&mut sm, vec![e]).await;
+    assert_eq!(sm.lookup().last_final(), 3);
+    let snap = sm.lookup().build_snapshot().expect("snapshot");
+    (sm, snap)
+}
+
+#[tokio::test]
+async fn repair_accepts_only_history_vouched_for_by_voters_it_already_trusts() {
+    let peer = tempfile::tempdir().expect("tempdir");
+    let (mut peer_sm, (meta, raw)) = vouched_store(peer.path(), 1).await;
+
+    // A node that trusts the same voters accepts it.
+    let good = tempfile::tempdir().expect("tempdir");
+    let mut sm = open_in(good.path());
+    apply(&mut sm, vec![membership(1, 1)]).await;
+    drop(sm);
+    let store = Store::open(good.path()).expect("open");
+    let trusted = quorate_store::trusted_voters(&store);
+    assert_eq!(trusted.len(), 3);
+    let head = quorate_store::repair_from_snapshot(&store, &meta, &raw, "c", &trusted)
+        .expect("repair from a trusted history");
+    assert_eq!(head.count, 3);
+    drop(store);
+
+    // A history whose checkpoint is vouched for by other keys (a divergent
+    // cluster, or keys a peer made up) is refused, and nothing changes.
+    let rogue = tempfile::tempdir().expect("tempdir");
+    let (_rogue_sm, (rmeta, rraw)) = vouched_store(rogue.path(), 2).await;
+    let store = Store::open(good.path()).expect("open");
+    let before = quorate_store::trusted_voters(&store);
+    let e = quorate_store::repair_from_snapshot(&store, &rmeta, &rraw, "c", &before)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("does not trust"), "{e}");
+    drop(store);
+    let sm = open_in(good.path());
+    assert_eq!(sm.lookup().head(), head, "a refused repair changed nothing");
+    drop(sm);
+
+    // Records no final checkpoint covers yet are refused too.
+    apply(
+        &mut peer_sm,
+        vec![entry(5, authorize(vec![req("demo", "d", "bob")], 21))],
+    )
+    .await;
+    let (meta2, raw2) = peer_sm.lookup().build_snapshot().expect("snapshot");
+    let store = Store::open(good.path()).expect("open");
+    let e = quorate_store::repair_from_snapshot(&store, &meta2, &raw2, "c", &before)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("covers 3"), "{e}");
+    // And a node that trusts nobody must be given a trust file.
+    let e = quorate_store::repair_from_snapshot(&store, &meta, &raw, "c", &[])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("--trust"), "{e}");
 }
