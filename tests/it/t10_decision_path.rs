@@ -33,6 +33,13 @@ async fn t10_publish_activate_and_authorize_through_every_node() -> anyhow::Resu
             version: 1,
         })
         .await?;
+    let trust: quorate_core::TrustFile = serde_json::from_str(
+        &leader
+            .get_trust(v1::GetTrustRequest {})
+            .await?
+            .into_inner()
+            .json,
+    )?;
     for i in 0..3 {
         let allow = c
             .decide(i, request("docs", &format!("allow-{i}"), "alice", "read"))
@@ -44,11 +51,23 @@ async fn t10_publish_activate_and_authorize_through_every_node() -> anyhow::Resu
             .expect("ALLOW carries its committed record");
         assert_eq!(rec.policy_version, Some(1));
         assert_eq!(allow.served_by, c.nodes[i].id);
+        // Attested: the ALLOW is its own receipt, checkable offline, under
+        // a checkpoint a majority of the voters cosigned.
+        let receipt: quorate_core::Receipt = serde_json::from_str(
+            allow
+                .receipt_json
+                .as_deref()
+                .expect("an attested ALLOW carries its receipt"),
+        )?;
+        assert_eq!(quorate_proto::record_to_wire(&receipt.record), *rec);
+        quorate_core::proof::verify_receipt(&trust, &receipt)?;
+        assert!(receipt.checkpoint.cosignatures.len() >= 2);
         let deny = c
             .decide(i, request("docs", &format!("deny-{i}"), "bob", "read"))
             .await?;
         assert!(!is_allow(&deny));
         assert_eq!(deny.reason, "POLICY");
+        assert!(deny.receipt_json.is_none(), "a DENY needs no attestation");
         let unknown = c
             .decide(i, request("nowhere", &format!("u-{i}"), "alice", "read"))
             .await?;

@@ -140,3 +140,230 @@ async fn t40_authorize_exit_codes_and_json_output() -> anyhow::Result<()> {
     assert_eq!(records, listed);
     Ok(())
 }
+
+/// A node stub that answers every Authorize with ALLOW and a perfectly
+/// valid committed record, but of another request (alice's). Every other
+/// call is UNIMPLEMENTED.
+struct LyingNode {
+    record: quorate_proto::v1::DecisionRecord,
+}
+
+type Stream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl quorate_proto::v1::governance_server::Governance for LyingNode {
+    async fn authorize(
+        &self,
+        _: tonic::Request<quorate_proto::v1::AuthorizeRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::AuthorizeResponse>, tonic::Status> {
+        Ok(tonic::Response::new(quorate_proto::v1::AuthorizeResponse {
+            decision: quorate_proto::v1::Decision::Allow as i32,
+            reason: String::new(),
+            message: "allowed".into(),
+            record: Some(self.record.clone()),
+            replayed: false,
+            served_by: 1,
+            receipt_json: None,
+        }))
+    }
+    type ListDecisionsStream = Stream<quorate_proto::v1::DecisionRecord>;
+    type ExportLogStream = Stream<quorate_proto::v1::ExportLine>;
+    type WatchDecisionsStream = Stream<quorate_proto::v1::DecisionRecord>;
+    async fn list_decisions(
+        &self,
+        _: tonic::Request<quorate_proto::v1::ListDecisionsRequest>,
+    ) -> Result<tonic::Response<Self::ListDecisionsStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn export_log(
+        &self,
+        _: tonic::Request<quorate_proto::v1::ExportLogRequest>,
+    ) -> Result<tonic::Response<Self::ExportLogStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn watch_decisions(
+        &self,
+        _: tonic::Request<quorate_proto::v1::WatchDecisionsRequest>,
+    ) -> Result<tonic::Response<Self::WatchDecisionsStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn publish_policy(
+        &self,
+        _: tonic::Request<quorate_proto::v1::PublishPolicyRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::PublishPolicyResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn activate_policy(
+        &self,
+        _: tonic::Request<quorate_proto::v1::ActivatePolicyRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::ActivatePolicyResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn get_policy(
+        &self,
+        _: tonic::Request<quorate_proto::v1::GetPolicyRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::PolicyVersion>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn get_decision(
+        &self,
+        _: tonic::Request<quorate_proto::v1::GetDecisionRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::DecisionRecord>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn status(
+        &self,
+        _: tonic::Request<quorate_proto::v1::StatusRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::StatusResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn get_receipt(
+        &self,
+        _: tonic::Request<quorate_proto::v1::GetDecisionRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::ProofDocument>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn get_checkpoint(
+        &self,
+        _: tonic::Request<quorate_proto::v1::GetCheckpointRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::ProofDocument>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn get_consistency_proof(
+        &self,
+        _: tonic::Request<quorate_proto::v1::GetConsistencyProofRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::ProofDocument>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn get_trust(
+        &self,
+        _: tonic::Request<quorate_proto::v1::GetTrustRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::ProofDocument>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn add_learner(
+        &self,
+        _: tonic::Request<quorate_proto::v1::AddLearnerRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::MembershipResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn promote_voter(
+        &self,
+        _: tonic::Request<quorate_proto::v1::MembershipChangeRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::MembershipResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn remove_node(
+        &self,
+        _: tonic::Request<quorate_proto::v1::MembershipChangeRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::MembershipResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn start_rollout(
+        &self,
+        _: tonic::Request<quorate_proto::v1::StartRolloutRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::RolloutDocument>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn promote_rollout(
+        &self,
+        _: tonic::Request<quorate_proto::v1::RolloutRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::RolloutDocument>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn rollback_rollout(
+        &self,
+        _: tonic::Request<quorate_proto::v1::RolloutRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::RolloutDocument>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+    async fn get_rollout(
+        &self,
+        _: tonic::Request<quorate_proto::v1::RolloutRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::RolloutDocument>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t41_the_cli_refuses_a_valid_record_of_another_request() -> anyhow::Result<()> {
+    // Alice's committed ALLOW: hash valid, decision ALLOW.
+    let alice = quorate_core::DecisionRecord {
+        index: 7,
+        log_index: 9,
+        request: quorate_core::AuthorizeRequest {
+            domain: "docs".into(),
+            request_id: "alice-1".into(),
+            principal: r#"User::"alice""#.into(),
+            action: r#"Action::"read""#.into(),
+            resource: r#"Doc::"1""#.into(),
+            context: "{}".into(),
+            entities: None,
+            parent: None,
+            trace_id: None,
+        },
+        decision: quorate_core::Decision::Allow,
+        reason: None,
+        determining_policies: vec!["policy0".into()],
+        errors: vec![],
+        policy_version: Some(1),
+        policy_hash: Some(quorate_core::Digest([3; 32])),
+        timestamp_ms: 1,
+        prev_hash: quorate_core::GENESIS_HASH,
+        hash: quorate_core::GENESIS_HASH,
+        shadow: None,
+    }
+    .seal();
+    assert!(alice.hash_is_valid());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let stub = quorate_proto::v1::governance_server::GovernanceServer::new(LyingNode {
+        record: quorate_proto::record_to_wire(&alice),
+    });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(stub)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let ask = |who: &str, rid: &str| {
+        quorate(&[
+            "--insecure",
+            "authorize",
+            "--endpoint",
+            &addr,
+            "--domain",
+            "docs",
+            "--principal",
+            &format!("User::\"{who}\""),
+            "--action",
+            "Action::\"read\"",
+            "--resource",
+            "Doc::\"1\"",
+            "--request-id",
+            rid,
+        ])
+    };
+    // Bob asks; the stub answers ALLOW with alice's record.
+    let (code, out, err) = ask("bob", "bob-1");
+    assert_eq!(
+        code, 1,
+        "the CLI believed another request's record: {out}{err}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(v["decision"], "DENY", "{v}");
+    assert_eq!(v["reason"], "INTEGRITY_FAILURE", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("another request"),
+        "{v}"
+    );
+    // Same principal, another request id: refused too.
+    let (code, _, _) = ask("alice", "alice-2");
+    assert_eq!(code, 1);
+    // The very request the record decides: believed.
+    let (code, out, err) = ask("alice", "alice-1");
+    assert_eq!(code, 0, "{out}{err}");
+    Ok(())
+}

@@ -1377,6 +1377,57 @@ mod regenerate {
         hex::encode(b)
     }
 
+    /// An attested ALLOW as a client receives it (FORMATS.md §10,
+    /// "Attested answers"), built from proof-v1.json's receipt.
+    fn attested_answer() -> Value {
+        let proof: Value =
+            serde_json::from_str(include_str!("../../../docs/vectors/proof-v1.json"))
+                .expect("proof vectors");
+        // Record 1 of decision-v1.json (alice's ALLOW) is leaf 0 of the
+        // size-7 tree that proof-v1.json's checkpoint cosigns.
+        let mut receipt: quorate_core::Receipt =
+            serde_json::from_value(proof["receipt"].clone()).expect("receipt");
+        let decisions: Vec<super::DecisionVector> =
+            serde_json::from_str(include_str!("../../../docs/vectors/decision-v1.json"))
+                .expect("decision vectors");
+        let allow = decisions[0].record.clone();
+        assert_eq!(allow.decision, quorate_core::Decision::Allow);
+        let leaves: Vec<Digest> =
+            serde_json::from_value(proof["merkle"]["tree"]["leaf_hashes"].clone()).expect("leaves");
+        assert_eq!(leaves[0], quorate_core::proof::record_leaf(&allow));
+        let mut tree = quorate_core::merkle::MemoryTree::new();
+        for l in &leaves {
+            tree.push(*l);
+        }
+        receipt.inclusion_proof =
+            quorate_core::merkle::inclusion_proof(&tree, 0, 7).expect("proof");
+        receipt.record = allow;
+        let receipt_json = serde_json::to_string(&receipt).expect("json");
+        let mut tampered = receipt_json.clone().into_bytes();
+        // One byte of the first cosignature's signature, changed.
+        let at = receipt_json.find("\"signature\":\"").expect("a signature") + 13;
+        tampered[at] = if tampered[at] == b'0' { b'1' } else { b'0' };
+        serde_json::json!({
+            "description": "An attested ALLOW as Authorize answers it (FORMATS.md section 10, \
+                \"Attested answers\"), checked by crates/quorate-core/tests/vectors.rs. \
+                `request` is the request sent (the core form of section 2's nine request \
+                fields); `answer` holds the AuthorizeResponse fields a client checks: decision, \
+                reason and receipt_json, the receipt as one JSON string exactly as the node \
+                sends it (record 1 of decision-v1.json under the size-7 checkpoint of proof-v1.json). A client believes the ALLOW only if \
+                the receipt's record decides the request sent, field for field, says ALLOW, \
+                and the receipt verifies under `trust` (section 10). `tampered_receipt_json` \
+                differs in one byte of a cosignature and must fail.",
+            "request": receipt.record.request,
+            "answer": {
+                "decision": "ALLOW",
+                "reason": "",
+                "receipt_json": receipt_json,
+            },
+            "tampered_receipt_json": String::from_utf8(tampered).expect("utf8"),
+            "trust": proof["trust"],
+        })
+    }
+
     #[test]
     #[ignore = "writes docs/vectors; run with QUORATE_WRITE_VECTORS=1 when a format changes on purpose"]
     fn regenerate() {
@@ -1388,9 +1439,41 @@ mod regenerate {
             ("history-v1.json", history()),
             ("canonical-json-v1.json", canonical()),
             ("ed25519-v1.json", ed25519()),
+            ("attested-answer-v1.json", attested_answer()),
         ] {
             let text = serde_json::to_string_pretty(&value).expect("json") + "\n";
             std::fs::write(format!("{dir}/{name}"), text).expect("write");
         }
     }
+}
+
+// ---- docs/vectors/attested-answer-v1.json: the receipt an ALLOW carries ----
+
+#[test]
+fn attested_answer_vector_verifies_and_its_tampered_copy_does_not() {
+    let v: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../docs/vectors/attested-answer-v1.json"
+    ))
+    .expect("attested answer vector parses");
+    let trust: quorate_core::TrustFile =
+        serde_json::from_value(v["trust"].clone()).expect("trust file");
+    let sent: quorate_core::AuthorizeRequest =
+        serde_json::from_value(v["request"].clone()).expect("request");
+    let text = v["answer"]["receipt_json"].as_str().expect("receipt_json");
+    let receipt: quorate_core::Receipt = serde_json::from_str(text).expect("receipt");
+    assert_eq!(v["answer"]["decision"], "ALLOW");
+    assert_eq!(
+        receipt.record.request, sent,
+        "the receipt decides the request sent"
+    );
+    assert_eq!(receipt.record.decision, quorate_core::Decision::Allow);
+    quorate_core::proof::verify_receipt(&trust, &receipt).expect("the receipt verifies");
+    let bad = v["tampered_receipt_json"].as_str().expect("tampered copy");
+    assert_eq!(
+        bad.len(),
+        text.len(),
+        "the tampered copy differs in one byte only"
+    );
+    let bad: quorate_core::Receipt = serde_json::from_str(bad).expect("still parses");
+    assert!(quorate_core::proof::verify_receipt(&trust, &bad).is_err());
 }
