@@ -46,6 +46,8 @@ async fn t80_mtls_roles_and_refusals() -> anyhow::Result<()> {
     let f = (l + 1) % 3;
     let r = c.decide(f, request("tls", "a1", "alice", "read")).await?;
     assert!(is_allow(&r), "{r:?}");
+    // Every node has applied it (node 0 may be the slowest voter).
+    c.wait_converged(1, Duration::from_secs(10)).await?;
     let before = decision_count(&c).await?;
 
     // Roles: an agent cannot publish, an auditor cannot decide, an admin
