@@ -77,7 +77,8 @@ impl Cluster {
         tls: bool,
     ) -> anyhow::Result<Cluster> {
         let n = net.nodes;
-        let certs = dir.join("certs");
+        // Node configs resolve relative paths against their own directory.
+        let certs = std::path::absolute(dir.join("certs"))?;
         let transport = |i: usize| -> String {
             if tls {
                 format!(
