@@ -355,16 +355,7 @@ fn connect_with(
         .map_err(|e| anyhow!("{e}"))?
         .connect_timeout(Duration::from_millis(500))
         .timeout(Duration::from_secs(3));
-    let channel = match tls {
-        None => ep.connect_lazy(),
-        Some(tls) => {
-            let addr = addr.to_string();
-            ep.connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
-                let (tls, addr) = (tls.clone(), addr.clone());
-                async move { quorate_raft::tls::connect_tls(&tls, &addr, None).await }
-            }))
-        }
-    };
+    let channel = quorate_raft::network::connect_lazy(ep, addr, tls, None);
     Ok(GovernanceClient::new(channel).max_decoding_message_size(256 * 1024 * 1024))
 }
 

@@ -98,8 +98,17 @@ pub fn channel(
     tls: Option<Arc<crate::tls::TlsContext>>,
     node: Option<u64>,
 ) -> Result<Channel, tonic::transport::Error> {
-    let ep = endpoint(addr)?;
-    Ok(match tls {
+    Ok(connect_lazy(endpoint(addr)?, addr, tls, node))
+}
+
+/// `channel` with the caller's own endpoint settings (timeouts).
+pub fn connect_lazy(
+    ep: Endpoint,
+    addr: &str,
+    tls: Option<Arc<crate::tls::TlsContext>>,
+    node: Option<u64>,
+) -> Channel {
+    match tls {
         None => ep.connect_lazy(),
         Some(tls) => {
             let addr = addr.to_string();
@@ -108,7 +117,7 @@ pub fn channel(
                 async move { crate::tls::connect_tls(&tls, &addr, node).await }
             }))
         }
-    })
+    }
 }
 
 /// Makes one client per peer.

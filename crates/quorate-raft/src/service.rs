@@ -349,3 +349,48 @@ where
         Box::pin(self.inner.call(req))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quorate_core::SecretKey;
+
+    fn identity(key: &SecretKey, claimed: u64, nonce: &[u8; 32]) -> Identity {
+        Identity {
+            node_id: claimed,
+            cluster_id: "c".into(),
+            public_key: key.public(),
+            region: "r".into(),
+            proof: key.sign(&quorate_core::proof::identity_message("c", claimed, nonce)),
+        }
+    }
+
+    #[test]
+    fn an_identity_proves_its_key_for_its_own_id_and_this_nonce_only() {
+        let k2 = SecretKey::from_seed([2; 32]);
+        let k3 = SecretKey::from_seed([3; 32]);
+        let nonce = [7u8; 32];
+        assert!(identity(&k2, 2, &nonce).verify(&nonce).is_ok());
+        // A replayed proof (another nonce) does not verify.
+        assert!(identity(&k2, 2, &[8; 32]).verify(&nonce).is_err());
+        // Node 2 presenting node 3's key: it can relay node 3's proof, but
+        // that proof is for id 3, not 2.
+        let relayed = Identity {
+            node_id: 2,
+            ..identity(&k3, 3, &nonce)
+        };
+        assert!(relayed.verify(&nonce).is_err());
+        // Nor can it sign for key 3 with its own key.
+        let forged = Identity {
+            public_key: k3.public(),
+            ..identity(&k2, 2, &nonce)
+        };
+        assert!(forged.verify(&nonce).is_err());
+        // Another cluster's proof does not verify here.
+        let other = Identity {
+            cluster_id: "d".into(),
+            ..identity(&k2, 2, &nonce)
+        };
+        assert!(other.verify(&nonce).is_err());
+    }
+}

@@ -76,7 +76,7 @@ async fn status(
     State(node): State<Node>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> axum::response::Response {
-    if !peer.ip().is_loopback() && !node.config().public_status {
+    if !status_visible(peer, node.config().public_status) {
         return (
             StatusCode::FORBIDDEN,
             Json(serde_json::json!({
@@ -88,4 +88,25 @@ async fn status(
             .into_response();
     }
     Json(node.status()).into_response()
+}
+
+/// Whether `/status` is served to a caller at `peer`.
+fn status_visible(peer: SocketAddr, public: bool) -> bool {
+    public || peer.ip().is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_is_for_loopback_callers_unless_public() {
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap_or_else(|e| panic!("{e}"));
+        let local6: SocketAddr = "[::1]:5000".parse().unwrap_or_else(|e| panic!("{e}"));
+        let remote: SocketAddr = "10.0.0.7:5000".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert!(status_visible(local, false));
+        assert!(status_visible(local6, false));
+        assert!(!status_visible(remote, false));
+        assert!(status_visible(remote, true));
+    }
 }

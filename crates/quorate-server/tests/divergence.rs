@@ -500,6 +500,22 @@ async fn in_committed_mode_a_wrong_leaders_allow_goes_out() {
     quorate_store::fault::set_diverge(&dirs[0].path().join("db"), false);
 }
 
+/// Every node but `leader`.
+fn all_but(nodes: &[Node], leader: &Node) -> Vec<Node> {
+    nodes
+        .iter()
+        .filter(|n| n.id() != leader.id())
+        .cloned()
+        .collect()
+}
+
+async fn wait_for_a_leader_among(nodes: &[Node]) {
+    wait_for("another node to lead", Duration::from_secs(10), || {
+        nodes.iter().any(|n| n.status().role == "leader")
+    })
+    .await;
+}
+
 /// Three healthy nodes (attested answers), a policy, and the leader.
 async fn healthy(
     dirs: &[tempfile::TempDir],
@@ -583,15 +599,8 @@ async fn a_replay_never_serves_a_record_edited_on_the_leader() {
         leader.containment().is_some()
     })
     .await;
-    let others: Vec<Node> = nodes
-        .iter()
-        .filter(|n| n.id() != leader.id())
-        .cloned()
-        .collect();
-    wait_for("a new leader", Duration::from_secs(10), || {
-        others.iter().any(|n| n.status().role == "leader")
-    })
-    .await;
+    let others = all_but(&nodes, &leader);
+    wait_for_a_leader_among(&others).await;
     drop((nodes, leader, others));
     for r in running {
         r.shutdown().await;
@@ -621,15 +630,8 @@ async fn a_leader_that_fails_its_integrity_check_hands_leadership_over() {
     // Within two election timeouts another node leads, and ALLOWs resume
     // through any node, the contained one excepted.
     let contained_at = Instant::now();
-    let others: Vec<Node> = nodes
-        .iter()
-        .filter(|n| n.id() != leader.id())
-        .cloned()
-        .collect();
-    wait_for("another node to lead", Duration::from_secs(10), || {
-        others.iter().any(|n| n.status().role == "leader")
-    })
-    .await;
+    let others = all_but(&nodes, &leader);
+    wait_for_a_leader_among(&others).await;
     let took = contained_at.elapsed();
     let bound = Duration::from_millis(2 * leader.config().raft.election_timeout_max_ms);
     assert!(took <= bound, "handover took {took:?}, more than {bound:?}");
