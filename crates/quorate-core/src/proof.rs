@@ -269,7 +269,9 @@ pub struct TrustFile {
     /// Every voter set the cluster has had, oldest first. A checkpoint that
     /// names its voters is judged under the set it names, which must be
     /// listed here and, if that set was later replaced, cover its size.
-    /// Empty in trust files of clusters that never changed membership.
+    /// Every cluster records its first voter set, so a current trust file
+    /// lists at least one; empty only in trust files written before voter
+    /// sets were recorded (then checkpoints are judged by current voters).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub voter_sets: Vec<VoterSet>,
 }

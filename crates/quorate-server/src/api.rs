@@ -58,10 +58,11 @@ fn answer_to_wire(a: &Answer, served_by: u64) -> v1::AuthorizeResponse {
         record: a.record.as_ref().map(record_to_wire),
         replayed: a.replayed,
         served_by,
-        receipt_json: a
-            .receipt
-            .as_ref()
-            .and_then(|r| serde_json::to_string(r).ok()),
+        receipt_json: a.receipt_json.clone().or_else(|| {
+            a.receipt
+                .as_ref()
+                .and_then(|r| serde_json::to_string(r).ok())
+        }),
     }
 }
 
@@ -98,8 +99,12 @@ pub fn answer_from_wire(w: &v1::AuthorizeResponse, req: &AuthorizeRequest) -> An
                     replayed: w.replayed,
                 },
             );
-            let receipt = receipt.filter(|_| a.decision == Decision::Allow);
-            Answer { receipt, ..a }
+            let allow = a.decision == Decision::Allow;
+            Answer {
+                receipt: receipt.filter(|_| allow),
+                receipt_json: w.receipt_json.clone().filter(|_| allow),
+                ..a
+            }
         }
         Some(_) => Answer::deny(
             DenyReason::IntegrityFailure,

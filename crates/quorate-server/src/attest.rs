@@ -23,7 +23,7 @@ use std::time::Duration;
 use openraft::async_runtime::WatchReceiver;
 use quorate_core::{Attestation, Checkpoint, Cosignature, Digest, Signature, majority};
 use quorate_store::CheckpointVoter;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::node::Node;
 
@@ -56,6 +56,10 @@ struct Slot {
 #[derive(Debug, Default)]
 struct Tracker {
     slots: BTreeMap<u64, Slot>,
+    /// Answers waiting for a checkpoint covering their record, by record
+    /// index: released together when one is attested (no per-answer wake
+    /// on every attestation).
+    waiters: BTreeMap<u64, Vec<oneshot::Sender<Arc<Checkpoint>>>>,
 }
 
 /// The leader's collection of attestations and the latest attested
@@ -156,9 +160,15 @@ impl Attestations {
                     voters: voters.iter().map(|v| v.node_id).collect(),
                 };
                 t.slots = t.slots.split_off(&(a.size + 1));
+                let cp = Arc::new(cp);
+                let mut released = t.waiters.split_off(&(a.size + 1));
+                std::mem::swap(&mut released, &mut t.waiters);
+                self.best.send_replace(Some(cp.clone()));
                 drop(t);
                 metrics::counter!("quorate_attested_checkpoints_total").increment(1);
-                self.best.send_replace(Some(Arc::new(cp)));
+                for tx in released.into_values().flatten() {
+                    let _ = tx.send(cp.clone());
+                }
                 return;
             }
         }
@@ -193,12 +203,26 @@ impl Attestations {
     /// Waits until a checkpoint covering record `index` is attested, for
     /// at most `timeout`.
     pub(crate) async fn covering(&self, index: u64, timeout: Duration) -> Option<Arc<Checkpoint>> {
-        let mut rx = self.best.subscribe();
-        let wait = rx.wait_for(|b| b.as_ref().is_some_and(|c| c.size >= index));
-        match tokio::time::timeout(timeout, wait).await {
-            Ok(Ok(b)) => b.clone(),
-            _ => None,
-        }
+        let rx = {
+            let mut t = self.tracker.lock().ok()?;
+            // Checked under the lock that releases waiters, so an
+            // attestation landing now is either seen here or releases us.
+            if let Some(cp) = self.best().filter(|c| c.size >= index) {
+                return Some(cp);
+            }
+            if t.waiters.len() > MAX_PENDING_SIZES {
+                // Answers that timed out (their receivers are gone) while no
+                // checkpoint was attested here, e.g. after losing leadership.
+                t.waiters.retain(|_, w| {
+                    w.retain(|tx| !tx.is_closed());
+                    !w.is_empty()
+                });
+            }
+            let (tx, rx) = oneshot::channel();
+            t.waiters.entry(index).or_default().push(tx);
+            rx
+        };
+        tokio::time::timeout(timeout, rx).await.ok()?.ok()
     }
 }
 

@@ -86,6 +86,9 @@ pub struct Answer {
     pub replayed: bool,
     /// The record's receipt under an attested checkpoint (attested ALLOWs).
     pub receipt: Option<Box<Receipt>>,
+    /// `receipt` as the JSON it travels as, made once (or received from
+    /// the leader) and passed on as is.
+    pub receipt_json: Option<String>,
 }
 
 impl Answer {
@@ -98,6 +101,7 @@ impl Answer {
             record: None,
             replayed: false,
             receipt: None,
+            receipt_json: None,
         }
     }
 
@@ -113,6 +117,7 @@ impl Answer {
             replayed: outcome.replayed,
             record: Some(r),
             receipt: None,
+            receipt_json: None,
         }
     }
 }
@@ -985,6 +990,7 @@ impl Node {
                 cp.cosignatures.len(),
                 cp.voters.len()
             ),
+            receipt_json: serde_json::to_string(&receipt).ok(),
             receipt: Some(Box::new(receipt)),
             ..answer
         }
@@ -1635,7 +1641,8 @@ impl PeerHandler for Node {
         if rpc == "Identity" {
             return Ok(());
         }
-        let m = self.metrics();
+        let m = self.inner.raft.metrics();
+        let m = m.borrow_watched();
         let membership = m.membership_config.membership();
         if membership.nodes().next().is_none() || membership.get_node(&n).is_some() {
             Ok(())
