@@ -630,85 +630,95 @@ impl Node {
     /// safety itself comes from `authorize` answering only committed
     /// records.
     pub fn containment(&self) -> Option<(DenyReason, String)> {
-        if let Some(msg) = self.inner.integrity.read().ok().and_then(|g| g.clone()) {
-            return Some((DenyReason::IntegrityFailure, msg));
-        }
-        // Invariant 3: a voter cosigned a root this node did not compute.
-        if let Some(d) = self.inner.lookup.divergence() {
-            return Some((DenyReason::Divergence, d.to_string()));
-        }
-        // Invariant 1: this node answered a committed ALLOW that no
-        // majority attested; until one does, its evaluation is in doubt.
-        if let Some(c) = self.unattested_containment() {
-            return Some(c);
-        }
-        let m = self.metrics();
-        // The membership must name this node with this node's key; otherwise
-        // its cosignatures cannot verify and its identity is in doubt.
-        if let Some(info) = m.membership_config.membership().get_node(&self.inner.id)
-            && info.public_key != self.inner.key.public()
-        {
-            return Some((
-                DenyReason::IntegrityFailure,
-                format!(
-                    "the membership lists key {} for this node, but its key file holds {}",
-                    info.public_key,
-                    self.inner.key.public()
-                ),
-            ));
-        }
-        if let Err(fatal) = &m.running_state {
-            return Some((
-                DenyReason::IntegrityFailure,
-                format!("Raft stopped: {fatal}"),
-            ));
-        }
-        // A node removed from the membership (or not yet added) is part of
-        // no quorum, whatever else it still believes.
-        if m.membership_config
-            .membership()
-            .get_node(&self.inner.id)
-            .is_none()
-        {
-            return Some((
-                DenyReason::NoQuorum,
-                "this node is not a member of the cluster (removed, or not added yet: \
-                 `quorate cluster add-learner`)"
-                    .into(),
-            ));
-        }
-        let r = &self.inner.cfg.raft;
-        // openraft's leader lease is election_timeout_max; a follower that
-        // has heard nothing from a leader that long may already be outvoted.
-        let lease = Duration::from_millis(r.election_timeout_max_ms);
-        self.quorum_containment(&m, lease)
-            .or_else(|| self.checkpoint_unconfirmed())
+        crate::containment::containment(&self.containment_facts())
     }
 
-    /// Invariant 3, the other direction: a node whose own signed root no
-    /// quorum confirms may be the one that diverged (its peers, seeing its
-    /// root, contain and stay silent). Once its oldest unconfirmed signature
-    /// is older than `checkpoint.finality_timeout_ms` while it is otherwise
-    /// quorate, it contains with DIVERGENCE. A later final checkpoint (one
-    /// that a majority cosigned over this node's own root) clears it.
-    fn checkpoint_unconfirmed(&self) -> Option<(DenyReason, String)> {
-        let limit = Duration::from_millis(self.inner.cfg.checkpoint.finality_timeout_ms);
-        let mut g = self.inner.unconfirmed.lock().ok()?;
-        let (size, since) = (*g)?;
+    /// What containment is decided from, read now. A fact behind a lock
+    /// poisoned by a panic reads as an integrity failure (fail closed).
+    fn containment_facts(&self) -> crate::containment::Facts {
+        use crate::containment::{Facts, Role};
+        let poisoned = "node state lock poisoned by an earlier panic".to_string();
+        let mut integrity_failure = match self.inner.integrity.read() {
+            Ok(g) => g.clone(),
+            Err(_) => Some(poisoned.clone()),
+        };
+        let unattested = self.unattested_pending().unwrap_or_else(|()| {
+            integrity_failure.get_or_insert_with(|| poisoned.clone());
+            None
+        });
+        let unconfirmed = self.unconfirmed_pending().unwrap_or_else(|()| {
+            integrity_failure.get_or_insert_with(|| poisoned.clone());
+            None
+        });
+        let m = self.inner.raft.metrics();
+        let m = m.borrow_watched();
+        let own = self.inner.key.public();
+        let listed = m
+            .membership_config
+            .membership()
+            .get_node(&self.inner.id)
+            .map(|n| n.public_key);
+        let role = match m.state {
+            ServerState::Leader => Role::Leader {
+                quorum_acked: m.last_quorum_acked.map(|t| t.elapsed()),
+            },
+            ServerState::Follower | ServerState::Learner => Role::Follower {
+                leader: m.current_leader,
+                contact: self.inner.contact.since(),
+            },
+            other => Role::Other(format!("{other:?}")),
+        };
+        Facts {
+            integrity_failure,
+            divergence: self.inner.lookup.divergence().map(|d| d.to_string()),
+            unattested,
+            key_mismatch: listed.filter(|k| *k != own).map(|k| (k, own)),
+            raft_stopped: m.running_state.as_ref().err().map(|e| e.to_string()),
+            member: listed.is_some(),
+            role,
+            // openraft's leader lease is election_timeout_max; a follower
+            // that has heard nothing from a leader that long may already be
+            // outvoted.
+            lease: Duration::from_millis(self.inner.cfg.raft.election_timeout_max_ms),
+            unconfirmed,
+            finality_timeout: Duration::from_millis(self.inner.cfg.checkpoint.finality_timeout_ms),
+        }
+    }
+
+    /// This node's oldest signed root that no final checkpoint covers, and
+    /// how long ago it signed it; cleared once one covers it (invariant 3,
+    /// the other direction: a node whose own root no quorum confirms may
+    /// be the one that diverged).
+    fn unconfirmed_pending(&self) -> Result<Option<(u64, Duration)>, ()> {
+        let mut g = self.inner.unconfirmed.lock().map_err(|_| ())?;
+        let Some((size, since)) = *g else {
+            return Ok(None);
+        };
         if self.inner.lookup.last_final() >= size {
             *g = None;
-            return None;
+            return Ok(None);
         }
-        (since.elapsed() > limit).then(|| {
-            (
-                DenyReason::Divergence,
-                format!(
-                    "no quorum has cosigned this node's root at size {size} for {} ms; its \
-                     history may differ from the quorum's",
-                    since.elapsed().as_millis()
-                ),
-            )
-        })
+        Ok(Some((size, since.elapsed())))
+    }
+
+    /// The first record answered UNATTESTED, until a checkpoint covering
+    /// it is final or attested (a majority agreed with this node's root
+    /// after all).
+    fn unattested_pending(&self) -> Result<Option<u64>, ()> {
+        let mut g = self.inner.unattested.lock().map_err(|_| ())?;
+        let Some(index) = *g else {
+            return Ok(None);
+        };
+        let confirmed = self
+            .inner
+            .lookup
+            .last_final()
+            .max(self.inner.attestations.attested_size());
+        if confirmed >= index {
+            *g = None;
+            return Ok(None);
+        }
+        Ok(Some(index))
     }
 
     /// The containment of a node that cannot vouch for its own records
@@ -728,32 +738,8 @@ impl Node {
     /// verification, a recorded divergence, an unattested answer. Such a
     /// node does not campaign.
     fn evidence_against_itself(&self) -> bool {
-        self.inner.integrity.read().map_or(true, |g| g.is_some())
-            || self.inner.lookup.divergence().is_some()
-            || self.unattested_containment().is_some()
-    }
-
-    /// Clears once a checkpoint covering the unattested record is final or
-    /// attested (a majority agreed with this node's root after all).
-    fn unattested_containment(&self) -> Option<(DenyReason, String)> {
-        let mut g = self.inner.unattested.lock().ok()?;
-        let index = (*g)?;
-        let confirmed = self
-            .inner
-            .lookup
-            .last_final()
-            .max(self.inner.attestations.attested_size());
-        if confirmed >= index {
-            *g = None;
-            return None;
-        }
-        Some((
-            DenyReason::Unattested,
-            format!(
-                "no majority of voters attested this node's decision log up to record {index}; \
-                 its evaluation is unconfirmed until a checkpoint covering it is final"
-            ),
-        ))
+        let f = self.containment_facts();
+        f.integrity_failure.is_some() || f.divergence.is_some() || f.unattested.is_some()
     }
 
     pub(crate) fn set_unattested(&self, index: u64) {
@@ -782,46 +768,6 @@ impl Node {
                 Some((pending, _)) if pending > last_final => {}
                 _ => *g = Some((size, std::time::Instant::now())),
             }
-        }
-    }
-
-    fn quorum_containment(
-        &self,
-        m: &openraft::RaftMetrics<TypeConfig>,
-        lease: Duration,
-    ) -> Option<(DenyReason, String)> {
-        match m.state {
-            ServerState::Leader => match m.last_quorum_acked {
-                Some(t) if t.elapsed() < lease => None,
-                Some(t) => Some((
-                    DenyReason::NoQuorum,
-                    format!(
-                        "leader without a quorum acknowledgement for {} ms",
-                        t.elapsed().as_millis()
-                    ),
-                )),
-                None => Some((
-                    DenyReason::NoQuorum,
-                    "leader has no quorum acknowledgement yet".into(),
-                )),
-            },
-            // A learner is judged as a follower: it serves while a leader
-            // keeps replicating to it, forwarding writes and taking the
-            // leader's read index for reads.
-            ServerState::Follower | ServerState::Learner => {
-                match (m.current_leader, self.inner.contact.since()) {
-                    (None, _) => Some((DenyReason::NoQuorum, "no known leader".into())),
-                    (Some(_), Some(since)) if since < lease => None,
-                    (Some(l), since) => Some((
-                        DenyReason::NoQuorum,
-                        format!(
-                            "no contact from leader {l} for {} ms",
-                            since.map(|d| d.as_millis()).unwrap_or(u128::MAX)
-                        ),
-                    )),
-                }
-            }
-            other => Some((DenyReason::NoQuorum, format!("node is {other:?}"))),
         }
     }
 

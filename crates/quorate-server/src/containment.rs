@@ -1,0 +1,343 @@
+//! Containment (invariant 2: fail closed) as one pure function: from what a
+//! node knows about itself and the cluster (`Facts`) to the reason it must
+//! DENY everything right now, or `None`. `Node::containment` gathers the
+//! facts; every rule lives here, in priority order, with a table test of
+//! every row below.
+//!
+//! The order matters only for which reason is reported: any row that
+//! matches contains. Evidence about this node's own state comes first (it
+//! outlives any quorum), then membership, then quorum contact, then the
+//! suspicion of an unconfirmed root.
+
+use std::time::Duration;
+
+use quorate_core::{DenyReason, PublicKey};
+
+/// What this node is in Raft right now, with the timings that prove (or
+/// fail to prove) it is part of a quorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Leading; how long ago a quorum last acknowledged it (`None`: never).
+    Leader { quorum_acked: Option<Duration> },
+    /// Following (voter or learner): the leader it knows, and how long ago
+    /// that leader last reached it (`None`: never).
+    Follower {
+        leader: Option<u64>,
+        contact: Option<Duration>,
+    },
+    /// Candidate, shutting down, or anything else: part of no quorum.
+    Other(String),
+}
+
+/// Everything containment is decided from. A fact that could not be read
+/// (a poisoned lock) is reported as the worst case by whoever gathers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Facts {
+    /// Stored state failed verification (start-up, periodic, a replay).
+    pub(crate) integrity_failure: Option<String>,
+    /// Recorded evidence that a validly signed root differs from ours.
+    pub(crate) divergence: Option<String>,
+    /// The first record this node's answers left unattested by a majority,
+    /// still not covered by a final or attested checkpoint.
+    pub(crate) unattested: Option<u64>,
+    /// The membership lists another key for this node: (listed, own).
+    pub(crate) key_mismatch: Option<(PublicKey, PublicKey)>,
+    /// openraft stopped with a fatal error.
+    pub(crate) raft_stopped: Option<String>,
+    /// This node is in the effective membership.
+    pub(crate) member: bool,
+    pub(crate) role: Role,
+    /// How long quorum contact stays valid (openraft's leader lease,
+    /// `raft.election_timeout_max_ms`).
+    pub(crate) lease: Duration,
+    /// This node's oldest signed root that no final checkpoint covers yet,
+    /// and how long ago it signed it.
+    pub(crate) unconfirmed: Option<(u64, Duration)>,
+    /// `checkpoint.finality_timeout_ms`.
+    pub(crate) finality_timeout: Duration,
+}
+
+/// Why this node must not answer ALLOW right now, if it must not.
+pub(crate) fn containment(f: &Facts) -> Option<(DenyReason, String)> {
+    // Invariant 6: this node cannot vouch for its own stored state.
+    if let Some(msg) = &f.integrity_failure {
+        return Some((DenyReason::IntegrityFailure, msg.clone()));
+    }
+    // Invariant 3: a voter cosigned a root this node did not compute.
+    if let Some(d) = &f.divergence {
+        return Some((DenyReason::Divergence, d.clone()));
+    }
+    // Invariant 1: no majority attested this node's decisions.
+    if let Some(index) = f.unattested {
+        return Some((
+            DenyReason::Unattested,
+            format!(
+                "no majority of voters attested this node's decision log up to record {index}; \
+                 its evaluation is unconfirmed until a checkpoint covering it is final"
+            ),
+        ));
+    }
+    // Its cosignatures could not verify under the key the cluster knows it
+    // by: its identity is in doubt.
+    if let Some((listed, own)) = &f.key_mismatch {
+        return Some((
+            DenyReason::IntegrityFailure,
+            format!(
+                "the membership lists key {listed} for this node, but its key file holds {own}"
+            ),
+        ));
+    }
+    if let Some(fatal) = &f.raft_stopped {
+        return Some((
+            DenyReason::IntegrityFailure,
+            format!("Raft stopped: {fatal}"),
+        ));
+    }
+    // A node removed from the membership (or not yet added) is part of no
+    // quorum, whatever else it still believes.
+    if !f.member {
+        return Some((
+            DenyReason::NoQuorum,
+            "this node is not a member of the cluster (removed, or not added yet: \
+             `quorate cluster add-learner`)"
+                .into(),
+        ));
+    }
+    let quorum = match &f.role {
+        Role::Leader {
+            quorum_acked: Some(t),
+        } if *t < f.lease => None,
+        Role::Leader {
+            quorum_acked: Some(t),
+        } => Some(format!(
+            "leader without a quorum acknowledgement for {} ms",
+            t.as_millis()
+        )),
+        Role::Leader { quorum_acked: None } => {
+            Some("leader has no quorum acknowledgement yet".into())
+        }
+        // A learner is judged as a follower: it serves while a leader keeps
+        // replicating to it. A follower that has heard nothing from its
+        // leader for a lease may already be outvoted.
+        Role::Follower { leader: None, .. } => Some("no known leader".into()),
+        Role::Follower {
+            leader: Some(_),
+            contact: Some(t),
+        } if *t < f.lease => None,
+        Role::Follower {
+            leader: Some(l),
+            contact,
+        } => Some(format!(
+            "no contact from leader {l} for {} ms",
+            contact.map_or(u128::MAX, |d| d.as_millis())
+        )),
+        Role::Other(state) => Some(format!("node is {state}")),
+    };
+    if let Some(msg) = quorum {
+        return Some((DenyReason::NoQuorum, msg));
+    }
+    // Invariant 3, the other direction: a node whose own signed root no
+    // quorum confirms may be the one that diverged.
+    match f.unconfirmed {
+        Some((size, since)) if since > f.finality_timeout => Some((
+            DenyReason::Divergence,
+            format!(
+                "no quorum has cosigned this node's root at size {size} for {} ms; its \
+                 history may differ from the quorum's",
+                since.as_millis()
+            ),
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_millis(1000);
+
+    fn healthy() -> Facts {
+        Facts {
+            integrity_failure: None,
+            divergence: None,
+            unattested: None,
+            key_mismatch: None,
+            raft_stopped: None,
+            member: true,
+            role: Role::Leader {
+                quorum_acked: Some(Duration::from_millis(10)),
+            },
+            lease: LEASE,
+            unconfirmed: None,
+            finality_timeout: Duration::from_millis(5000),
+        }
+    }
+
+    fn key(b: u8) -> PublicKey {
+        quorate_core::SecretKey::from_seed([b; 32]).public()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn every_row() {
+        type Edit = fn(&mut Facts);
+        let rows: Vec<(&str, Edit, Option<DenyReason>, &str)> = vec![
+            ("healthy leader", |_| {}, None, ""),
+            (
+                "healthy follower",
+                |f| {
+                    f.role = Role::Follower {
+                        leader: Some(2),
+                        contact: Some(ms(50)),
+                    }
+                },
+                None,
+                "",
+            ),
+            (
+                "integrity failure",
+                |f| f.integrity_failure = Some("record 5".into()),
+                Some(DenyReason::IntegrityFailure),
+                "record 5",
+            ),
+            (
+                "recorded divergence",
+                |f| f.divergence = Some("node 2 cosigned".into()),
+                Some(DenyReason::Divergence),
+                "node 2 cosigned",
+            ),
+            (
+                "unattested",
+                |f| f.unattested = Some(7),
+                Some(DenyReason::Unattested),
+                "up to record 7",
+            ),
+            (
+                "key mismatch",
+                |f| f.key_mismatch = Some((key(1), key(2))),
+                Some(DenyReason::IntegrityFailure),
+                "membership lists key",
+            ),
+            (
+                "raft stopped",
+                |f| f.raft_stopped = Some("storage error".into()),
+                Some(DenyReason::IntegrityFailure),
+                "Raft stopped: storage error",
+            ),
+            (
+                "not a member",
+                |f| f.member = false,
+                Some(DenyReason::NoQuorum),
+                "not a member",
+            ),
+            (
+                "leader, quorum ack too old",
+                |f| {
+                    f.role = Role::Leader {
+                        quorum_acked: Some(ms(1500)),
+                    }
+                },
+                Some(DenyReason::NoQuorum),
+                "for 1500 ms",
+            ),
+            (
+                "leader, quorum ack exactly one lease old",
+                |f| {
+                    f.role = Role::Leader {
+                        quorum_acked: Some(LEASE),
+                    }
+                },
+                Some(DenyReason::NoQuorum),
+                "quorum acknowledgement",
+            ),
+            (
+                "leader, never acknowledged",
+                |f| f.role = Role::Leader { quorum_acked: None },
+                Some(DenyReason::NoQuorum),
+                "no quorum acknowledgement yet",
+            ),
+            (
+                "follower, no known leader",
+                |f| {
+                    f.role = Role::Follower {
+                        leader: None,
+                        contact: Some(ms(1)),
+                    }
+                },
+                Some(DenyReason::NoQuorum),
+                "no known leader",
+            ),
+            (
+                "follower, leader silent too long",
+                |f| {
+                    f.role = Role::Follower {
+                        leader: Some(3),
+                        contact: Some(ms(1200)),
+                    }
+                },
+                Some(DenyReason::NoQuorum),
+                "leader 3 for 1200 ms",
+            ),
+            (
+                "follower, never heard from its leader",
+                |f| {
+                    f.role = Role::Follower {
+                        leader: Some(3),
+                        contact: None,
+                    }
+                },
+                Some(DenyReason::NoQuorum),
+                "no contact from leader 3",
+            ),
+            (
+                "candidate",
+                |f| f.role = Role::Other("Candidate".into()),
+                Some(DenyReason::NoQuorum),
+                "node is Candidate",
+            ),
+            (
+                "unconfirmed root within the finality timeout",
+                |f| f.unconfirmed = Some((9, ms(4000))),
+                None,
+                "",
+            ),
+            (
+                "unconfirmed root past the finality timeout",
+                |f| f.unconfirmed = Some((9, ms(6000))),
+                Some(DenyReason::Divergence),
+                "root at size 9",
+            ),
+            (
+                "evidence outranks quorum loss",
+                |f| {
+                    f.role = Role::Leader { quorum_acked: None };
+                    f.integrity_failure = Some("record 1".into());
+                },
+                Some(DenyReason::IntegrityFailure),
+                "record 1",
+            ),
+            (
+                "quorum loss outranks an unconfirmed root",
+                |f| {
+                    f.role = Role::Other("Shutdown".into());
+                    f.unconfirmed = Some((9, ms(9000)));
+                },
+                Some(DenyReason::NoQuorum),
+                "Shutdown",
+            ),
+        ];
+        for (name, edit, reason, says) in rows {
+            let mut f = healthy();
+            edit(&mut f);
+            let got = containment(&f);
+            assert_eq!(got.as_ref().map(|c| c.0), reason, "{name}: {got:?}");
+            if let Some((_, msg)) = got {
+                assert!(msg.contains(says), "{name}: {msg:?} lacks {says:?}");
+            }
+        }
+    }
+}
