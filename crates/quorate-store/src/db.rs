@@ -45,6 +45,8 @@ pub enum StoreError {
     Corrupt { what: String, message: String },
     #[error("decision log divergence at index {index}: {message}")]
     Diverged { index: u64, message: String },
+    #[error("refusing the peer's snapshot: {0}")]
+    Unvouched(String),
     #[error("policy version {domain} v{version} is stored but does not compile: {message}")]
     PolicyCompile {
         domain: String,

@@ -521,6 +521,57 @@ fn vouched_by_trusted(cp: &CheckpointState, trusted: &[CheckpointVoter]) -> Resu
     Ok(())
 }
 
+/// Whether `ext` proves that the tree of `size` records with root `root`
+/// is a prefix of a checkpoint final under `trusted`: the bundle starts at
+/// `size`, its checkpoint is of this cluster, names only trusted voters (by
+/// id; their keys are the trusted ones) and carries a majority of their
+/// valid signatures, and the consistency proof links the two roots.
+fn extended_by_trusted(
+    size: u64,
+    root: &quorate_core::Digest,
+    ext: &quorate_core::proof::ConsistencyBundle,
+    cluster_id: &str,
+    trusted: &[CheckpointVoter],
+) -> Result<(), String> {
+    let cp = &ext.checkpoint;
+    if ext.old_size != size || cp.cluster_id != cluster_id {
+        return Err(format!(
+            "the consistency proof starts at size {} of cluster {:?}, not at the snapshot's {size} \
+             records of {cluster_id:?}",
+            ext.old_size, cp.cluster_id
+        ));
+    }
+    let mut judges = Vec::new();
+    let named: Vec<u64> = if cp.voters.is_empty() {
+        trusted.iter().map(|v| v.node_id).collect()
+    } else {
+        cp.voters.clone()
+    };
+    for id in named {
+        let Some(v) = trusted.iter().find(|v| v.node_id == id) else {
+            return Err(format!(
+                "the checkpoint at size {} is judged by node {id}, which this node does not trust",
+                cp.size
+            ));
+        };
+        judges.push(*v);
+    }
+    let state = CheckpointState {
+        checkpoint: cp.clone(),
+        finalized_at: None,
+        voters: judges,
+    };
+    vouched_by_trusted(&state, trusted)?;
+    quorate_core::merkle::verify_consistency(size, cp.size, root, &cp.root, &ext.proof).map_err(
+        |e| {
+            format!(
+                "the snapshot's records are not a prefix of the checkpoint at size {}: {e}",
+                cp.size
+            )
+        },
+    )
+}
+
 /// The voters (id and key) this node trusts from its own store: every
 /// voter set it recorded and its applied membership's voters. Empty when
 /// none can be read.
@@ -563,39 +614,48 @@ pub fn trusted_voters(store: &Store) -> Vec<CheckpointVoter> {
 /// own recorded voter sets, or a trust file the operator gives), with a
 /// majority of them cosigning. A peer with a divergent history, or keys of
 /// its own making, is refused with the reason.
+///
+/// Under load a snapshot's newest records are usually not yet covered by a
+/// checkpoint inside it. `extension` then vouches for them: a consistency
+/// proof (RFC 9162) from the snapshot's own tree of all its records to a
+/// later final checkpoint, cosigned by a majority of trusted voters (what
+/// the peer's `GetConsistencyProof` returns for `old_size` = the
+/// snapshot's record count).
 pub fn repair_from_snapshot(
     store: &Store,
     meta: &SnapshotMeta,
     raw: &[u8],
     cluster_id: &str,
     trusted: &[CheckpointVoter],
+    extension: Option<&quorate_core::proof::ConsistencyBundle>,
 ) -> Result<ChainHead, StoreError> {
-    let refuse = |message: String| StoreError::Corrupt {
-        what: "peer snapshot".into(),
-        message,
-    };
+    let refuse = StoreError::Unvouched;
     let payload = SnapshotPayload::decode(raw)?;
     let proof = payload
         .verify(meta, cluster_id)
         .map_err(|e| refuse(e.to_string()))?;
     let records = payload.decisions.len() as u64;
     if records > 0 {
-        if proof.last_final < records {
-            return Err(refuse(format!(
-                "it holds {records} records but its newest final checkpoint covers {}, so a \
-                 quorum does not vouch for all of it; retry in a moment (checkpoints are \
-                 cosigned every checkpoint.interval_ms)",
-                proof.last_final
-            )));
+        if proof.last_final >= records {
+            let Some(cp) = payload
+                .checkpoints
+                .iter()
+                .find(|c| c.checkpoint.size == proof.last_final)
+            else {
+                return Err(refuse("its final checkpoint is missing".into()));
+            };
+            vouched_by_trusted(cp, trusted).map_err(refuse)?;
+        } else {
+            let Some(ext) = extension else {
+                return Err(refuse(format!(
+                    "it holds {records} records but its newest final checkpoint covers {}, \
+                     and no later checkpoint vouches for the rest; retry in a moment",
+                    proof.last_final
+                )));
+            };
+            extended_by_trusted(records, &proof.frontier.root(), ext, cluster_id, trusted)
+                .map_err(refuse)?;
         }
-        let Some(cp) = payload
-            .checkpoints
-            .iter()
-            .find(|c| c.checkpoint.size == proof.last_final)
-        else {
-            return Err(refuse("its final checkpoint is missing".into()));
-        };
-        vouched_by_trusted(cp, trusted).map_err(refuse)?;
     }
     let purged: Option<LogId> = store.get_json(CF_RAFT_META, KEY_PURGED)?;
     let snap_index = meta.last_log_id.map(|l| l.index).unwrap_or(0);

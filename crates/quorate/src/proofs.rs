@@ -323,6 +323,52 @@ fn verify_log(
     })
 }
 
+/// A consistency proof from the snapshot's tree of all its records to the
+/// peer's latest final checkpoint, when the snapshot's own checkpoints do
+/// not cover all of them (waiting up to 5 s for one that does).
+async fn repair_extension(
+    channels: &quorate_raft::network::Channels,
+    addr: &str,
+    raw: &[u8],
+) -> anyhow::Result<Option<ConsistencyBundle>> {
+    let payload = quorate_store::SnapshotPayload::decode(raw)?;
+    let records = payload.decisions.len() as u64;
+    let last_final = payload
+        .checkpoints
+        .iter()
+        .filter(|c| c.is_final())
+        .map(|c| c.checkpoint.size)
+        .max()
+        .unwrap_or(0);
+    if records == 0 || last_final >= records {
+        return Ok(None);
+    }
+    let mut client = v1::governance_client::GovernanceClient::new(channels.get_any(addr)?)
+        .max_decoding_message_size(64 * 1024 * 1024);
+    let started = Instant::now();
+    loop {
+        match client
+            .get_consistency_proof(v1::GetConsistencyProofRequest {
+                old_size: records,
+                new_size: 0,
+            })
+            .await
+        {
+            Ok(doc) => return Ok(Some(serde_json::from_str(&doc.into_inner().json)?)),
+            // No final checkpoint covers the snapshot's size yet.
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::InvalidArgument | tonic::Code::Unavailable
+                ) && started.elapsed() < Duration::from_secs(5) =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(s) => return Err(status_error(&s)),
+        }
+    }
+}
+
 /// Rounds over the peers before repair gives up.
 const REPAIR_ROUNDS: usize = 5;
 
@@ -441,7 +487,25 @@ pub(crate) async fn repair(
                 continue;
             }
         };
-        match quorate_store::repair_from_snapshot(&store, &meta, &data, &cfg.cluster_id, &trusted) {
+        // Under load the snapshot's newest records are not yet covered by
+        // a checkpoint in it: ask the same peer for a consistency proof
+        // from the snapshot's tree to a later final checkpoint, which the
+        // repair checks against the trusted voters like any other.
+        let extension = match repair_extension(&channels, &addr, &data).await {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push(format!("{addr}: {e}"));
+                continue;
+            }
+        };
+        match quorate_store::repair_from_snapshot(
+            &store,
+            &meta,
+            &data,
+            &cfg.cluster_id,
+            &trusted,
+            extension.as_ref(),
+        ) {
             Ok(head) => {
                 // Check what was written, from the database, not the payload.
                 let sm = quorate_store::StateMachine::open(store.clone(), Default::default())?

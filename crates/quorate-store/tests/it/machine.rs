@@ -647,7 +647,7 @@ async fn repair_accepts_only_history_vouched_for_by_voters_it_already_trusts() {
     let store = Store::open(good.path()).expect("open");
     let trusted = quorate_store::trusted_voters(&store);
     assert_eq!(trusted.len(), 3);
-    let head = quorate_store::repair_from_snapshot(&store, &meta, &raw, "c", &trusted)
+    let head = quorate_store::repair_from_snapshot(&store, &meta, &raw, "c", &trusted, None)
         .expect("repair from a trusted history");
     assert_eq!(head.count, 3);
     drop(store);
@@ -658,7 +658,7 @@ async fn repair_accepts_only_history_vouched_for_by_voters_it_already_trusts() {
     let (_rogue_sm, (rmeta, rraw)) = vouched_store(rogue.path(), 2).await;
     let store = Store::open(good.path()).expect("open");
     let before = quorate_store::trusted_voters(&store);
-    let e = quorate_store::repair_from_snapshot(&store, &rmeta, &rraw, "c", &before)
+    let e = quorate_store::repair_from_snapshot(&store, &rmeta, &rraw, "c", &before, None)
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -676,13 +676,52 @@ async fn repair_accepts_only_history_vouched_for_by_voters_it_already_trusts() {
     .await;
     let (meta2, raw2) = peer_sm.lookup().build_snapshot().expect("snapshot");
     let store = Store::open(good.path()).expect("open");
-    let e = quorate_store::repair_from_snapshot(&store, &meta2, &raw2, "c", &before)
+    let e = quorate_store::repair_from_snapshot(&store, &meta2, &raw2, "c", &before, None)
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(e.contains("covers 3"), "{e}");
+    assert!(e.contains("no later checkpoint vouches"), "{e}");
+    // A later checkpoint that trusted voters cosigned vouches for the tail
+    // through a consistency proof from the snapshot's tree; one by rogue
+    // keys does not.
+    apply(
+        &mut peer_sm,
+        vec![entry(6, authorize(vec![req("demo", "e", "alice")], 22))],
+    )
+    .await;
+    let bundle_for = |sm: &StateMachine, set: u8, index: u64| {
+        let e = checkpoint(sm, index, set, &[1, 2]);
+        (e, sm.lookup().consistency_proof(4, 5).expect("proof"))
+    };
+    let (cp_entry, proof) = bundle_for(&peer_sm, 1, 7);
+    apply(&mut peer_sm, vec![cp_entry]).await;
+    let cp = peer_sm
+        .lookup()
+        .checkpoint(5)
+        .expect("read")
+        .expect("final at 5")
+        .checkpoint;
+    let bundle = quorate_core::proof::ConsistencyBundle {
+        format: quorate_core::proof::CONSISTENCY_FORMAT.into(),
+        old_size: 4,
+        proof,
+        checkpoint: cp.clone(),
+    };
+    let mut rogue = bundle.clone();
+    for c in &mut rogue.checkpoint.cosignatures {
+        c.signature = voter_key(c.node_id, 2).sign(&cp.message());
+    }
+    let e = quorate_store::repair_from_snapshot(&store, &meta2, &raw2, "c", &before, Some(&rogue))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("valid cosignatures"), "{e}");
+    let head4 =
+        quorate_store::repair_from_snapshot(&store, &meta2, &raw2, "c", &before, Some(&bundle))
+            .expect("a tail vouched for by a later trusted checkpoint");
+    assert_eq!(head4.count, 4);
     // And a node that trusts nobody must be given a trust file.
-    let e = quorate_store::repair_from_snapshot(&store, &meta, &raw, "c", &[])
+    let e = quorate_store::repair_from_snapshot(&store, &meta, &raw, "c", &[], None)
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
