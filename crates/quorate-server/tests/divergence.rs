@@ -232,9 +232,7 @@ async fn a_divergent_replica_contains_instead_of_cosigning() {
         Some(DenyReason::Divergence)
     );
     again.shutdown().await;
-    for r in running {
-        r.shutdown().await;
-    }
+    stop(running).await;
     quorate_store::fault::set_diverge(&dirs[2].path().join("db"), false);
 }
 
@@ -250,11 +248,7 @@ async fn periodic_reverification_finds_a_record_changed_under_a_running_node() {
     .await;
     let nodes: Vec<Node> = running.iter().map(|r| r.node.clone()).collect();
     let leader = leader_with_policy(&nodes, "permit(principal, action, resource);").await;
-    for k in 0..10 {
-        let a = leader
-            .authorize(request(&format!("r{k}")), false)
-            .await
-            .unwrap_or_else(|e| panic!("authorize: {e}"));
+    for a in decide_n(&leader, "r", 10).await {
         assert_eq!(a.decision, Decision::Allow);
     }
     let victim = nodes
@@ -288,9 +282,7 @@ async fn periodic_reverification_finds_a_record_changed_under_a_running_node() {
     drop(nodes);
     drop(leader);
     drop(victim);
-    for r in running {
-        r.shutdown().await;
-    }
+    stop(running).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,9 +342,7 @@ async fn a_divergent_leader_contains_when_no_quorum_confirms_its_root() {
     );
     drop(nodes);
     drop(leader);
-    for r in running {
-        r.shutdown().await;
-    }
+    stop(running).await;
     quorate_store::fault::set_diverge(&dirs[0].path().join("db"), false);
 }
 
@@ -470,9 +460,7 @@ async fn an_attested_answer_never_carries_a_wrong_leaders_allow() {
     )
     .await;
     drop(nodes);
-    for r in running {
-        r.shutdown().await;
-    }
+    stop(running).await;
     quorate_store::fault::set_diverge(&dirs[0].path().join("db"), false);
 }
 
@@ -494,10 +482,28 @@ async fn in_committed_mode_a_wrong_leaders_allow_goes_out() {
     );
     assert!(a.receipt.is_none());
     drop(nodes);
+    stop(running).await;
+    quorate_store::fault::set_diverge(&dirs[0].path().join("db"), false);
+}
+
+/// Shuts every node down.
+async fn stop(running: Vec<RunningNode>) {
     for r in running {
         r.shutdown().await;
     }
-    quorate_store::fault::set_diverge(&dirs[0].path().join("db"), false);
+}
+
+/// Decides `request(prefix + k)` for k in 0..n on `node`.
+async fn decide_n(node: &Node, prefix: &str, n: usize) -> Vec<quorate_server::node::Answer> {
+    let mut out = Vec::new();
+    for k in 0..n {
+        out.push(
+            node.authorize(request(&format!("{prefix}{k}")), false)
+                .await
+                .unwrap_or_else(|e| panic!("authorize: {e}")),
+        );
+    }
+    out
 }
 
 /// Every node but `leader`.
@@ -564,9 +570,7 @@ async fn a_replay_never_serves_a_record_resealed_on_the_leader() {
         Some(DenyReason::IntegrityFailure)
     );
     drop((nodes, leader));
-    for r in running {
-        r.shutdown().await;
-    }
+    stop(running).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,9 +606,7 @@ async fn a_replay_never_serves_a_record_edited_on_the_leader() {
     let others = all_but(&nodes, &leader);
     wait_for_a_leader_among(&others).await;
     drop((nodes, leader, others));
-    for r in running {
-        r.shutdown().await;
-    }
+    stop(running).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -612,11 +614,7 @@ async fn a_leader_that_fails_its_integrity_check_hands_leadership_over() {
     let (dirs, ports) = places();
     let (running, nodes, leader) =
         healthy(&dirs, &ports, |_, cfg| cfg.integrity.verify_interval_s = 1).await;
-    for k in 0..5 {
-        let a = leader
-            .authorize(request(&format!("r{k}")), false)
-            .await
-            .unwrap_or_else(|e| panic!("authorize: {e}"));
+    for a in decide_n(&leader, "r", 5).await {
         assert_eq!(a.decision, Decision::Allow, "{a:?}");
     }
     quorate_store::fault::tamper_record_live(leader.lookup(), 2, |r| {
@@ -650,9 +648,7 @@ async fn a_leader_that_fails_its_integrity_check_hands_leadership_over() {
     assert!(resumed, "ALLOWs did not resume after the handover");
     assert_ne!(leader.status().role, "leader");
     drop((nodes, leader, others));
-    for r in running {
-        r.shutdown().await;
-    }
+    stop(running).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -660,9 +656,7 @@ async fn a_watch_stream_ends_when_its_node_contains() {
     let (dirs, ports) = places();
     let (running, nodes, leader) =
         healthy(&dirs, &ports, |_, cfg| cfg.integrity.verify_interval_s = 1).await;
-    for k in 0..3 {
-        let _ = leader.authorize(request(&format!("r{k}")), false).await;
-    }
+    decide_n(&leader, "r", 3).await;
     let follower = nodes
         .iter()
         .find(|n| n.id() != leader.id())
@@ -708,7 +702,5 @@ async fn a_watch_stream_ends_when_its_node_contains() {
         "the stream goes on after its containment"
     );
     drop((nodes, leader, follower));
-    for r in running {
-        r.shutdown().await;
-    }
+    stop(running).await;
 }
