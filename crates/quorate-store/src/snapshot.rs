@@ -499,26 +499,18 @@ fn vouched_by_trusted(cp: &CheckpointState, trusted: &[CheckpointVoter]) -> Resu
             ));
         }
     }
-    let message = cp.checkpoint.message();
-    let valid = cp
-        .checkpoint
-        .cosignatures
+    // The one quorum rule (quorate_core::proof): a majority of the judges,
+    // and a cosignature that does not verify is evidence, not a miss.
+    let keyed: Vec<(u64, Option<&quorate_core::PublicKey>)> = judges
         .iter()
-        .filter(|c| {
-            judges.iter().any(|j| {
-                j.node_id == c.node_id && j.public_key.verify(&message, &c.signature).is_ok()
-            })
-        })
-        .count();
-    let needed = quorate_core::majority(judges.len());
-    if valid < needed {
-        return Err(format!(
-            "its checkpoint at size {} has {valid} valid cosignatures of trusted voters; {needed} \
-             are needed",
+        .map(|j| (j.node_id, Some(&j.public_key)))
+        .collect();
+    quorate_core::proof::verify_cosignatures(&cp.checkpoint, &keyed).map_err(|e| {
+        format!(
+            "its checkpoint at size {} lacks a majority of valid cosignatures of trusted voters: {e}",
             cp.checkpoint.size
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 /// Whether `ext` proves that the tree of `size` records with root `root`
