@@ -12,7 +12,8 @@ use crate::NodeInfo;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use quorate_proto::internal::RaftMessage;
 use quorate_proto::internal::raft_transport_client::RaftTransportClient;
@@ -258,6 +259,18 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(&rpc, Vec::new(), option.hard_ttl(), |mut c, m| async move {
             c.pre_vote(m).await
+        })
+        .await
+        .map_err(rpc_err)
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&rpc, Vec::new(), option.hard_ttl(), |mut c, m| async move {
+            c.transfer_leader(m).await
         })
         .await
         .map_err(rpc_err)

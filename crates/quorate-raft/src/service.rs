@@ -277,10 +277,22 @@ where
             Err(e) => reply::<crate::SnapshotMeta, _>(msg.from, Err(e)),
         }
     }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.admit(&req, "TransferLeader")?;
+        let msg = req.into_inner();
+        let rpc: openraft::raft::TransferLeaderRequest<TypeConfig> = decode(&msg)?;
+        // openraft acts on it only if it names the leader this node
+        // currently votes for; anything else is ignored.
+        reply(msg.from, self.raft.handle_transfer_leader(rpc).await)
+    }
 }
 
 /// The Raft transport's RPC names, as the admission check knows them.
-const RPC_NAMES: [&str; 8] = [
+const RPC_NAMES: [&str; 9] = [
     "AppendEntries",
     "Vote",
     "PreVote",
@@ -289,6 +301,7 @@ const RPC_NAMES: [&str; 8] = [
     "Identity",
     "Attest",
     "FetchSnapshot",
+    "TransferLeader",
 ];
 
 /// Admission before decoding: wraps the generated Raft transport server so

@@ -250,14 +250,9 @@ pub(crate) async fn attest_task(node: Node, mut shutdown: watch::Receiver<bool>)
             _ = tokio::time::sleep(IDLE_RETRY) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        // Invariant 3: a node whose state is in doubt vouches for nothing.
-        if matches!(
-            node.containment(),
-            Some((
-                quorate_core::DenyReason::Divergence | quorate_core::DenyReason::IntegrityFailure,
-                _
-            ))
-        ) {
+        // Invariant 3: a node with evidence against its own state vouches
+        // for nothing (suspicion alone does not stop it: see may_attest).
+        if !node.may_attest() {
             unsent.clear();
             continue;
         }

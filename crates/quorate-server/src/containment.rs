@@ -18,7 +18,13 @@ use quorate_core::{DenyReason, PublicKey};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Role {
     /// Leading; how long ago a quorum last acknowledged it (`None`: never).
-    Leader { quorum_acked: Option<Duration> },
+    /// The only voter of its membership is its own quorum: openraft does
+    /// not refresh `quorum_acked` while it idles, and nothing else can
+    /// ever be elected.
+    Leader {
+        quorum_acked: Option<Duration>,
+        sole_voter: bool,
+    },
     /// Following (voter or learner): the leader it knows, and how long ago
     /// that leader last reached it (`None`: never).
     Follower {
@@ -55,6 +61,35 @@ pub(crate) struct Facts {
     pub(crate) unconfirmed: Option<(u64, Duration)>,
     /// `checkpoint.finality_timeout_ms`.
     pub(crate) finality_timeout: Duration,
+}
+
+impl Facts {
+    /// Evidence, not suspicion, that this node's own state is wrong: a
+    /// failed verification, a recorded divergence, an unattested answer, a
+    /// key the cluster does not know it by. Such a node neither campaigns
+    /// nor keeps leading (it hands leadership over).
+    ///
+    /// An unconfirmed root alone is not evidence: it is cleared only by a
+    /// checkpoint, and only a leader persists checkpoints, so treating it as
+    /// evidence would let a cluster in which every node is merely
+    /// unconfirmed (after a long partition or delay) never recover.
+    pub(crate) fn evidence_against_itself(&self) -> bool {
+        self.integrity_failure.is_some()
+            || self.divergence.is_some()
+            || self.unattested.is_some()
+            || self.key_mismatch.is_some()
+    }
+
+    /// Whether this node may sign the tree heads it computed (invariant 3:
+    /// a node whose stored state failed verification, or that holds a
+    /// validly signed root other than its own, vouches for nothing).
+    ///
+    /// An unattested or unconfirmed node does attest: its signature says
+    /// only what it computed, and a majority agreeing with it is exactly
+    /// what clears those suspicions. Refusing would make them permanent.
+    pub(crate) fn may_attest(&self) -> bool {
+        self.integrity_failure.is_none() && self.divergence.is_none() && self.key_mismatch.is_none()
+    }
 }
 
 /// Why this node must not answer ALLOW right now, if it must not.
@@ -105,17 +140,22 @@ pub(crate) fn containment(f: &Facts) -> Option<(DenyReason, String)> {
     }
     let quorum = match &f.role {
         Role::Leader {
+            sole_voter: true, ..
+        } => None,
+        Role::Leader {
             quorum_acked: Some(t),
+            ..
         } if *t < f.lease => None,
         Role::Leader {
             quorum_acked: Some(t),
+            ..
         } => Some(format!(
             "leader without a quorum acknowledgement for {} ms",
             t.as_millis()
         )),
-        Role::Leader { quorum_acked: None } => {
-            Some("leader has no quorum acknowledgement yet".into())
-        }
+        Role::Leader {
+            quorum_acked: None, ..
+        } => Some("leader has no quorum acknowledgement yet".into()),
         // A learner is judged as a follower: it serves while a leader keeps
         // replicating to it. A follower that has heard nothing from its
         // leader for a lease may already be outvoted.
@@ -167,6 +207,7 @@ mod tests {
             member: true,
             role: Role::Leader {
                 quorum_acked: Some(Duration::from_millis(10)),
+                sole_voter: false,
             },
             lease: LEASE,
             unconfirmed: None,
@@ -239,16 +280,29 @@ mod tests {
                 |f| {
                     f.role = Role::Leader {
                         quorum_acked: Some(ms(1500)),
+                        sole_voter: false,
                     }
                 },
                 Some(DenyReason::NoQuorum),
                 "for 1500 ms",
             ),
             (
+                "sole voter, idle far longer than a lease",
+                |f| {
+                    f.role = Role::Leader {
+                        quorum_acked: Some(ms(60_000)),
+                        sole_voter: true,
+                    }
+                },
+                None,
+                "",
+            ),
+            (
                 "leader, quorum ack exactly one lease old",
                 |f| {
                     f.role = Role::Leader {
                         quorum_acked: Some(LEASE),
+                        sole_voter: false,
                     }
                 },
                 Some(DenyReason::NoQuorum),
@@ -256,7 +310,12 @@ mod tests {
             ),
             (
                 "leader, never acknowledged",
-                |f| f.role = Role::Leader { quorum_acked: None },
+                |f| {
+                    f.role = Role::Leader {
+                        quorum_acked: None,
+                        sole_voter: false,
+                    }
+                },
                 Some(DenyReason::NoQuorum),
                 "no quorum acknowledgement yet",
             ),
@@ -314,7 +373,10 @@ mod tests {
             (
                 "evidence outranks quorum loss",
                 |f| {
-                    f.role = Role::Leader { quorum_acked: None };
+                    f.role = Role::Leader {
+                        quorum_acked: None,
+                        sole_voter: false,
+                    };
                     f.integrity_failure = Some("record 1".into());
                 },
                 Some(DenyReason::IntegrityFailure),
@@ -338,6 +400,62 @@ mod tests {
             if let Some((_, msg)) = got {
                 assert!(msg.contains(says), "{name}: {msg:?} lacks {says:?}");
             }
+        }
+    }
+
+    /// Which facts stop a node from signing its tree heads or from leading.
+    /// The suspicion of an unconfirmed root must do neither: only a leader
+    /// that attests its own head and persists the checkpoint clears it
+    /// (found by the Jepsen delay run, where every node ended unconfirmed or
+    /// unattested and the cluster never served again).
+    #[test]
+    fn what_stops_attesting_and_leading() {
+        type Edit = fn(&mut Facts);
+        // (row, edit, may attest, evidence against itself)
+        let rows: Vec<(&str, Edit, bool, bool)> = vec![
+            ("healthy", |_| {}, true, false),
+            (
+                "unconfirmed root past the finality timeout",
+                |f| f.unconfirmed = Some((9, ms(60_000))),
+                true,
+                false,
+            ),
+            ("unattested", |f| f.unattested = Some(7), true, true),
+            (
+                "integrity failure",
+                |f| f.integrity_failure = Some("record 5".into()),
+                false,
+                true,
+            ),
+            (
+                "recorded divergence",
+                |f| f.divergence = Some("node 2 cosigned".into()),
+                false,
+                true,
+            ),
+            (
+                "key mismatch",
+                |f| f.key_mismatch = Some((key(1), key(2))),
+                false,
+                true,
+            ),
+            (
+                "no quorum",
+                |f| {
+                    f.role = Role::Leader {
+                        quorum_acked: None,
+                        sole_voter: false,
+                    }
+                },
+                true,
+                false,
+            ),
+        ];
+        for (name, edit, attest, evidence) in rows {
+            let mut f = healthy();
+            edit(&mut f);
+            assert_eq!(f.may_attest(), attest, "{name}: may attest");
+            assert_eq!(f.evidence_against_itself(), evidence, "{name}: evidence");
         }
     }
 }

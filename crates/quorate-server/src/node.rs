@@ -658,9 +658,15 @@ impl Node {
             .membership()
             .get_node(&self.inner.id)
             .map(|n| n.public_key);
+        let sole_voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .eq([self.inner.id]);
         let role = match m.state {
             ServerState::Leader => Role::Leader {
                 quorum_acked: m.last_quorum_acked.map(|t| t.elapsed()),
+                sole_voter,
             },
             ServerState::Follower | ServerState::Learner => Role::Follower {
                 leader: m.current_leader,
@@ -738,8 +744,13 @@ impl Node {
     /// verification, a recorded divergence, an unattested answer. Such a
     /// node does not campaign.
     fn evidence_against_itself(&self) -> bool {
-        let f = self.containment_facts();
-        f.integrity_failure.is_some() || f.divergence.is_some() || f.unattested.is_some()
+        self.containment_facts().evidence_against_itself()
+    }
+
+    /// Whether this node may sign the tree heads it computed (see
+    /// `containment::Facts::may_attest`).
+    pub(crate) fn may_attest(&self) -> bool {
+        self.containment_facts().may_attest()
     }
 
     pub(crate) fn set_unattested(&self, index: u64) {
@@ -1109,12 +1120,38 @@ impl Node {
     /// rare; they are not batched). Followers refuse with the leader's
     /// address so the client can retry there; the CLI does that itself.
     pub(crate) async fn write(&self, cmd: Command) -> Result<CommandResponse, ApiError> {
+        // Invariant 2: a contained node changes nothing.
         if let Some((reason, msg)) = self.containment() {
             return Err(ApiError::new(
                 ErrorCode::Contained,
                 format!("node is contained ({reason}): {msg}"),
             ));
         }
+        self.propose(cmd).await
+    }
+
+    /// Persists a checkpoint a majority attested (`Command::Checkpoint`).
+    ///
+    /// Not gated like answers and admin writes: a checkpoint is what clears
+    /// an unconfirmed root or an unattested answer, so a leader contained
+    /// for either must still persist one, or it stays contained for good
+    /// (found by the Jepsen delay run). It is safe: every replica checks
+    /// each cosignature in it against its own root, and a wrong one
+    /// finalises nothing. Only a node with evidence against its own state
+    /// (`may_attest` false) proposes nothing.
+    pub(crate) async fn write_checkpoint(&self, cmd: Command) -> Result<CommandResponse, ApiError> {
+        if !self.may_attest() {
+            return Err(ApiError::new(
+                ErrorCode::Contained,
+                "this node's own state is in doubt; it persists no checkpoint",
+            ));
+        }
+        self.propose(cmd).await
+    }
+
+    /// Proposes `cmd` on the leader and waits for it to apply, within the
+    /// commit deadline.
+    async fn propose(&self, cmd: Command) -> Result<CommandResponse, ApiError> {
         let m = self.metrics();
         if m.state != ServerState::Leader {
             let hint = self
@@ -1706,10 +1743,10 @@ async fn leadership_task(node: Node, mut shutdown: watch::Receiver<bool>) {
         {
             node.set_unattested(size);
         }
-        // Campaigning needs no evidence against this node; the suspicion
-        // of an unconfirmed root alone must not keep an honest majority
-        // from electing a leader (only a leader persists checkpoints, and
-        // only checkpoints clear the suspicion).
+        // Campaigning and leading need no evidence against this node. The
+        // suspicion of an unconfirmed root alone stops neither: only a
+        // leader persists checkpoints, and only checkpoints clear it. (A
+        // leader merely suspected still denies everything while contained.)
         let in_doubt = node.evidence_against_itself();
         if in_doubt != blocked {
             blocked = in_doubt;
@@ -1719,9 +1756,8 @@ async fn leadership_task(node: Node, mut shutdown: watch::Receiver<bool>) {
                 .load(std::sync::atomic::Ordering::Acquire);
             node.inner.raft.runtime_config().elect(operator && !blocked);
         }
-        // Leading needs no doubt at all.
         let m = node.metrics();
-        if m.state != ServerState::Leader || (!in_doubt && node.state_in_doubt().is_none()) {
+        if m.state != ServerState::Leader || !in_doubt {
             continue;
         }
         let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
@@ -1769,6 +1805,106 @@ mod tests {
             parent: None,
             trace_id: None,
         }
+    }
+
+    /// A leader held only in suspicion (its root unconfirmed past the
+    /// finality timeout) still persists the checkpoint that clears it. It
+    /// used to refuse, because checkpoints went through the same
+    /// containment gate as answers: the suspicion could then never clear,
+    /// and a cluster in which every node was suspected or unattested after
+    /// a long delay never served again (Jepsen membership,delay,duplicate).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_suspected_leader_persists_the_checkpoint_that_clears_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let port = |()| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (g, h) = (port(()), port(()));
+        let text = format!(
+            "cluster_id = \"c\"\nnode_id = 1\ngrpc_addr = \"127.0.0.1:{g}\"\n\
+             http_addr = \"127.0.0.1:{h}\"\n\
+             members = [{{ id = 1, addr = \"127.0.0.1:{g}\" }}]\n\
+             [checkpoint]\ninterval_ms = 2000\nfinality_timeout_ms = 2500\n"
+        );
+        let cfg: NodeConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        let running = Node::start(cfg, dir.path())
+            .await
+            .unwrap_or_else(|e| panic!("start: {e}"));
+        let node = running.node.clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while node
+            .publish_policy(
+                "docs".into(),
+                "permit(principal, action, resource);".into(),
+                None,
+                true,
+                None,
+            )
+            .await
+            .is_err()
+        {
+            assert!(std::time::Instant::now() < deadline, "could not publish");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let ask = |id: &str| AuthorizeRequest {
+            domain: "docs".into(),
+            request_id: id.into(),
+            principal: r#"User::"a""#.into(),
+            action: r#"Action::"r""#.into(),
+            resource: r#"Doc::"1""#.into(),
+            context: "{}".into(),
+            entities: None,
+            parent: None,
+            trace_id: None,
+        };
+        // A decision whose checkpoint is not final yet (checkpoints come
+        // every 2 s), then the suspicion, as if it had waited far too long.
+        let mut k = 0;
+        let size = loop {
+            k += 1;
+            let a = node
+                .authorize(ask(&format!("r{k}")), false)
+                .await
+                .unwrap_or_else(|e| panic!("authorize: {e}"));
+            assert_eq!(a.decision, quorate_core::Decision::Allow, "{a:?}");
+            let size = a.record.as_ref().map_or(0, |r| r.index);
+            if node.lookup().last_final() < size {
+                break size;
+            }
+        };
+        *node
+            .inner
+            .unconfirmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) =
+            Some((size, std::time::Instant::now() - Duration::from_secs(3600)));
+        assert_eq!(
+            node.containment().map(|c| c.0),
+            Some(DenyReason::Divergence),
+            "the suspicion contains"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while node.lookup().last_final() < size
+            || node.containment().map(|c| c.0) == Some(DenyReason::Divergence)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still contained: {:?}; last final {}",
+                node.containment(),
+                node.lookup().last_final()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let a = node
+            .authorize(ask("after"), false)
+            .await
+            .unwrap_or_else(|e| panic!("authorize: {e}"));
+        assert_eq!(a.decision, quorate_core::Decision::Allow, "{a:?}");
+        drop(node);
+        running.shutdown().await;
     }
 
     #[tokio::test]

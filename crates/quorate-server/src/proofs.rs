@@ -60,7 +60,7 @@ pub(crate) async fn checkpoint_task(node: Node, mut shutdown: watch::Receiver<bo
             root: cp.root,
             cosignatures: cp.cosignatures.clone(),
         };
-        match node.write(cmd).await {
+        match node.write_checkpoint(cmd).await {
             Ok(CommandResponse::Cosigned(c))
                 if c.cosigners >= quorate_core::majority(cp.voters.len()) => {}
             Ok(CommandResponse::Cosigned(c)) => tracing::warn!(
