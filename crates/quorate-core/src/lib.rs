@@ -8,6 +8,7 @@
 //! verifier can reuse it unchanged.
 
 pub mod canonical;
+pub mod chain;
 pub mod command;
 pub mod export;
 pub mod merkle;
@@ -18,6 +19,7 @@ pub mod rollout;
 pub mod validate;
 pub mod verify;
 
+pub use chain::{Chain, ChainError, Finality};
 pub use command::{
     AuthorizeOutcome, Command, CommandResponse, Cosigned, PolicyActivated, PolicyPublished,
     Rejection,

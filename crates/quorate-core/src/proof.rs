@@ -297,7 +297,7 @@ impl TrustFile {
         majority(self.nodes.iter().filter(|n| n.voter).count())
     }
 
-    fn node_key(&self, node_id: u64) -> Option<&PublicKey> {
+    pub(crate) fn node_key(&self, node_id: u64) -> Option<&PublicKey> {
         self.nodes
             .iter()
             .find(|n| n.node_id == node_id)
@@ -318,7 +318,7 @@ impl TrustFile {
     /// The voters `cp` is judged under: the set it names, if the trust file
     /// lists that set as covering its size; the current voters for a
     /// checkpoint that names none.
-    fn judges(&self, cp: &Checkpoint) -> Result<Vec<u64>, ProofError> {
+    pub(crate) fn judges(&self, cp: &Checkpoint) -> Result<Vec<u64>, ProofError> {
         if cp.voters.is_empty() {
             return Ok(self.current_voters());
         }
@@ -430,6 +430,25 @@ pub fn verify_cosignatures(
     cp: &Checkpoint,
     judges: &[(u64, Option<&PublicKey>)],
 ) -> Result<(), ProofError> {
+    let valid = check_cosignatures(cp, judges)?;
+    let needed = majority(judges.len());
+    if valid < needed {
+        return Err(ProofError::NotFinal {
+            size: cp.size,
+            valid,
+            needed,
+        });
+    }
+    Ok(())
+}
+
+/// Checks every cosignature on `cp` as [`verify_cosignatures`] does, without
+/// asking for a majority (a checkpoint still collecting them); returns how
+/// many there are.
+pub fn check_cosignatures(
+    cp: &Checkpoint,
+    judges: &[(u64, Option<&PublicKey>)],
+) -> Result<usize, ProofError> {
     let message = cp.message();
     let mut seen = Vec::new();
     for c in &cp.cosignatures {
@@ -456,15 +475,7 @@ pub fn verify_cosignatures(
                 message,
             })?;
     }
-    let needed = majority(judges.len());
-    if seen.len() < needed {
-        return Err(ProofError::NotFinal {
-            size: cp.size,
-            valid: seen.len(),
-            needed,
-        });
-    }
-    Ok(())
+    Ok(seen.len())
 }
 
 /// One voter's signature over the root it computed itself at `size`,

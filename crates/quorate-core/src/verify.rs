@@ -22,13 +22,12 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::chain::{Chain, ChainError, Finality};
 use crate::export::{Activation, EXPORT_FORMAT, ExportHeader, ExportLine};
-use crate::merkle::Frontier;
-use crate::proof::{self, Checkpoint, ProofError, TrustFile};
+use crate::proof::{Checkpoint, ProofError, PublicKey, TrustFile};
 use crate::reason::DenyReason;
 use crate::record::{
-    AuthorizeRequest, Decision, DecisionRecord, Digest, GENESIS_HASH, PolicyVersion,
-    policy_content_hash,
+    AuthorizeRequest, Decision, DecisionRecord, Digest, PolicyVersion, policy_content_hash,
 };
 
 /// The policy state of a record's domain at its log position, as the export
@@ -158,20 +157,10 @@ pub enum Problem {
         version: u64,
         latest: u64,
     },
-    #[error("index is {found}; expected {expected} (record indexes are dense from 1)")]
-    RecordIndex { expected: u64, found: u64 },
-    #[error("prev_hash of the first record is {found}, not the genesis hash (64 zeros)")]
-    PrevHashGenesis { found: Digest },
-    #[error(
-        "prev_hash does not link to record {previous}: it is {found}, record {previous}'s hash is {expected}"
-    )]
-    PrevHash {
-        previous: u64,
-        found: Digest,
-        expected: Digest,
-    },
-    #[error("hash {found} does not match the record's contents (they hash to {computed})")]
-    RecordHash { found: Digest, computed: Digest },
+    /// A broken link, a checkpoint the records do not produce, or
+    /// cosignatures that do not verify (the one chain verifier's finding).
+    #[error(transparent)]
+    Chain(#[from] ChainError),
     #[error("decision {decision:?} with reason {reason}: {message}")]
     DecisionReason {
         decision: Decision,
@@ -195,16 +184,6 @@ pub enum Problem {
         field: &'static str,
         recorded: String,
         recomputed: String,
-    },
-    #[error("checkpoint size is {size}, but {records} records precede it")]
-    CheckpointSize { size: u64, records: u64 },
-    #[error(
-        "checkpoint root {found} at size {size} is not the Merkle root of records 1..={size} ({computed})"
-    )]
-    CheckpointRoot {
-        size: u64,
-        found: Digest,
-        computed: Digest,
     },
     #[error("checkpoint at size {size}: {source}")]
     CheckpointSignature { size: u64, source: ProofError },
@@ -297,9 +276,9 @@ pub struct ExportVerifier<'a> {
     header: Option<ExportHeader>,
     last_entry: LastEntry,
     domains: HashMap<String, DomainPolicies>,
-    records: u64,
-    head: Digest,
-    frontier: Frontier,
+    /// The records verified so far, linked and hashed (the one chain
+    /// verifier, shared with the store and snapshot checks).
+    chain: Chain,
     policies: u64,
     signed_policies: u64,
     activations: u64,
@@ -313,7 +292,7 @@ impl fmt::Debug for ExportVerifier<'_> {
         f.debug_struct("ExportVerifier")
             .field("cluster_id", &self.trust.cluster_id)
             .field("line", &self.line)
-            .field("records", &self.records)
+            .field("records", &self.chain.records())
             .field("reevaluating", &self.reevaluator.is_some())
             .field("failed", &self.failed)
             .finish_non_exhaustive()
@@ -340,9 +319,7 @@ impl<'a> ExportVerifier<'a> {
                 kind: LastKind::Start,
             },
             domains: HashMap::new(),
-            records: 0,
-            head: GENESIS_HASH,
-            frontier: Frontier::new(),
+            chain: Chain::new(),
             policies: 0,
             signed_policies: 0,
             activations: 0,
@@ -354,7 +331,7 @@ impl<'a> ExportVerifier<'a> {
 
     /// Decision records verified so far (for a progress display).
     pub fn records_seen(&self) -> u64 {
-        self.records
+        self.chain.records()
     }
 
     /// Lines fed so far.
@@ -565,39 +542,13 @@ impl<'a> ExportVerifier<'a> {
 
     fn record(&mut self, r: &DecisionRecord) -> Result<(), VerifyError> {
         let at = Some(r.index);
-        let expected = self.records + 1;
-        if r.index != expected {
-            return Err(self.fail(
-                at,
-                Problem::RecordIndex {
-                    expected,
-                    found: r.index,
-                },
-            ));
+        // Index first, then log order, then the link and the hash: a record
+        // out of sequence is reported as that, whatever else is wrong.
+        if let Err(e @ ChainError::RecordIndex { .. }) = self.chain.check(r) {
+            return Err(self.fail(at, e.into()));
         }
         self.log_order(r.log_index, at, Entry::Record)?;
-        if r.prev_hash != self.head {
-            let problem = if self.records == 0 {
-                Problem::PrevHashGenesis { found: r.prev_hash }
-            } else {
-                Problem::PrevHash {
-                    previous: self.records,
-                    found: r.prev_hash,
-                    expected: self.head,
-                }
-            };
-            return Err(self.fail(at, problem));
-        }
-        let computed = r.compute_hash();
-        if computed != r.hash {
-            return Err(self.fail(
-                at,
-                Problem::RecordHash {
-                    found: r.hash,
-                    computed,
-                },
-            ));
-        }
+        self.chain.check(r).map_err(|e| self.fail(at, e.into()))?;
         check_decision_reason(r).map_err(|p| self.fail(at, p))?;
         let policy = policy_at(&self.domains, &r.request.domain);
         check_policy_fields(r, policy).map_err(|p| self.fail(at, p))?;
@@ -632,34 +583,14 @@ impl<'a> ExportVerifier<'a> {
             }
             self.reevaluated += 1;
         }
-        self.frontier.append(proof::record_leaf(r));
-        self.records = r.index;
-        self.head = r.hash;
+        self.chain.push(r).map_err(|e| self.fail(at, e.into()))?;
         Ok(())
     }
 
     fn checkpoint(&mut self, c: &Checkpoint) -> Result<(), VerifyError> {
-        if c.size != self.records {
-            return Err(self.fail(
-                None,
-                Problem::CheckpointSize {
-                    size: c.size,
-                    records: self.records,
-                },
-            ));
-        }
-        let computed = self.frontier.root();
-        if computed != c.root {
-            return Err(self.fail(
-                None,
-                Problem::CheckpointRoot {
-                    size: c.size,
-                    found: c.root,
-                    computed,
-                },
-            ));
-        }
-        self.trust.verify_checkpoint(c).map_err(|source| {
+        // Which voters judge it is the trust file's to say (its voter set
+        // covering the size); everything else is the chain's rule.
+        let judges = self.trust.judges(c).map_err(|source| {
             self.fail(
                 None,
                 Problem::CheckpointSignature {
@@ -668,6 +599,13 @@ impl<'a> ExportVerifier<'a> {
                 },
             )
         })?;
+        let keyed: Vec<(u64, Option<&PublicKey>)> = judges
+            .iter()
+            .map(|id| (*id, self.trust.node_key(*id)))
+            .collect();
+        self.chain
+            .checkpoint(c, Some(&self.trust.cluster_id), &keyed, Finality::Final)
+            .map_err(|e| self.fail(None, e.into()))?;
         self.checkpoints += 1;
         self.last_checkpoint_size = Some(c.size);
         Ok(())
@@ -690,31 +628,31 @@ impl<'a> ExportVerifier<'a> {
                 None => Problem::Empty,
             }));
         };
-        if header.records != self.records {
+        if header.records != self.chain.records() {
             return Err(at_header(Problem::HeaderRecords {
                 header: header.records,
-                seen: self.records,
+                seen: self.chain.records(),
             }));
         }
-        if header.head != self.head {
+        if header.head != self.chain.head() {
             return Err(at_header(Problem::HeaderHead {
                 header: header.head,
-                seen: self.head,
+                seen: self.chain.head(),
             }));
         }
         Ok(ExportSummary {
             cluster_id: header.cluster_id,
             node_id: header.node_id,
-            records: self.records,
-            head: self.head,
-            root: self.frontier.root(),
+            records: self.chain.records(),
+            head: self.chain.head(),
+            root: self.chain.root(),
             policies: self.policies,
             signed_policies: self.signed_policies,
             activations: self.activations,
             checkpoints: self.checkpoints,
             last_checkpoint_size: self.last_checkpoint_size,
             reevaluated: self.reevaluated,
-            uncovered_tail: self.records - self.last_checkpoint_size.unwrap_or(0),
+            uncovered_tail: self.chain.records() - self.last_checkpoint_size.unwrap_or(0),
         })
     }
 }
@@ -1012,11 +950,13 @@ fn first_difference(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::merkle::Frontier;
+    use crate::proof;
     use crate::proof::{
         Cosignature, PolicySignature, SecretKey, TRUST_FORMAT, TrustedNode, TrustedPublisher,
         checkpoint_message,
     };
-    use crate::record::AuthorizeRequest;
+    use crate::record::{AuthorizeRequest, GENESIS_HASH};
     use proptest::prelude::*;
 
     const CLUSTER: &str = "test-cluster";
@@ -1762,14 +1702,17 @@ mod tests {
         }));
         assert!(matches!(
             *err(&bad).problem,
-            Problem::CheckpointSignature { .. }
+            Problem::Chain(ChainError::Cosignatures { .. })
         ));
         // Size.
         bad[c] = line(&ExportLine::Checkpoint(Checkpoint {
             size: cp.size - 1,
             ..cp
         }));
-        assert!(matches!(*err(&bad).problem, Problem::CheckpointSize { .. }));
+        assert!(matches!(
+            *err(&bad).problem,
+            Problem::Chain(ChainError::CheckpointSize { .. })
+        ));
     }
 
     #[test]

@@ -10,14 +10,14 @@ use futures::StreamExt;
 use openraft::EntryPayload;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use quorate_core::export::Activation;
-use quorate_core::merkle::{self, Frontier};
+use quorate_core::merkle;
 use quorate_core::proof::{Checkpoint, checkpoint_message, record_leaf};
 use quorate_core::rollout::{Rollout, RolloutError};
 use quorate_core::validate::{self, Limits};
 use quorate_core::{
-    AuthorizeOutcome, AuthorizeRequest, Command, CommandResponse, Cosigned, DecisionRecord, Digest,
-    ErrorCode, GENESIS_HASH, PolicyActivated, PolicyPublished, PolicyVersion, Rejection,
-    policy_content_hash,
+    AuthorizeOutcome, AuthorizeRequest, Chain, ChainError, Command, CommandResponse, Cosigned,
+    DecisionRecord, Digest, ErrorCode, Finality, PolicyActivated, PolicyPublished, PolicyVersion,
+    Rejection, policy_content_hash,
 };
 use quorate_policy::{
     ActivePolicy, CompiledPolicy, DomainState, Position, ShadowPolicy, decide_with_shadow,
@@ -534,10 +534,12 @@ impl DecisionLookup {
             .unwrap_or_default();
         let mut pending = checkpoints.iter().map(|(_, c)| c).peekable();
         let nodes = StoredNodes { store: &self.store };
-        let mut frontier = Frontier::new();
-        let mut expected = 1u64;
-        let mut prev = GENESIS_HASH;
+        // The one chain verifier (quorate_core::chain); this adds only what
+        // a store holds beside the records: its Merkle nodes, frontier and
+        // head, which must be exactly what the records produce.
+        let mut chain = Chain::new();
         for kv in view.iterator_cf(&cf, IteratorMode::Start) {
+            let expected = chain.records() + 1;
             let bad = |message: String| IntegrityError {
                 index: expected,
                 message,
@@ -548,16 +550,7 @@ impl DecisionLookup {
             }
             let rec: DecisionRecord =
                 canonical_decode(CF_DECISIONS, &k, &v).map_err(|e| bad(e.to_string()))?;
-            if rec.index != expected {
-                return Err(bad(format!("record claims index {}", rec.index)));
-            }
-            if rec.prev_hash != prev {
-                return Err(bad("prev_hash does not match the previous record".into()));
-            }
-            if !rec.hash_is_valid() {
-                return Err(bad("hash does not match the record's contents".into()));
-            }
-            for (level, i, h) in frontier.append(record_leaf(&rec)) {
+            for (level, i, h) in chain.push(&rec).map_err(|e| bad(e.to_string()))? {
                 match merkle::NodeSource::node(&nodes, level, i) {
                     Ok(stored) if stored == h => {}
                     Ok(_) => {
@@ -569,57 +562,50 @@ impl DecisionLookup {
                 }
             }
             while let Some(cp) = pending.next_if(|c| c.checkpoint.size == expected) {
-                if cp.checkpoint.root != frontier.root() {
-                    return Err(bad(format!(
-                        "stored checkpoint at size {expected} has a root the records do not produce"
-                    )));
-                }
-                // Every cosignature by one of its judges must still verify.
-                let message = cp.checkpoint.message();
+                // Judged under its own recorded voters; one marked final
+                // must carry a majority of them (not merely say so).
                 let judges = cp.judges(membership.membership());
-                for c in &cp.checkpoint.cosignatures {
-                    if let Some(v) = judges.iter().find(|v| v.node_id == c.node_id)
-                        && v.public_key.verify(&message, &c.signature).is_err()
-                    {
-                        return Err(bad(format!(
-                            "stored cosignature of node {} on the checkpoint at size {expected} does not verify",
-                            c.node_id
-                        )));
-                    }
-                }
+                let keyed: Vec<(u64, Option<&quorate_core::PublicKey>)> = judges
+                    .iter()
+                    .map(|v| (v.node_id, Some(&v.public_key)))
+                    .collect();
+                let finality = if cp.is_final() {
+                    Finality::Final
+                } else {
+                    Finality::Partial
+                };
+                chain
+                    .checkpoint(&cp.checkpoint, None, &keyed, finality)
+                    .map_err(|e| bad(format!("stored checkpoint: {e}")))?;
             }
-            prev = rec.hash;
-            expected += 1;
         }
+        let end = chain.records() + 1;
         if let Some(cp) = pending.next() {
             return Err(IntegrityError {
-                index: expected,
-                message: format!(
-                    "a checkpoint is stored for size {} but the log has {} records",
-                    cp.checkpoint.size,
-                    expected - 1
-                ),
+                index: end,
+                message: ChainError::CheckpointBeyondLog {
+                    size: cp.checkpoint.size,
+                    records: chain.records(),
+                }
+                .to_string(),
             });
         }
-        if stored_proof.frontier != frontier {
+        if stored_proof.frontier != *chain.frontier() {
             return Err(IntegrityError {
-                index: expected,
+                index: end,
                 message: "stored Merkle frontier does not match the records".into(),
             });
         }
+        chain
+            .finish(head.count, head.hash)
+            .map_err(|e| IntegrityError {
+                index: head.count.min(chain.records()) + 1,
+                message: format!("stored chain head: {e}"),
+            })?;
         let found = ChainHead {
-            count: expected - 1,
-            hash: prev,
+            count: chain.records(),
+            hash: chain.head(),
         };
-        if found != head {
-            return Err(IntegrityError {
-                index: found.count.min(head.count) + 1,
-                message: format!(
-                    "stored chain head says {} records ending {}, the log has {} ending {}",
-                    head.count, head.hash, found.count, found.hash
-                ),
-            });
-        }
         Ok(found)
     }
 }

@@ -9,7 +9,7 @@ use openraft::storage::RaftSnapshotBuilder;
 use quorate_core::export::Activation;
 use quorate_core::merkle::Frontier;
 use quorate_core::proof::record_leaf;
-use quorate_core::{DecisionRecord, GENESIS_HASH, PolicyVersion};
+use quorate_core::{Chain, ChainError, DecisionRecord, Finality, PolicyVersion};
 use quorate_raft::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 use rocksdb::{IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
@@ -128,82 +128,64 @@ impl SnapshotPayload {
             }
         }
         let membership = self.membership.membership();
-        let mut pending = self.checkpoints.iter().peekable();
         let mut proof = ProofState::default();
         let mut last_size = 0;
         for cp in &self.checkpoints {
-            let c = &cp.checkpoint;
-            if c.size <= last_size || c.cluster_id != cluster_id {
+            if cp.checkpoint.size <= last_size {
                 return Err(bad(format!(
-                    "snapshot: checkpoint at size {} is out of order or for another cluster",
-                    c.size
+                    "snapshot: checkpoint at size {} is out of order",
+                    cp.checkpoint.size
                 )));
             }
-            last_size = c.size;
-            // Judged under its own recorded voters (see CheckpointState).
-            let judges = cp.judges(membership);
-            let mut valid = 0;
-            for sig in &c.cosignatures {
-                let Some(v) = judges.iter().find(|v| v.node_id == sig.node_id) else {
-                    continue;
-                };
-                v.public_key
-                    .verify(&c.message(), &sig.signature)
-                    .map_err(|e| {
-                        bad(format!(
-                            "snapshot: checkpoint {} cosignature of node {}: {e}",
-                            c.size, sig.node_id
-                        ))
-                    })?;
-                valid += 1;
-            }
+            last_size = cp.checkpoint.size;
             if cp.is_final() {
-                proof.last_final = c.size;
-                if valid < quorate_core::majority(judges.len()) {
-                    return Err(bad(format!(
-                        "snapshot: checkpoint {} is marked final with {valid} voter cosignatures",
-                        c.size
-                    )));
-                }
+                proof.last_final = last_size;
             }
-            proof.last_checkpoint = c.size;
+            proof.last_checkpoint = last_size;
         }
-        let mut frontier = Frontier::new();
-        let n = self.decisions.len() as u64;
-        let bad_head = |m: &str| IntegrityError {
-            index: n + 1,
-            message: m.to_string(),
-        };
-        let mut prev = GENESIS_HASH;
-        for (i, rec) in self.decisions.iter().enumerate() {
-            let index = i as u64 + 1;
-            let bad = |m: &str| IntegrityError {
+        // The one chain verifier (quorate_core::chain): links, hashes,
+        // checkpoint roots, and every checkpoint's cosignatures under its
+        // own recorded voters, a majority for one marked final.
+        let mut pending = self.checkpoints.iter().peekable();
+        let mut chain = Chain::new();
+        for rec in &self.decisions {
+            let index = chain.records() + 1;
+            let bad = |e: ChainError| IntegrityError {
                 index,
-                message: format!("snapshot: {m}"),
+                message: format!("snapshot: {e}"),
             };
-            if rec.index != index {
-                return Err(bad("index out of sequence"));
-            }
-            if rec.prev_hash != prev {
-                return Err(bad("prev_hash does not link"));
-            }
-            if !rec.hash_is_valid() {
-                return Err(bad("hash does not match contents"));
-            }
-            frontier.append(record_leaf(rec));
+            chain.push(rec).map_err(bad)?;
             while let Some(cp) = pending.next_if(|c| c.checkpoint.size == index) {
-                if cp.checkpoint.root != frontier.root() {
-                    return Err(bad("a checkpoint root is not the root of the records"));
-                }
+                let judges = cp.judges(membership);
+                let keyed: Vec<(u64, Option<&quorate_core::PublicKey>)> = judges
+                    .iter()
+                    .map(|v| (v.node_id, Some(&v.public_key)))
+                    .collect();
+                let finality = if cp.is_final() {
+                    Finality::Final
+                } else {
+                    Finality::Partial
+                };
+                chain
+                    .checkpoint(&cp.checkpoint, Some(cluster_id), &keyed, finality)
+                    .map_err(bad)?;
             }
-            prev = rec.hash;
         }
-        if pending.next().is_some() {
-            return Err(bad_head("snapshot: a checkpoint is beyond the last record"));
+        let n = chain.records();
+        let bad_head = |e: ChainError| IntegrityError {
+            index: n + 1,
+            message: format!("snapshot: {e}"),
+        };
+        if let Some(cp) = pending.next() {
+            return Err(bad_head(ChainError::CheckpointBeyondLog {
+                size: cp.checkpoint.size,
+                records: n,
+            }));
         }
-        if self.head.count != n || self.head.hash != prev {
-            return Err(bad_head("snapshot: chain head does not match its records"));
-        }
+        chain
+            .finish(self.head.count, self.head.hash)
+            .map_err(bad_head)?;
+        let frontier = chain.frontier().clone();
         proof.frontier = frontier;
         Ok(proof)
     }

@@ -181,7 +181,7 @@ pub(crate) fn members_json(s: &v1::StatusResponse) -> serde_json::Value {
         "voters": voters,
         "learners": s.members.len() - voters,
         // Voters that may fail with the cluster still deciding.
-        "tolerates_failures": voters.saturating_sub(voters / 2 + 1),
+        "tolerates_failures": voters.saturating_sub(quorate_core::majority(voters)),
         "last_log_index": s.last_log_index,
         "regions": regions.into_iter().map(|(r, (v, l))| {
             (r.to_string(), serde_json::json!({"voters": v, "learners": l}))

@@ -727,3 +727,52 @@ async fn repair_accepts_only_history_vouched_for_by_voters_it_already_trusts() {
         .unwrap_or_default();
     assert!(e.contains("--trust"), "{e}");
 }
+
+/// A stored checkpoint marked final must carry a majority of its voters'
+/// cosignatures, not merely say so: start-up and periodic verification used
+/// to check only that the cosignatures present verify, so a "final"
+/// checkpoint edited down to one cosignature went unnoticed. The same
+/// stored state travelling in a snapshot is refused too.
+#[tokio::test]
+async fn a_final_checkpoint_without_a_quorum_fails_verification() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (sm, _) = vouched_store(dir.path(), 1).await;
+        sm.lookup()
+            .verify_chain()
+            .expect("an honest store verifies");
+    }
+    {
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).expect("list");
+        let db =
+            rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).expect("raw open");
+        let cf = db.cf_handle("checkpoints").expect("cf");
+        let key = 3u64.to_be_bytes();
+        let v = db.get_cf(&cf, key).expect("get").expect("checkpoint at 3");
+        let mut cp: serde_json::Value = serde_json::from_slice(&v).expect("json");
+        assert!(!cp["finalized_at"].is_null(), "final before the edit: {cp}");
+        let sigs = cp["checkpoint"]["cosignatures"]
+            .as_array_mut()
+            .expect("cosignatures");
+        assert_eq!(sigs.len(), 2);
+        sigs.truncate(1);
+        db.put_cf(&cf, key, serde_json::to_vec(&cp).expect("encode"))
+            .expect("put");
+    }
+    let sm = open_in(dir.path());
+    let err = sm
+        .lookup()
+        .verify_chain()
+        .expect_err("a final checkpoint without a quorum must be found");
+    assert!(
+        err.message
+            .contains("1 valid voter cosignatures; 2 are needed"),
+        "{err}"
+    );
+    let (meta, raw) = sm.lookup().build_snapshot().expect("snapshot");
+    let e = quorate_store::SnapshotPayload::decode(&raw)
+        .expect("decodes")
+        .verify(&meta, "c")
+        .expect_err("nor may it travel in a snapshot");
+    assert!(e.message.contains("2 are needed"), "{e}");
+}
