@@ -17,7 +17,9 @@ pub mod internal {
 
 mod convert;
 
-pub use convert::{WireError, record_from_wire, record_to_wire, request_from_wire};
+pub use convert::{
+    WireError, record_from_wire, record_to_wire, request_from_wire, request_to_wire,
+};
 
 /// gRPC metadata key carrying the stable error code (see `quorate_core::ErrorCode`).
 pub const CODE_METADATA_KEY: &str = "x-quorate-code";

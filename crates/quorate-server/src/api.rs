@@ -23,21 +23,6 @@ impl GovernanceApi {
     }
 }
 
-/// A core request as it goes on the wire (used when forwarding).
-pub fn request_to_wire(r: &AuthorizeRequest) -> v1::AuthorizeRequest {
-    v1::AuthorizeRequest {
-        domain: r.domain.clone(),
-        principal: r.principal.clone(),
-        action: r.action.clone(),
-        resource: r.resource.clone(),
-        context_json: r.context.clone(),
-        entities_json: r.entities.clone(),
-        request_id: r.request_id.clone(),
-        parent: r.parent.clone(),
-        trace_id: r.trace_id.clone(),
-    }
-}
-
 /// Turns a wire request into a core request, canonicalising its JSON.
 /// Malformed input is INVALID_ARGUMENT and nothing is proposed.
 pub fn request_from_wire(

@@ -1,0 +1,386 @@
+//! Starting a node: open the store, verify it, start openraft, the batcher,
+//! the servers and the background tasks; bootstrap a new cluster; reload
+//! TLS certificates.
+
+use super::contain::leadership_task;
+use super::*;
+
+impl Node {
+    /// Opens the store in `data_dir`, starts Raft and serves gRPC and HTTP.
+    pub async fn start(cfg: NodeConfig, data_dir: &Path) -> Result<RunningNode, NodeError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| NodeError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let key_path = cfg
+            .key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("node.key"));
+        let key = crate::identity::load_or_create_key(&key_path)?;
+        let db_dir = data_dir.join("db");
+        let store = Store::open(&db_dir).map_err(|source| NodeError::Store {
+            path: db_dir.clone(),
+            source,
+        })?;
+        let limits = Limits::default();
+        let sm = StateMachine::open(store.clone(), limits)
+            .map_err(|source| NodeError::Store {
+                path: db_dir.clone(),
+                source,
+            })?
+            .with_cluster_id(&cfg.cluster_id);
+        let lookup = sm.lookup();
+        // Verify the stored decision log before serving anything from it.
+        let integrity = match lookup.verify_state() {
+            Ok(head) => {
+                tracing::info!(records = head.count, head = %head.hash, "decision log verified");
+                None
+            }
+            Err(e) => {
+                tracing::error!("{e}; this node contains (DENY INTEGRITY_FAILURE) until repaired");
+                Some(e.to_string())
+            }
+        };
+        let log_store = LogStore::new(store);
+        let r = &cfg.raft;
+        let raft_config = openraft::Config {
+            cluster_name: cfg.cluster_id.clone(),
+            heartbeat_interval: r.heartbeat_interval_ms,
+            election_timeout_min: r.election_timeout_min_ms,
+            election_timeout_max: r.election_timeout_max_ms,
+            install_snapshot_timeout: 60_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: r.keep_entries_after_snapshot,
+            // Pre-vote keeps a node that was cut off from disrupting a healthy
+            // leader with inflated terms when it comes back.
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::RaftConfig(e.to_string()))?;
+        // Mutual TLS, unless the config explicitly asks for plaintext.
+        let tls = match &cfg.tls {
+            None => {
+                tracing::warn!(
+                    "insecure = true: serving plaintext with no authentication; anyone who \
+                     can reach {} may do anything",
+                    cfg.grpc_addr
+                );
+                None
+            }
+            Some(t) => {
+                let ctx = quorate_raft::tls::TlsContext::load(t.files())?;
+                check_own_identity(&ctx.own_identity(), &cfg)?;
+                Some(ctx)
+            }
+        };
+        let channels = Channels::with_tls(tls.clone());
+        let raft = QRaft::new(
+            cfg.node_id,
+            Arc::new(raft_config),
+            Network::new(cfg.node_id, channels.clone()),
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let contact = LeaderContact::default();
+        let batcher = batcher::spawn(raft.clone(), cfg.batch.clone());
+        let node = Node {
+            inner: Arc::new(Inner {
+                id: cfg.node_id,
+                cfg: cfg.clone(),
+                raft: raft.clone(),
+                lookup,
+                contact: contact.clone(),
+                channels,
+                batcher,
+                integrity: RwLock::new(integrity),
+                unconfirmed: std::sync::Mutex::new(None),
+                limits,
+                key,
+                tls: tls.clone(),
+                limiter: crate::ratelimit::RateLimiter::new(
+                    cfg.limits.client_requests_per_second,
+                    cfg.limits.client_burst,
+                ),
+                attestations: Attestations::new(&cfg.cluster_id),
+                unattested: std::sync::Mutex::new(None),
+                electable: std::sync::atomic::AtomicBool::new(true),
+                relayed_checkpoint: std::sync::Mutex::new(None),
+            }),
+        };
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let grpc_listener =
+            tokio::net::TcpListener::bind(cfg.grpc_addr)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    addr: cfg.grpc_addr,
+                    source,
+                })?;
+        let http_listener =
+            tokio::net::TcpListener::bind(cfg.http_addr)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    addr: cfg.http_addr,
+                    source,
+                })?;
+        let grpc_addr = grpc_listener.local_addr().unwrap_or(cfg.grpc_addr);
+        let http_addr = http_listener.local_addr().unwrap_or(cfg.http_addr);
+
+        let mut tasks = Vec::new();
+        let tls_for_server = tls.clone();
+        if let Some(t) = tls.clone() {
+            tasks.push(tokio::spawn(tls_reload_task(
+                t,
+                node.inner.channels.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+        let api = crate::api::GovernanceApi::new(node.clone());
+        let handler: Arc<dyn PeerHandler> = Arc::new(node.clone());
+        // Admitted before decoding: a caller that is not a member node is
+        // refused from its certificate alone, before its message is read.
+        let raft_svc = quorate_raft::service::Admitted::new(
+            RaftTransportServer::new(RaftService::new(raft.clone(), contact, handler.clone()))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+            handler,
+        );
+        let gov_svc = GovernanceServer::new(api)
+            .max_decoding_message_size(4 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024);
+        let mut rx = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            // Our own accept loop: TCP_NODELAY per connection (small Raft
+            // and API messages must not wait for Nagle plus delayed ACKs),
+            // and mutual TLS with the certificate identity of each peer in
+            // its requests' extensions.
+            let incoming = quorate_raft::tls::incoming(grpc_listener, tls_for_server);
+            let r = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(raft_svc)
+                .add_service(gov_svc)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!("gRPC server stopped: {e}");
+            }
+        }));
+        let mut rx = shutdown_rx.clone();
+        let http_node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            let app =
+                crate::http::router(http_node).into_make_service_with_connect_info::<SocketAddr>();
+            let r = axum::serve(http_listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!("HTTP server stopped: {e}");
+            }
+        }));
+        tasks.push(tokio::spawn(crate::proofs::checkpoint_task(
+            node.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::proofs::integrity_task(
+            node.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::attest::attest_task(
+            node.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(leadership_task(
+            node.clone(),
+            shutdown_rx.clone(),
+        )));
+        let metrics_node = node.clone();
+        let mut rx = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                metrics_node.publish_gauges();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = rx.wait_for(|s| *s) => break,
+                }
+            }
+        }));
+
+        if cfg.bootstrap {
+            let n = node.clone();
+            let mut rx = shutdown_rx;
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    _ = n.bootstrap() => {}
+                    _ = rx.wait_for(|s| *s) => {}
+                }
+            }));
+        }
+        if node
+            .inner
+            .integrity
+            .read()
+            .ok()
+            .is_some_and(|g| g.is_some())
+        {
+            // A node that cannot verify its own state must not lead: every
+            // follower would forward to it and relay its DENYs. It keeps
+            // replicating so that it can be repaired.
+            node.inner.raft.runtime_config().elect(false);
+        }
+        tracing::info!(node = cfg.node_id, %grpc_addr, %http_addr, "node started");
+        Ok(RunningNode {
+            node,
+            grpc_addr,
+            http_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Initialises the cluster from the configured members, once every
+    /// member's public key is known (from the config or asked from the
+    /// member itself). A no-op when this node already has state; retried in
+    /// the background until the members answer.
+    async fn bootstrap(&self) {
+        if self.inner.raft.is_initialized().await.unwrap_or(true) {
+            return;
+        }
+        let members = loop {
+            match self.member_identities().await {
+                Ok(m) => break m,
+                Err(e) => {
+                    tracing::info!("bootstrap waits for members: {e}");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+            if self.inner.raft.is_initialized().await.unwrap_or(true) {
+                return;
+            }
+        };
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => tracing::info!("initialised a new cluster from the configured members"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(e) => tracing::error!("cannot initialise the cluster: {e}"),
+        }
+    }
+
+    /// Every configured member with its public key and region.
+    async fn member_identities(&self) -> Result<BTreeMap<u64, NodeInfo>, String> {
+        let cfg = &self.inner.cfg;
+        let mut out = BTreeMap::new();
+        for m in &cfg.members {
+            let (public_key, region) = if m.id == self.inner.id {
+                (self.inner.key.public(), cfg.region.clone())
+            } else if let (Some(k), Some(r)) = (m.public_key, m.region.clone()) {
+                (k, r)
+            } else {
+                // The reply is bound to member m.id twice over: with TLS the
+                // certificate must name it, and the reply must prove it
+                // holds the key it reports (over a fresh nonce, for m.id).
+                let id = quorate_raft::network::fetch_identity(
+                    &self.inner.channels,
+                    self.inner.id,
+                    m.id,
+                    &m.addr,
+                    Duration::from_secs(2),
+                )
+                .await
+                .map_err(|e| format!("member {} at {}: {e}", m.id, m.addr))?;
+                if id.node_id != m.id || id.cluster_id != cfg.cluster_id {
+                    return Err(format!(
+                        "{} answers as node {} of cluster {:?}, but [[members]] says node {} of {:?}; fix the config",
+                        m.addr, id.node_id, id.cluster_id, m.id, cfg.cluster_id
+                    ));
+                }
+                if m.public_key.is_some_and(|k| k != id.public_key) {
+                    return Err(format!(
+                        "member {} presents key {}, not the configured one",
+                        m.id, id.public_key
+                    ));
+                }
+                (id.public_key, m.region.clone().unwrap_or(id.region))
+            };
+            out.insert(
+                m.id,
+                NodeInfo {
+                    addr: m.addr.clone(),
+                    public_key,
+                    region,
+                },
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// A node's certificate must name this node of this cluster.
+fn check_own_identity(
+    id: &quorate_raft::tls::PeerIdentity,
+    cfg: &NodeConfig,
+) -> Result<(), NodeError> {
+    let ok = id.cluster_id == cfg.cluster_id
+        && id.principal == quorate_raft::tls::Principal::Node(cfg.node_id);
+    if ok {
+        Ok(())
+    } else {
+        Err(NodeError::TlsIdentity {
+            found: id.to_string(),
+            cluster: cfg.cluster_id.clone(),
+            node: cfg.node_id,
+        })
+    }
+}
+
+/// Reloads the TLS files on SIGHUP and when they change (checked every 2 s).
+/// New connections, in and out, use the new certificates at once; a
+/// rotation that does not load (half-written, wrong identity) is logged and
+/// the old certificates stay in use.
+async fn tls_reload_task(
+    tls: Arc<quorate_raft::tls::TlsContext>,
+    channels: Channels,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("no SIGHUP handler ({e}); TLS files are still reloaded on change");
+            None
+        }
+    };
+    let mut stamp = quorate_raft::tls::files_stamp(tls.files());
+    loop {
+        let signalled = tokio::select! {
+            _ = async {
+                match hup.as_mut() {
+                    Some(h) => { h.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => true,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => false,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let now = quorate_raft::tls::files_stamp(tls.files());
+        if !signalled && now == stamp {
+            continue;
+        }
+        stamp = now;
+        match tls.reload() {
+            Ok(()) => {
+                channels.reset();
+                metrics::counter!("quorate_tls_reloads_total", "result" => "ok").increment(1);
+                tracing::info!("TLS certificates reloaded");
+            }
+            Err(e) => {
+                metrics::counter!("quorate_tls_reloads_total", "result" => "error").increment(1);
+                tracing::error!("TLS reload refused, keeping the previous certificates: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! What a node reports about itself and the cluster: `Status`, and the
+//! gauges it publishes.
+
+use super::*;
+
+/// This node's view of itself and the cluster.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeStatus {
+    pub node_id: u64,
+    pub cluster_id: String,
+    pub region: String,
+    pub role: String,
+    pub term: u64,
+    pub leader_id: Option<u64>,
+    pub quorate: bool,
+    pub containment_reason: Option<DenyReason>,
+    pub containment_message: String,
+    pub last_log_index: u64,
+    pub last_applied_index: u64,
+    pub decision_count: u64,
+    pub chain_head_hash: String,
+    pub public_key: String,
+    /// Records covered by the largest final (quorum-cosigned) checkpoint.
+    pub last_final_checkpoint: u64,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberStatus {
+    pub node_id: u64,
+    pub addr: String,
+    pub voter: bool,
+    pub public_key: String,
+    pub region: String,
+    /// On the leader: the last log index replicated to the member, and how
+    /// many entries it is behind the leader's last log index.
+    pub matched_index: Option<u64>,
+    pub lag: Option<u64>,
+}
+
+impl Node {
+    pub fn head(&self) -> ChainHead {
+        self.inner.lookup.head()
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let m = self.metrics();
+        let containment = self.containment();
+        let head = self.inner.lookup.head();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = |id: &u64| -> Option<u64> {
+            if *id == self.inner.id && m.state == ServerState::Leader {
+                return Some(last);
+            }
+            let r = m.replication.as_ref()?;
+            Some(r.get(id)?.as_ref().map(|l| l.index).unwrap_or(0))
+        };
+        let members = membership
+            .nodes()
+            .map(|(id, n)| {
+                let matched_index = matched(id);
+                MemberStatus {
+                    node_id: *id,
+                    addr: n.addr.clone(),
+                    voter: voters.contains(id),
+                    public_key: n.public_key.to_hex(),
+                    region: n.region.clone(),
+                    matched_index,
+                    lag: matched_index.map(|i| last.saturating_sub(i)),
+                }
+            })
+            .collect();
+        NodeStatus {
+            node_id: self.inner.id,
+            cluster_id: self.inner.cfg.cluster_id.clone(),
+            region: self.inner.cfg.region.clone(),
+            role: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .to_string(),
+            term: m.current_term,
+            leader_id: m.current_leader,
+            quorate: containment.is_none(),
+            containment_reason: containment.as_ref().map(|c| c.0),
+            containment_message: containment.map(|c| c.1).unwrap_or_default(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            decision_count: head.count,
+            chain_head_hash: head.hash.to_hex(),
+            public_key: self.inner.key.public().to_hex(),
+            last_final_checkpoint: self.inner.lookup.last_final(),
+            members,
+        }
+    }
+
+    pub(super) fn publish_gauges(&self) {
+        let s = self.status();
+        metrics::gauge!("quorate_quorate").set(if s.quorate { 1.0 } else { 0.0 });
+        metrics::gauge!("quorate_is_leader").set(if s.role == "leader" { 1.0 } else { 0.0 });
+        metrics::gauge!("quorate_raft_term").set(s.term as f64);
+        metrics::gauge!("quorate_raft_last_log_index").set(s.last_log_index as f64);
+        metrics::gauge!("quorate_raft_last_applied_index").set(s.last_applied_index as f64);
+        metrics::gauge!("quorate_decision_log_records").set(s.decision_count as f64);
+        // On the leader: how far each member is behind, by region and role.
+        for m in &s.members {
+            if let Some(lag) = m.lag {
+                metrics::gauge!(
+                    "quorate_member_lag_entries",
+                    "node" => m.node_id.to_string(),
+                    "region" => m.region.clone(),
+                    "role" => if m.voter { "voter" } else { "learner" },
+                )
+                .set(lag as f64);
+            }
+        }
+        for reason in DenyReason::ALL {
+            let on = s.containment_reason == Some(reason);
+            metrics::gauge!("quorate_contained", "reason" => reason.code()).set(if on {
+                1.0
+            } else {
+                0.0
+            });
+        }
+    }
+}
