@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use quorate_core::{Decision, DecisionRecord};
+use quorate_core::DecisionRecord;
 
 use crate::db::Store;
 
@@ -24,20 +24,12 @@ pub fn set_diverge(db_dir: &Path, on: bool) {
     }
 }
 
-pub(crate) fn maybe_diverge(store: &Store, record: DecisionRecord) -> DecisionRecord {
-    let on = DIVERGE
+/// Whether the store at its path was switched to evaluate differently.
+pub(crate) fn diverging(store: &Store) -> bool {
+    DIVERGE
         .lock()
         .map(|g| g.as_ref().is_some_and(|s| s.contains(store.db.path())))
-        .unwrap_or(false);
-    if !on {
-        return record;
-    }
-    let mut r = record;
-    r.decision = match r.decision {
-        Decision::Allow => Decision::Deny,
-        Decision::Deny => Decision::Allow,
-    };
-    r.seal()
+        .unwrap_or(false)
 }
 
 /// Rewrites the stored decision record at `index` in the (stopped) node's

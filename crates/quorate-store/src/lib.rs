@@ -4,10 +4,14 @@
 //! checkpoints with their cosignatures, activations, snapshot).
 //!
 //! Architecture invariant: this is the only crate that knows RocksDB. It
-//! implements openraft's storage traits for `quorate_raft::TypeConfig`; the
-//! decision logic itself is `quorate_policy::decide`, so what is stored is a
-//! pure function of the committed log (invariant 3). It must not depend on
-//! tonic or on the server.
+//! implements openraft's storage traits for `quorate_raft::TypeConfig`; what
+//! an entry does is decided by the pure governance machine
+//! (`quorate_machine::Machine`), which reads through this crate's
+//! `StateRead` and returns the rows to write, so what is stored is a pure
+//! function of the committed log (invariant 3). This crate turns those rows
+//! into one RocksDB batch per entry, derives metrics from them, and owns
+//! verification, snapshots and repair. It must not depend on the policy
+//! engine (`quorate-policy`), tonic or the server.
 //!
 //! Durability: a Raft log append is acknowledged to openraft only after the
 //! WAL is synced (group commit: one sync serves every append queued behind

@@ -2,7 +2,7 @@
 //! it reads only the entry, the stored state and the entry's leader-chosen
 //! timestamp (invariant 3), and every replica writes identical records.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -11,20 +11,16 @@ use openraft::EntryPayload;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use quorate_core::export::Activation;
 use quorate_core::merkle;
-use quorate_core::proof::{Checkpoint, checkpoint_message, record_leaf};
-use quorate_core::rollout::{Rollout, RolloutError};
-use quorate_core::validate::{self, Limits};
+use quorate_core::rollout::Rollout;
+use quorate_core::validate::Limits;
 use quorate_core::{
-    AuthorizeOutcome, AuthorizeRequest, Chain, ChainError, Command, CommandResponse, Cosigned,
-    DecisionRecord, Digest, ErrorCode, Finality, PolicyActivated, PolicyPublished, PolicyVersion,
-    Rejection, policy_content_hash,
+    Chain, ChainError, CommandResponse, DecisionRecord, Digest, Finality, PolicyVersion,
+    policy_content_hash,
 };
-use quorate_policy::{
-    ActivePolicy, CompiledPolicy, DomainState, Position, ShadowPolicy, decide_with_shadow,
-};
+use quorate_machine::{Context, GovernanceState, Machine, MachineError, StateRead, Write};
 use quorate_raft::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 use rocksdb::{IteratorMode, WriteBatch};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::db::{
@@ -51,35 +47,32 @@ pub(crate) const KEY_ROLLOUT_LATEST: &[u8] = b"rollout_latest";
 /// Node-local: this node's divergence evidence. Never in a snapshot.
 pub(crate) const KEY_DIVERGENCE: &[u8] = b"divergence";
 
-/// The end of the decision log: how many records and the last one's hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct ChainHead {
-    pub count: u64,
-    pub hash: Digest,
-}
+pub use quorate_machine::ChainHead;
+pub(crate) use quorate_machine::DomainMeta;
 
-/// Per-domain policy state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct DomainMeta {
-    pub latest_version: u64,
-    pub active_version: Option<u64>,
-}
-
-/// What the state machine has applied, shared with readers.
+/// What the state machine has applied, shared with readers: the governance
+/// state the pure machine keeps (`gov`, reachable through `Deref`), plus
+/// what openraft and the trust file need.
 #[derive(Debug, Clone, Default)]
 pub struct MachineState {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
-    pub head: ChainHead,
-    pub(crate) domains: BTreeMap<String, DomainMeta>,
-    pub proof: ProofState,
-    /// Set when a validly signed checkpoint root differed from ours: this
-    /// node's history is not the quorum's, and it contains (invariant 3).
-    pub divergence: Option<Divergence>,
-    /// The most recently started rollout, active or ended.
-    pub rollout: Option<Rollout>,
+    pub gov: GovernanceState,
     /// Every voter set the cluster has had, oldest first.
     pub voter_history: Vec<crate::proofs::VoterEpoch>,
+}
+
+impl std::ops::Deref for MachineState {
+    type Target = GovernanceState;
+    fn deref(&self) -> &GovernanceState {
+        &self.gov
+    }
+}
+
+impl std::ops::DerefMut for MachineState {
+    fn deref_mut(&mut self) -> &mut GovernanceState {
+        &mut self.gov
+    }
 }
 
 pub(crate) fn request_key(domain: &str, request_id: &str) -> Vec<u8> {
@@ -270,7 +263,7 @@ impl DecisionLookup {
     /// A rollout by id, or the latest one when `id` is empty.
     pub fn rollout(&self, id: &str) -> Result<Option<Rollout>, StoreError> {
         if id.is_empty() {
-            return Ok(self.state().rollout);
+            return Ok(self.state().gov.rollout);
         }
         self.store.get_json(CF_ROLLOUTS, id.as_bytes())
     }
@@ -564,7 +557,7 @@ impl DecisionLookup {
             while let Some(cp) = pending.next_if(|c| c.checkpoint.size == expected) {
                 // Judged under its own recorded voters; one marked final
                 // must carry a majority of them (not merely say so).
-                let judges = cp.judges(membership.membership());
+                let judges = cp.judges(&voters_of(membership.membership()));
                 let keyed: Vec<(u64, Option<&quorate_core::PublicKey>)> = judges
                     .iter()
                     .map(|v| (v.node_id, Some(&v.public_key)))
@@ -622,12 +615,10 @@ pub struct IntegrityError {
 pub struct StateMachine {
     pub(crate) store: Store,
     pub(crate) state: Arc<RwLock<MachineState>>,
-    /// Compiled policy versions with their verified content hash, so the
-    /// per-request path reads neither from RocksDB.
-    compiled: HashMap<(String, u64), (Arc<CompiledPolicy>, Digest)>,
-    limits: Limits,
-    /// Signed into and checked against every checkpoint message.
-    cluster_id: String,
+    /// The pure governance machine (quorate-machine): evaluation,
+    /// chaining, checkpoints, rollouts, with its compiled-policy cache. This
+    /// store only reads for it and writes what it returns.
+    machine: Machine,
     applied_tx: watch::Sender<u64>,
     applied_rx: watch::Receiver<u64>,
     checkpoints_tx: watch::Sender<CheckpointProgress>,
@@ -655,9 +646,7 @@ impl StateMachine {
         Ok(StateMachine {
             store,
             state: Arc::new(RwLock::new(state)),
-            compiled: HashMap::new(),
-            limits,
-            cluster_id: String::new(),
+            machine: Machine::new(limits, ""),
             applied_tx,
             applied_rx,
             checkpoints_tx,
@@ -668,7 +657,7 @@ impl StateMachine {
 
     /// Sets the cluster id that checkpoint cosignatures are checked against.
     pub fn with_cluster_id(mut self, cluster_id: &str) -> StateMachine {
-        self.cluster_id = cluster_id.to_string();
+        self.machine = Machine::new(*self.machine.limits(), cluster_id);
         self
     }
 
@@ -699,7 +688,7 @@ impl StateMachine {
         if let Ok(mut s) = self.state.write() {
             *s = st;
         }
-        self.compiled.clear();
+        self.machine.clear_cache();
         if let Ok(mut h) = self.heads.lock() {
             *h = TreeHeads::default();
         }
@@ -707,752 +696,140 @@ impl StateMachine {
         Ok(())
     }
 
-    fn compiled(
-        &mut self,
-        domain: &str,
-        version: u64,
-    ) -> Result<(Arc<CompiledPolicy>, Digest), StoreError> {
-        let key = (domain.to_string(), version);
-        if let Some(c) = self.compiled.get(&key) {
-            return Ok(c.clone());
-        }
-        let pv: PolicyVersion = self
-            .store
-            .get_json(CF_POLICIES, &policy_key(domain, version))?
-            .ok_or_else(|| StoreError::Corrupt {
-                what: format!("policies/{domain}/{version}"),
-                message: "active version is missing".into(),
-            })?;
-        // Invariant 6: a stored policy whose text no longer matches its
-        // content hash has been altered on this disk; refuse to evaluate it.
-        if policy_content_hash(&pv.policy_text, pv.schema.as_deref()) != pv.hash {
-            return Err(StoreError::Corrupt {
-                what: format!("policies/{domain}/{version}"),
-                message: "policy text does not match its content hash".into(),
-            });
-        }
-        let c = CompiledPolicy::compile(&pv.policy_text, pv.schema.as_deref(), &self.limits)
-            .map_err(|e| StoreError::PolicyCompile {
-                domain: domain.to_string(),
-                version,
-                message: e.to_string(),
-            })?;
-        let entry = (Arc::new(c), pv.hash);
-        self.compiled.insert(key, entry.clone());
-        Ok(entry)
-    }
-
-    /// Applies one command at `log_index`, adding its writes to `batch` and
-    /// its effects to `st`.
-    fn apply_command(
-        &mut self,
-        cmd: &Command,
-        log_index: u64,
-        st: &mut MachineState,
+    /// Turns one entry's writes into puts on `batch` (the layouts of
+    /// `docs/FORMATS.md` §6), with the metrics and logs they stand for.
+    fn put_writes(
+        &self,
         batch: &mut WriteBatch,
-    ) -> Result<CommandResponse, StoreError> {
-        match cmd {
-            Command::Authorize {
-                requests,
-                timestamp_ms,
-            } => {
-                let mut outcomes = Vec::with_capacity(requests.len());
-                // Request ids decided earlier in this same entry.
-                let mut fresh: HashMap<Vec<u8>, DecisionRecord> = HashMap::new();
-                let mut shadowed = false;
-                for req in requests {
-                    let outcome =
-                        self.authorize_one(req, log_index, *timestamp_ms, st, batch, &mut fresh)?;
-                    if !outcome.replayed
-                        && outcome.record.shadow.is_some()
-                        && let Some(r) = st.rollout.as_mut()
-                    {
-                        r.count(&outcome.record);
-                        shadowed = true;
-                    }
-                    outcomes.push(outcome);
+        writes: &[Write],
+        log_index: u64,
+    ) -> Result<(), StoreError> {
+        let mut finalised = std::collections::BTreeSet::new();
+        for w in writes {
+            match w {
+                Write::Decision(r) => {
+                    batch.put_cf(&self.store.cf(CF_DECISIONS)?, u64_key(r.index), encode(r));
+                    metrics::counter!(
+                        "quorate_decisions_total",
+                        "decision" => match r.decision {
+                            quorate_core::Decision::Allow => "allow",
+                            quorate_core::Decision::Deny => "deny",
+                        }
+                    )
+                    .increment(1);
                 }
-                if shadowed && let Some(r) = &st.rollout {
-                    self.put_rollout(batch, r)?;
-                }
-                Ok(CommandResponse::Authorized(outcomes))
-            }
-            Command::PublishPolicy {
-                domain,
-                policy_text,
-                schema,
-                activate,
-                signature,
-                timestamp_ms,
-            } => {
-                // A signature that does not verify is refused everywhere
-                // alike; whether its key is trusted is the edge's check.
-                if let Some(sig) = signature
-                    && let Err(e) = sig.verify(policy_text, schema.as_deref())
-                {
-                    return Ok(reject(ErrorCode::InvalidArgument, e.to_string()));
-                }
-                // The edge validated this before proposing; checking again here
-                // keeps the state machine total: an entry that slipped past
-                // (another release, a bug) is refused identically everywhere.
-                if let Err(e) = validate::domain(domain, &self.limits) {
-                    return Ok(reject(ErrorCode::InvalidArgument, e.to_string()));
-                }
-                if *activate && let Some(refusal) = in_rollout(st, domain) {
-                    return Ok(refusal);
-                }
-                let compiled =
-                    match CompiledPolicy::compile(policy_text, schema.as_deref(), &self.limits) {
-                        Ok(c) => c,
-                        Err(e) => return Ok(reject(ErrorCode::InvalidPolicy, e.to_string())),
-                    };
-                let pv = self.put_policy_version(
-                    st,
-                    batch,
+                Write::RequestId {
                     domain,
-                    policy_text,
-                    schema.as_deref(),
-                    *signature,
-                    log_index,
-                    *timestamp_ms,
-                    compiled,
-                )?;
-                if *activate {
-                    self.activate(st, batch, domain, pv.version, log_index)?;
-                }
-                Ok(CommandResponse::Published(PolicyPublished {
-                    domain: domain.clone(),
-                    version: pv.version,
-                    hash: pv.hash,
-                    activated: *activate,
-                    log_index,
-                }))
-            }
-            Command::ActivatePolicy {
-                domain, version, ..
-            } => {
-                if let Some(refusal) = in_rollout(st, domain) {
-                    return Ok(refusal);
-                }
-                let Some(meta) = st.domains.get_mut(domain) else {
-                    return Ok(reject(
-                        ErrorCode::NotFound,
-                        format!("domain {domain:?} has no policy versions; publish one first"),
-                    ));
-                };
-                if *version == 0 || *version > meta.latest_version {
-                    return Ok(reject(
-                        ErrorCode::NotFound,
-                        format!(
-                            "domain {domain:?} has versions 1..={}; there is no version {version}",
-                            meta.latest_version
-                        ),
-                    ));
-                }
-                let previous = meta.active_version;
-                meta.active_version = Some(*version);
-                let meta = *meta;
-                batch.put_cf(
-                    &self.store.cf(CF_DOMAINS)?,
-                    domain.as_bytes(),
-                    encode(&meta),
-                );
-                self.record_activation(batch, domain, *version, log_index)?;
-                Ok(CommandResponse::Activated(PolicyActivated {
-                    domain: domain.clone(),
-                    version: *version,
-                    previous,
-                    log_index,
-                }))
-            }
-            Command::Cosign {
-                signer,
-                size,
-                root,
-                signature,
-            } => self.apply_cosign(
-                *signer, *size, root, signature, log_index, st, batch, &mut None,
-            ),
-            Command::Checkpoint {
-                size,
-                root,
-                cosignatures,
-            } => {
-                // Each cosignature as if it were its signer's own Cosign
-                // entry, in order; a refused one changes nothing and the
-                // rest still count. The last response says where the
-                // checkpoint stands.
-                let mut last = reject(
-                    ErrorCode::InvalidArgument,
-                    "a checkpoint entry without cosignatures".into(),
-                );
-                let mut pending = None;
-                for c in cosignatures {
-                    last = self.apply_cosign(
-                        c.node_id,
-                        *size,
-                        root,
-                        &c.signature,
-                        log_index,
-                        st,
-                        batch,
-                        &mut pending,
-                    )?;
-                }
-                Ok(last)
-            }
-            Command::StartRollout { plan, timestamp_ms } => {
-                self.start_rollout(plan, log_index, *timestamp_ms, st, batch)
-            }
-            Command::PromoteRollout {
-                id,
-                force,
-                timestamp_ms,
-            } => {
-                let mut r = match current_rollout(st, id) {
-                    Ok(r) => r,
-                    Err(refusal) => return Ok(refusal),
-                };
-                if let Err(e) = r.check_promotable(*timestamp_ms, *force) {
-                    return Ok(reject(ErrorCode::FailedPrecondition, e.to_string()));
-                }
-                for (domain, version) in r.promote(log_index, *timestamp_ms) {
-                    self.activate(st, batch, &domain, version, log_index)?;
-                }
-                self.put_rollout(batch, &r)?;
-                st.rollout = Some(r.clone());
-                Ok(CommandResponse::Rollout(Box::new(r)))
-            }
-            Command::RollbackRollout { id, .. } => {
-                let mut r = match current_rollout(st, id) {
-                    Ok(r) => r,
-                    Err(refusal) => return Ok(refusal),
-                };
-                if let Err(e) = r.check_rollbackable() {
-                    return Ok(reject(ErrorCode::FailedPrecondition, e.to_string()));
-                }
-                for (domain, version) in r.roll_back(log_index) {
-                    self.activate(st, batch, &domain, version, log_index)?;
-                }
-                self.put_rollout(batch, &r)?;
-                st.rollout = Some(r.clone());
-                Ok(CommandResponse::Rollout(Box::new(r)))
-            }
-        }
-    }
-
-    /// Starts a rollout: every candidate becomes a new, inactive version of
-    /// its domain and the first stage goes into shadow, all at `log_index`.
-    /// Refused as a whole (nothing written) if any part is invalid.
-    fn start_rollout(
-        &mut self,
-        plan: &quorate_core::rollout::RolloutPlan,
-        log_index: u64,
-        timestamp_ms: u64,
-        st: &mut MachineState,
-        batch: &mut WriteBatch,
-    ) -> Result<CommandResponse, StoreError> {
-        if let Err(e) = plan.check(&self.limits) {
-            return Ok(reject(ErrorCode::InvalidArgument, e.to_string()));
-        }
-        if let Some(r) = st.rollout.as_ref().filter(|r| r.is_active()) {
-            return Ok(reject(
-                ErrorCode::FailedPrecondition,
-                format!(
-                    "rollout {:?} is still in progress; promote it to the end or roll it back first",
-                    r.id
+                    request_id,
+                    index,
+                } => batch.put_cf(
+                    &self.store.cf(CF_REQUEST_IDS)?,
+                    request_key(domain, request_id),
+                    encode(index),
                 ),
-            ));
-        }
-        if self
-            .store
-            .get_json::<Rollout>(CF_ROLLOUTS, plan.id.as_bytes())?
-            .is_some()
-        {
-            return Ok(reject(
-                ErrorCode::FailedPrecondition,
-                format!(
-                    "a rollout with id {:?} already exists; choose a new id",
-                    plan.id
+                Write::MerkleNode { level, index, hash } => batch.put_cf(
+                    &self.store.cf(CF_MERKLE)?,
+                    merkle_key(*level, *index),
+                    hash.0,
                 ),
-            ));
-        }
-        // Check everything before writing anything.
-        let mut compiled = Vec::new();
-        for c in &plan.candidates {
-            let Some(active) = st.domains.get(&c.domain).and_then(|m| m.active_version) else {
-                return Ok(reject(
-                    ErrorCode::FailedPrecondition,
-                    format!(
-                        "domain {:?} has no active version to shadow against; publish and                          activate one first",
-                        c.domain
-                    ),
-                ));
-            };
-            if let Some(sig) = &c.signature
-                && let Err(e) = sig.verify(&c.policy_text, c.schema.as_deref())
-            {
-                return Ok(reject(
-                    ErrorCode::InvalidArgument,
-                    format!("candidate for {:?}: {e}", c.domain),
-                ));
-            }
-            match CompiledPolicy::compile(&c.policy_text, c.schema.as_deref(), &self.limits) {
-                Ok(p) => compiled.push((c, active, p)),
-                Err(e) => {
-                    return Ok(reject(
-                        ErrorCode::InvalidPolicy,
-                        format!("candidate for {:?}: {e}", c.domain),
-                    ));
+                Write::Policy(pv) => {
+                    batch.put_cf(
+                        &self.store.cf(CF_POLICIES)?,
+                        policy_key(&pv.domain, pv.version),
+                        encode(pv),
+                    );
+                    metrics::counter!("quorate_policy_versions_published_total").increment(1);
+                }
+                Write::Domain { domain, meta } => {
+                    batch.put_cf(&self.store.cf(CF_DOMAINS)?, domain.as_bytes(), encode(meta))
+                }
+                Write::Activation(a) => batch.put_cf(
+                    &self.store.cf(CF_ACTIVATIONS)?,
+                    activation_key(a.log_index, &a.domain),
+                    encode(a),
+                ),
+                Write::Checkpoint(cp) => {
+                    batch.put_cf(
+                        &self.store.cf(CF_CHECKPOINTS)?,
+                        u64_key(cp.checkpoint.size),
+                        encode(cp),
+                    );
+                    if cp.finalized_at == Some(log_index) {
+                        finalised.insert(cp.checkpoint.size);
+                    }
+                }
+                Write::Rollout(r) => {
+                    batch.put_cf(&self.store.cf(CF_ROLLOUTS)?, r.id.as_bytes(), encode(r))
+                }
+                Write::RolloutLatest(id) => {
+                    batch.put_cf(&self.store.cf(CF_SM_META)?, KEY_ROLLOUT_LATEST, encode(id))
+                }
+                Write::Divergence(d) => {
+                    tracing::error!("divergence: {d}; this node contains (DENY DIVERGENCE)");
+                    metrics::counter!("quorate_divergences_total").increment(1);
+                    batch.put_cf(&self.store.cf(CF_SM_META)?, KEY_DIVERGENCE, encode(d));
                 }
             }
         }
-        let mut versions = BTreeMap::new();
-        for (c, active, p) in compiled {
-            let pv = self.put_policy_version(
-                st,
-                batch,
-                &c.domain,
-                &c.policy_text,
-                c.schema.as_deref(),
-                c.signature,
-                log_index,
-                timestamp_ms,
-                p,
-            )?;
-            versions.insert(c.domain.clone(), (active, pv.version, pv.hash));
+        if !finalised.is_empty() {
+            metrics::counter!("quorate_checkpoints_final_total").increment(finalised.len() as u64);
         }
-        let r = Rollout::start(plan, log_index, timestamp_ms, |d| {
-            versions.get(d).copied().unwrap_or_default()
-        });
-        self.put_rollout(batch, &r)?;
-        batch.put_cf(
-            &self.store.cf(CF_SM_META)?,
-            KEY_ROLLOUT_LATEST,
-            encode(&r.id),
-        );
-        st.rollout = Some(r.clone());
-        Ok(CommandResponse::Rollout(Box::new(r)))
-    }
-
-    fn put_rollout(&self, batch: &mut WriteBatch, r: &Rollout) -> Result<(), StoreError> {
-        batch.put_cf(&self.store.cf(CF_ROLLOUTS)?, r.id.as_bytes(), encode(r));
         Ok(())
-    }
-
-    /// Makes `version` the active version of `domain` at `log_index`.
-    fn activate(
-        &self,
-        st: &mut MachineState,
-        batch: &mut WriteBatch,
-        domain: &str,
-        version: u64,
-        log_index: u64,
-    ) -> Result<(), StoreError> {
-        let meta = st.domains.entry(domain.to_string()).or_default();
-        meta.active_version = Some(version);
-        let meta = *meta;
-        batch.put_cf(
-            &self.store.cf(CF_DOMAINS)?,
-            domain.as_bytes(),
-            encode(&meta),
-        );
-        self.record_activation(batch, domain, version, log_index)
-    }
-
-    /// Stores a new, inactive version of `domain` (already compiled).
-    #[allow(clippy::too_many_arguments)] // reason: one call site per command kind; a struct would only rename them.
-    fn put_policy_version(
-        &mut self,
-        st: &mut MachineState,
-        batch: &mut WriteBatch,
-        domain: &str,
-        policy_text: &str,
-        schema: Option<&str>,
-        signature: Option<quorate_core::PolicySignature>,
-        log_index: u64,
-        timestamp_ms: u64,
-        compiled: CompiledPolicy,
-    ) -> Result<PolicyVersion, StoreError> {
-        let meta = st.domains.entry(domain.to_string()).or_default();
-        let version = meta.latest_version + 1;
-        meta.latest_version = version;
-        let meta = *meta;
-        let pv = PolicyVersion {
-            domain: domain.to_string(),
-            version,
-            policy_text: policy_text.to_string(),
-            schema: schema.map(str::to_string),
-            hash: policy_content_hash(policy_text, schema),
-            log_index,
-            published_at_ms: timestamp_ms,
-            signature,
-        };
-        batch.put_cf(
-            &self.store.cf(CF_POLICIES)?,
-            policy_key(domain, version),
-            encode(&pv),
-        );
-        batch.put_cf(
-            &self.store.cf(CF_DOMAINS)?,
-            domain.as_bytes(),
-            encode(&meta),
-        );
-        self.compiled
-            .insert((domain.to_string(), version), (Arc::new(compiled), pv.hash));
-        metrics::counter!("quorate_policy_versions_published_total").increment(1);
-        Ok(pv)
-    }
-
-    fn record_activation(
-        &self,
-        batch: &mut WriteBatch,
-        domain: &str,
-        version: u64,
-        log_index: u64,
-    ) -> Result<(), StoreError> {
-        let a = Activation {
-            domain: domain.to_string(),
-            version,
-            log_index,
-        };
-        batch.put_cf(
-            &self.store.cf(CF_ACTIVATIONS)?,
-            activation_key(log_index, domain),
-            encode(&a),
-        );
-        Ok(())
-    }
-
-    /// The Merkle root of the first `size` records as this node computed it.
-    fn own_root(&self, st: &MachineState, size: u64) -> Result<Digest, StoreError> {
-        if size == st.proof.frontier.size() {
-            return Ok(st.proof.frontier.root());
-        }
-        merkle::root_at(&StoredNodes { store: &self.store }, size).map_err(proof_err)
-    }
-
-    /// Applies a voter's checkpoint cosignature. The checks use only the
-    /// entry and replicated state (the applied membership's keys), so every
-    /// replica accepts or refuses it alike; the root comparison is each
-    /// node's own evidence of agreement (invariants 3 and 4).
-    ///
-    /// `pending` carries the checkpoint as the entry's earlier cosignatures
-    /// left it (a `Checkpoint` entry holds several; they are in the batch,
-    /// not yet in the store).
-    #[allow(clippy::too_many_arguments)] // reason: the entry's fields plus the apply context.
-    fn apply_cosign(
-        &mut self,
-        signer: u64,
-        size: u64,
-        root: &Digest,
-        signature: &quorate_core::Signature,
-        log_index: u64,
-        st: &mut MachineState,
-        batch: &mut WriteBatch,
-        pending: &mut Option<CheckpointState>,
-    ) -> Result<CommandResponse, StoreError> {
-        let membership = st.membership.membership();
-        if size == 0 || size > st.head.count {
-            return Ok(reject(
-                ErrorCode::InvalidArgument,
-                format!(
-                    "cosignature for size {size}; the log has {} records",
-                    st.head.count
-                ),
-            ));
-        }
-        // A checkpoint is judged under the voters of the membership applied
-        // when its first cosignature was (recorded in it), whatever the
-        // membership is now.
-        let earlier = match pending.as_ref().filter(|c| c.checkpoint.size == size) {
-            Some(c) => Some(c.clone()),
-            None => self.store.get_json(CF_CHECKPOINTS, &u64_key(size))?,
-        };
-        let mut cp: CheckpointState = earlier.unwrap_or_else(|| CheckpointState {
-            checkpoint: Checkpoint {
-                cluster_id: self.cluster_id.clone(),
-                size,
-                root: *root,
-                cosignatures: Vec::new(),
-                voters: membership.voter_ids().collect(),
-            },
-            finalized_at: None,
-            voters: voters_of(membership),
-        });
-        let judges = cp.judges(membership);
-        let Some(key) = judges
-            .iter()
-            .find(|v| v.node_id == signer)
-            .map(|v| v.public_key)
-        else {
-            return Ok(reject(
-                ErrorCode::InvalidArgument,
-                format!(
-                    "cosignature from node {signer}, which is not a voter of the membership \
-                     the checkpoint at size {size} is judged under"
-                ),
-            ));
-        };
-        let message = checkpoint_message(&self.cluster_id, size, root);
-        if let Err(e) = key.verify(&message, signature) {
-            return Ok(reject(
-                ErrorCode::InvalidArgument,
-                format!("cosignature of node {signer} at size {size}: {e}"),
-            ));
-        }
-        let own = self.own_root(st, size)?;
-        if own != *root {
-            // Invariant 3: a voter that recomputed every decision reached a
-            // different root. This node cannot tell whose history is wrong,
-            // so it contains (DENY DIVERGENCE) and never cosigns this size.
-            // The evidence is node-local and kept across restarts.
-            if st.divergence.is_none() {
-                let d = Divergence {
-                    size,
-                    signer,
-                    their_root: *root,
-                    own_root: own,
-                    log_index,
-                };
-                tracing::error!("divergence: {d}; this node contains (DENY DIVERGENCE)");
-                metrics::counter!("quorate_divergences_total").increment(1);
-                batch.put_cf(&self.store.cf(CF_SM_META)?, KEY_DIVERGENCE, encode(&d));
-                st.divergence = Some(d);
-            }
-            return Ok(reject(
-                ErrorCode::Contained,
-                format!("root at size {size} differs from this node's; divergence"),
-            ));
-        }
-        let added = cp.add(signer, *signature);
-        let cosigners = cp
-            .checkpoint
-            .cosignatures
-            .iter()
-            .filter(|c| judges.iter().any(|v| v.node_id == c.node_id))
-            .count();
-        let quorum = quorate_core::majority(judges.len());
-        let became_final = added && !cp.is_final() && cosigners >= quorum;
-        if became_final {
-            cp.finalized_at = Some(log_index);
-            st.proof.last_final = st.proof.last_final.max(size);
-            metrics::counter!("quorate_checkpoints_final_total").increment(1);
-        }
-        if added {
-            st.proof.last_checkpoint = st.proof.last_checkpoint.max(size);
-            batch.put_cf(&self.store.cf(CF_CHECKPOINTS)?, u64_key(size), encode(&cp));
-            *pending = Some(cp.clone());
-        }
-        // Announced even when nothing was added: a leader proposing the same
-        // size again is asking voters that missed it (restarted, lagging)
-        // to cosign now.
-        self.checkpoints_tx.send_replace(CheckpointProgress {
-            size,
-            root: *root,
-            cosigners: cp.cosigners(),
-            is_final: cp.is_final(),
-        });
-        Ok(CommandResponse::Cosigned(Cosigned {
-            size,
-            cosigners,
-            became_final,
-        }))
-    }
-
-    fn authorize_one(
-        &mut self,
-        req: &AuthorizeRequest,
-        log_index: u64,
-        timestamp_ms: u64,
-        st: &mut MachineState,
-        batch: &mut WriteBatch,
-        fresh: &mut HashMap<Vec<u8>, DecisionRecord>,
-    ) -> Result<AuthorizeOutcome, StoreError> {
-        let rkey = request_key(&req.domain, &req.request_id);
-        // Idempotency: a request id already decided returns that decision and
-        // appends nothing.
-        if let Some(rec) = fresh.get(&rkey) {
-            return Ok(AuthorizeOutcome {
-                record: rec.clone(),
-                replayed: true,
-            });
-        }
-        let prior: Option<u64> = self.store.get_json(CF_REQUEST_IDS, &rkey)?;
-        if let Some(idx) = prior {
-            let rec: DecisionRecord = self
-                .store
-                .get_json(CF_DECISIONS, &u64_key(idx))?
-                .ok_or_else(|| StoreError::Corrupt {
-                    what: format!("decisions/{idx}"),
-                    message: "indexed by request id but missing".into(),
-                })?;
-            // Invariant 6: a replay answers from disk, so the stored record
-            // must still be the one that was decided. One that no longer
-            // matches its hash fails the apply on this node alone (its
-            // peers hold the intact record): it stops and contains instead
-            // of serving an altered decision.
-            if !rec.hash_is_valid() || rec.index != idx {
-                return Err(StoreError::Corrupt {
-                    what: format!("decisions/{idx}"),
-                    message: "a replayed record does not match its hash".into(),
-                });
-            }
-            return Ok(AuthorizeOutcome {
-                record: rec,
-                replayed: true,
-            });
-        }
-        let position = Position {
-            index: st.head.count + 1,
-            log_index,
-            timestamp_ms,
-            prev_hash: st.head.hash,
-        };
-        let meta = st.domains.get(&req.domain).copied();
-        let record = match meta {
-            None => decide_with_shadow(req, DomainState::Unknown, None, position),
-            Some(DomainMeta {
-                active_version: None,
-                ..
-            }) => decide_with_shadow(req, DomainState::NoActiveVersion, None, position),
-            Some(DomainMeta {
-                active_version: Some(v),
-                ..
-            }) => match self.compiled(&req.domain, v) {
-                Ok((compiled, hash)) => {
-                    // While the domain is in a rollout stage's shadow, the
-                    // candidate is evaluated too and recorded (not enforced).
-                    let candidate = st
-                        .rollout
-                        .as_ref()
-                        .and_then(|r| r.shadow_for(&req.domain))
-                        .map(|d| (d.candidate_version, d.candidate_hash));
-                    let shadow = match candidate {
-                        None => None,
-                        Some((cv, ch)) => Some((self.compiled(&req.domain, cv)?.0, cv, ch)),
-                    };
-                    let rollout_id = st.rollout.as_ref().map_or("", |r| r.id.as_str());
-                    decide_with_shadow(
-                        req,
-                        DomainState::Active(ActivePolicy {
-                            version: v,
-                            hash,
-                            compiled: &compiled,
-                        }),
-                        shadow.as_ref().map(|(c, version, hash)| ShadowPolicy {
-                            rollout_id,
-                            version: *version,
-                            hash: *hash,
-                            compiled: c,
-                        }),
-                        position,
-                    )
-                }
-                // Only a policy that every replica fails to compile the same
-                // way becomes a recorded decision. Any other failure (a read
-                // error, a missing or altered row) is local to this node:
-                // fail the apply so the node stops and contains, instead of
-                // writing a record its peers do not have (invariant 3).
-                Err(e @ StoreError::PolicyCompile { .. }) => {
-                    tracing::error!("{e}");
-                    let hash = self.policy_hash(&req.domain, v)?;
-                    decide_with_shadow(
-                        req,
-                        DomainState::Unverifiable { version: v, hash },
-                        None,
-                        position,
-                    )
-                }
-                Err(e) => return Err(e),
-            },
-        };
-        #[cfg(feature = "fault-injection")]
-        let record = crate::fault::maybe_diverge(&self.store, record);
-        let merkle_cf = self.store.cf(CF_MERKLE)?;
-        for (level, i, h) in st.proof.frontier.append(record_leaf(&record)) {
-            batch.put_cf(&merkle_cf, merkle_key(level, i), h.0);
-        }
-        batch.put_cf(
-            &self.store.cf(CF_DECISIONS)?,
-            u64_key(record.index),
-            encode(&record),
-        );
-        batch.put_cf(
-            &self.store.cf(CF_REQUEST_IDS)?,
-            &rkey,
-            encode(&record.index),
-        );
-        st.head = ChainHead {
-            count: record.index,
-            hash: record.hash,
-        };
-        fresh.insert(rkey, record.clone());
-        metrics::counter!(
-            "quorate_decisions_total",
-            "decision" => match record.decision {
-                quorate_core::Decision::Allow => "allow",
-                quorate_core::Decision::Deny => "deny",
-            }
-        )
-        .increment(1);
-        Ok(AuthorizeOutcome {
-            record,
-            replayed: false,
-        })
     }
 }
 
-impl StateMachine {
-    fn policy_hash(&self, domain: &str, version: u64) -> Result<Digest, StoreError> {
+/// The machine's reads, from RocksDB (the state before the entry being
+/// applied; the machine tracks the entry's own writes).
+struct StoreRead<'a> {
+    store: &'a Store,
+}
+
+impl StateRead for StoreRead<'_> {
+    type Error = StoreError;
+
+    fn request_index(&self, domain: &str, request_id: &str) -> Result<Option<u64>, StoreError> {
         self.store
-            .get_json::<PolicyVersion>(CF_POLICIES, &policy_key(domain, version))?
-            .map(|p| p.hash)
-            .ok_or_else(|| StoreError::Corrupt {
-                what: format!("policies/{domain}/{version}"),
-                message: "active version is missing".into(),
-            })
+            .get_json(CF_REQUEST_IDS, &request_key(domain, request_id))
+    }
+
+    fn decision(&self, index: u64) -> Result<Option<DecisionRecord>, StoreError> {
+        self.store.get_json(CF_DECISIONS, &u64_key(index))
+    }
+
+    fn policy(&self, domain: &str, version: u64) -> Result<Option<PolicyVersion>, StoreError> {
+        self.store
+            .get_json(CF_POLICIES, &policy_key(domain, version))
+    }
+
+    fn checkpoint(&self, size: u64) -> Result<Option<CheckpointState>, StoreError> {
+        self.store.get_json(CF_CHECKPOINTS, &u64_key(size))
+    }
+
+    fn rollout_exists(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .get_json::<Rollout>(CF_ROLLOUTS, id.as_bytes())?
+            .is_some())
+    }
+
+    fn merkle_node(&self, level: u32, index: u64) -> Result<Option<Digest>, StoreError> {
+        match merkle::NodeSource::node(&StoredNodes { store: self.store }, level, index) {
+            Ok(d) => Ok(Some(d)),
+            Err(StoreError::Corrupt { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 
-fn reject(code: ErrorCode, message: String) -> CommandResponse {
-    CommandResponse::Rejected(Rejection { code, message })
-}
-
-/// A domain in an active rollout changes version only through the rollout
-/// (promote, rollback): a manual activation would silently undo a stage
-/// or shadow against the wrong version.
-fn in_rollout(st: &MachineState, domain: &str) -> Option<CommandResponse> {
-    let r = st.rollout.as_ref().filter(|r| r.is_active())?;
-    r.domains().any(|d| d.domain == domain).then(|| {
-        reject(
-            ErrorCode::FailedPrecondition,
-            format!(
-                "domain {domain:?} is in rollout {:?}; promote or roll back the rollout instead                  of activating by hand",
-                r.id
-            ),
-        )
-    })
-}
-
-/// The rollout a promote or rollback names ("" = the latest), as a copy to
-/// change; a refusal if there is none or it is not the latest.
-fn current_rollout(st: &MachineState, id: &str) -> Result<Rollout, CommandResponse> {
-    match &st.rollout {
-        Some(r) if id.is_empty() || r.id == id => Ok(r.clone()),
-        Some(r) => Err(reject(
-            ErrorCode::FailedPrecondition,
-            RolloutError::State {
-                id: id.to_string(),
-                message: format!("is not the latest rollout ({:?} is)", r.id),
-            }
-            .to_string(),
-        )),
-        None => Err(reject(
-            ErrorCode::NotFound,
-            "no rollout has been started; start one with `quorate rollout start --plan FILE`"
-                .into(),
-        )),
+/// A machine failure as the store reports it (the apply fails: the node
+/// stops and contains).
+fn machine_err(e: MachineError) -> StoreError {
+    match e {
+        MachineError::Read(message) => StoreError::Corrupt {
+            what: "state read during apply".into(),
+            message,
+        },
+        MachineError::Corrupt { what, message } => StoreError::Corrupt { what, message },
     }
 }
 
@@ -1488,11 +865,13 @@ pub(crate) fn load_state(store: &Store) -> Result<MachineState, StoreError> {
     Ok(MachineState {
         last_applied,
         membership,
-        head,
-        domains,
-        proof,
-        divergence,
-        rollout,
+        gov: GovernanceState {
+            head,
+            domains,
+            proof,
+            divergence,
+            rollout,
+        },
         voter_history,
     })
 }
@@ -1548,12 +927,32 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let log_index = entry.log_id.index;
             let response = match &entry.payload {
                 EntryPayload::Blank => CommandResponse::None,
-                EntryPayload::Normal(cmd) => self
-                    .apply_command(cmd, log_index, &mut st, &mut batch)
-                    .map_err(io_err)?,
+                EntryPayload::Normal(cmd) => {
+                    let voters = voters_of(st.membership.membership());
+                    #[cfg(feature = "fault-injection")]
+                    {
+                        self.machine.invert_decisions = crate::fault::diverging(&self.store);
+                    }
+                    let cx = Context {
+                        log_index,
+                        voters: &voters,
+                    };
+                    let read = StoreRead { store: &self.store };
+                    let applied = self
+                        .machine
+                        .apply(&read, cmd, cx, &mut st.gov)
+                        .map_err(|e| io_err(machine_err(e)))?;
+                    self.put_writes(&mut batch, &applied.writes, log_index)
+                        .map_err(io_err)?;
+                    if let Some(p) = applied.progress {
+                        self.checkpoints_tx.send_replace(p);
+                    }
+                    applied.response
+                }
                 EntryPayload::Membership(m) => {
                     st.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                    if crate::proofs::record_voters(&mut st.voter_history, m, st.head.count) {
+                    let records = st.head.count;
+                    if crate::proofs::record_voters(&mut st.voter_history, m, records) {
                         let meta = self.store.cf(CF_SM_META).map_err(io_err)?;
                         batch.put_cf(&meta, KEY_VOTER_HISTORY, encode(&st.voter_history));
                     }
@@ -1601,7 +1000,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let payload = SnapshotPayload::decode(&bytes).map_err(io_err)?;
         // Never install a snapshot whose decision log does not verify: the
         // node would otherwise adopt tampered history (invariant 6).
-        let proof = payload.verify(meta, &self.cluster_id).map_err(io_err)?;
+        let proof = payload
+            .verify(meta, self.machine.cluster_id())
+            .map_err(io_err)?;
         snapshot::install(&self.store, meta, &payload, &proof, &bytes).map_err(io_err)?;
         self.reload().map_err(io_err)?;
         Ok(())

@@ -2,9 +2,8 @@
 //! frontier, checkpoints with their cosignatures, and this node's own
 //! divergence evidence. Layouts are in `docs/FORMATS.md` §6.
 
-use quorate_core::merkle::{self, Frontier, NodeSource};
-use quorate_core::proof::Checkpoint;
-use quorate_core::{Cosignature, Digest};
+use quorate_core::Digest;
+use quorate_core::merkle::{self, NodeSource};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{CF_MERKLE, Store, StoreError};
@@ -17,38 +16,9 @@ pub(crate) fn merkle_key(level: u32, index: u64) -> [u8; 9] {
     k
 }
 
-/// The Merkle state every replica derives identically from the records.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct ProofState {
-    pub frontier: Frontier,
-    /// Largest size any cosignature was accepted for.
-    pub last_checkpoint: u64,
-    /// Largest final checkpoint size.
-    pub last_final: u64,
-}
-
-/// A checkpoint and where it became final.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckpointState {
-    pub checkpoint: Checkpoint,
-    /// Raft log index of the cosignature that completed a quorum.
-    pub finalized_at: Option<u64>,
-    /// The voters (with keys) of the membership applied when the first
-    /// cosignature was: the checkpoint is judged under them for good, so a
-    /// later membership change neither revokes nor grants its finality, and
-    /// a node that joins later can check it without the old membership.
-    /// Empty on checkpoints stored before voter sets were recorded; those
-    /// are judged under the current membership.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub voters: Vec<CheckpointVoter>,
-}
-
-/// A voter a checkpoint is judged under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckpointVoter {
-    pub node_id: u64,
-    pub public_key: quorate_core::PublicKey,
-}
+pub use quorate_machine::{
+    CheckpointProgress, CheckpointState, CheckpointVoter, Divergence, ProofState,
+};
 
 /// One voter set of the cluster's history, with keys, and the decision-log
 /// size at which a later set replaced it (`None` while current). The trust
@@ -100,78 +70,6 @@ pub(crate) fn voters_of(membership: &quorate_raft::Membership) -> Vec<Checkpoint
             })
         })
         .collect()
-}
-
-impl CheckpointState {
-    /// The voters this checkpoint is judged under (see `voters`).
-    pub fn judges(&self, current: &quorate_raft::Membership) -> Vec<CheckpointVoter> {
-        if self.voters.is_empty() {
-            voters_of(current)
-        } else {
-            self.voters.clone()
-        }
-    }
-
-    pub fn is_final(&self) -> bool {
-        self.finalized_at.is_some()
-    }
-
-    /// Adds a cosignature, keeping them sorted by node and unique.
-    /// Returns false when `signer` had already cosigned.
-    pub(crate) fn add(&mut self, signer: u64, signature: quorate_core::Signature) -> bool {
-        let sigs = &mut self.checkpoint.cosignatures;
-        match sigs.binary_search_by_key(&signer, |c| c.node_id) {
-            Ok(_) => false,
-            Err(at) => {
-                sigs.insert(
-                    at,
-                    Cosignature {
-                        node_id: signer,
-                        signature,
-                    },
-                );
-                true
-            }
-        }
-    }
-
-    pub fn cosigners(&self) -> Vec<u64> {
-        self.checkpoint
-            .cosignatures
-            .iter()
-            .map(|c| c.node_id)
-            .collect()
-    }
-}
-
-/// Evidence that a validly signed root differs from this node's own root at
-/// the same size. Node-local: never part of a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Divergence {
-    pub size: u64,
-    pub signer: u64,
-    pub their_root: Digest,
-    pub own_root: Digest,
-    pub log_index: u64,
-}
-
-impl std::fmt::Display for Divergence {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "node {} cosigned root {} at size {} (log index {}); this node computed {}",
-            self.signer, self.their_root, self.size, self.log_index, self.own_root
-        )
-    }
-}
-
-/// The checkpoint most recently cosigned, for the node's signing task.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CheckpointProgress {
-    pub size: u64,
-    pub root: Digest,
-    pub cosigners: Vec<u64>,
-    pub is_final: bool,
 }
 
 /// How many recent tree heads are kept for the attestation task.

@@ -146,6 +146,7 @@ impl SnapshotPayload {
         // The one chain verifier (quorate_core::chain): links, hashes,
         // checkpoint roots, and every checkpoint's cosignatures under its
         // own recorded voters, a majority for one marked final.
+        let voters = crate::proofs::voters_of(membership);
         let mut pending = self.checkpoints.iter().peekable();
         let mut chain = Chain::new();
         for rec in &self.decisions {
@@ -156,7 +157,7 @@ impl SnapshotPayload {
             };
             chain.push(rec).map_err(bad)?;
             while let Some(cp) = pending.next_if(|c| c.checkpoint.size == index) {
-                let judges = cp.judges(membership);
+                let judges = cp.judges(&voters);
                 let keyed: Vec<(u64, Option<&quorate_core::PublicKey>)> = judges
                     .iter()
                     .map(|v| (v.node_id, Some(&v.public_key)))
