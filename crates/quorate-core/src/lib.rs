@@ -9,6 +9,7 @@
 
 pub mod canonical;
 pub mod chain;
+pub mod codec;
 pub mod command;
 pub mod export;
 pub mod merkle;

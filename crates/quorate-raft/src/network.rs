@@ -193,8 +193,7 @@ impl PeerClient {
                 format!("bad peer address {:?}", self.addr),
             ));
         };
-        let payload = serde_json::to_vec(req)
-            .map_err(|e| TransportError::Failed(target, format!("encode: {e}")))?;
+        let payload = quorate_core::codec::encode(req);
         let msg = RaftMessage {
             from: self.from,
             payload,
@@ -212,7 +211,7 @@ impl PeerClient {
             }
             Ok(Ok(r)) => r.into_inner(),
         };
-        let out: Result<Resp, String> = serde_json::from_slice(&resp.payload)
+        let out: Result<Resp, String> = quorate_core::codec::decode(&resp.payload)
             .map_err(|e| TransportError::Failed(target, format!("decode: {e}")))?;
         out.map_err(|e| TransportError::Failed(target, e))
     }
@@ -429,7 +428,7 @@ pub async fn fetch_snapshot(
         Ok(Err(s)) => return Err(TransportError::Failed(0, s.message().to_string())),
         Ok(Ok(r)) => r.into_inner(),
     };
-    let meta: Result<crate::SnapshotMeta, String> = serde_json::from_slice(&resp.payload)
+    let meta: Result<crate::SnapshotMeta, String> = quorate_core::codec::decode(&resp.payload)
         .map_err(|e| TransportError::Failed(0, format!("decode: {e}")))?;
     meta.map(|m| (m, resp.data))
         .map_err(|e| TransportError::Failed(0, e))

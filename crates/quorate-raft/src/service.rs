@@ -156,7 +156,7 @@ where
 }
 
 fn decode<T: DeserializeOwned>(msg: &RaftMessage) -> Result<T, Status> {
-    serde_json::from_slice(&msg.payload)
+    quorate_core::codec::decode(&msg.payload)
         .map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
 }
 
@@ -165,7 +165,7 @@ fn reply<T: Serialize, E: std::fmt::Display>(
     r: Result<T, E>,
 ) -> Result<Response<RaftMessage>, Status> {
     let r: Result<T, String> = r.map_err(|e| e.to_string());
-    let payload = serde_json::to_vec(&r).map_err(|e| Status::internal(e.to_string()))?;
+    let payload = quorate_core::codec::encode(&r);
     Ok(Response::new(RaftMessage {
         from,
         payload,

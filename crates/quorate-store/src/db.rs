@@ -120,15 +120,28 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     key: &[u8],
     bytes: &[u8],
 ) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+    quorate_core::codec::decode(bytes).map_err(|e| StoreError::Corrupt {
         what: format!("{cf}/{}", hex_key(key)),
         message: e.to_string(),
     })
 }
 
+/// Decodes a stored row whose bytes must be exactly the encoding of its
+/// value (`quorate_core::codec::decode_canonical`).
+pub(crate) fn decode_canonical<T: serde::de::DeserializeOwned + serde::Serialize>(
+    cf: &str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    quorate_core::codec::decode_canonical(bytes).map_err(|e| StoreError::Corrupt {
+        what: format!("{cf}/{}", hex_key(key)),
+        message: e.to_string(),
+    })
+}
+
+/// Every stored row goes through the one codec (`quorate_core::codec`).
 pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    // Our stored types serialise infallibly (no maps with non-string keys).
-    serde_json::to_vec(v).unwrap_or_default()
+    quorate_core::codec::encode(v)
 }
 
 fn hex_key(key: &[u8]) -> String {

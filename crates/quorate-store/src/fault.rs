@@ -68,13 +68,12 @@ fn edit_record(
         message: "no such record".into(),
     };
     let bytes = store.db.get_cf(&cf, key)?.ok_or_else(missing)?;
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| crate::StoreError::Corrupt {
+    let edited =
+        quorate_core::codec::edit(&bytes, edit).map_err(|e| crate::StoreError::Corrupt {
             what: format!("decisions/{index}"),
             message: e.to_string(),
         })?;
-    edit(&mut v);
-    store.db.put_cf(&cf, key, crate::db::encode(&v))?;
+    store.db.put_cf(&cf, key, edited)?;
     Ok(())
 }
 
@@ -94,15 +93,12 @@ pub fn tamper_domain(
                 what: format!("domains/{domain}"),
                 message: "no such domain".into(),
             })?;
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| crate::StoreError::Corrupt {
+    let edited =
+        quorate_core::codec::edit(&bytes, edit).map_err(|e| crate::StoreError::Corrupt {
             what: format!("domains/{domain}"),
             message: e.to_string(),
         })?;
-    edit(&mut v);
-    store
-        .db
-        .put_cf(&cf, domain.as_bytes(), crate::db::encode(&v))?;
+    store.db.put_cf(&cf, domain.as_bytes(), edited)?;
     store.db.flush_wal(true)?;
     Ok(())
 }

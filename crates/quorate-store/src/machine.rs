@@ -376,7 +376,7 @@ impl DecisionLookup {
         let mut out = Vec::new();
         for kv in view.iterator_cf(&h, IteratorMode::Start) {
             let (k, v) = kv?;
-            let t = canonical_decode(cf, &k, &v)?;
+            let t = crate::db::decode_canonical(cf, &k, &v)?;
             out.push((k.to_vec(), t));
         }
         Ok(out)
@@ -541,8 +541,8 @@ impl DecisionLookup {
             if key_u64(&k) != Some(expected) {
                 return Err(bad(format!("record key {:?} out of sequence", k)));
             }
-            let rec: DecisionRecord =
-                canonical_decode(CF_DECISIONS, &k, &v).map_err(|e| bad(e.to_string()))?;
+            let rec: DecisionRecord = crate::db::decode_canonical(CF_DECISIONS, &k, &v)
+                .map_err(|e| bad(e.to_string()))?;
             for (level, i, h) in chain.push(&rec).map_err(|e| bad(e.to_string()))? {
                 match merkle::NodeSource::node(&nodes, level, i) {
                     Ok(stored) if stored == h => {}
@@ -881,21 +881,6 @@ pub(crate) fn load_state(store: &Store) -> Result<MachineState, StoreError> {
 /// decodes to the same value (in a field name of an absent optional field,
 /// say) is then found too, not only flips that change the value
 /// (invariant 6).
-fn canonical_decode<T: serde::de::DeserializeOwned + Serialize>(
-    cf: &str,
-    key: &[u8],
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    let t: T = decode(cf, key, bytes)?;
-    if encode(&t) != bytes {
-        return Err(StoreError::Corrupt {
-            what: format!("{cf}/{}", hex::encode(key)),
-            message: "stored bytes are not the canonical encoding of their value".into(),
-        });
-    }
-    Ok(t)
-}
-
 fn scan_all<T: serde::de::DeserializeOwned>(store: &Store, cf: &str) -> Result<Vec<T>, StoreError> {
     let h = store.cf(cf)?;
     let mut out = Vec::new();

@@ -60,7 +60,7 @@ pub struct SnapshotPayload {
 
 impl SnapshotPayload {
     pub fn decode(bytes: &[u8]) -> Result<SnapshotPayload, StoreError> {
-        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        quorate_core::codec::decode(bytes).map_err(|e| StoreError::Corrupt {
             what: "snapshot".into(),
             message: e.to_string(),
         })
