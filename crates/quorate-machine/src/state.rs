@@ -72,6 +72,29 @@ impl CheckpointState {
         self.finalized_at.is_some()
     }
 
+    /// Checks this stored checkpoint against `chain` (verified up to its
+    /// size) with the one chain verifier: its root, and every cosignature
+    /// under its judges; one marked final must carry a majority of them,
+    /// not merely say so. `current` are the applied membership's voters.
+    pub fn check(
+        &self,
+        chain: &quorate_core::Chain,
+        current: &[CheckpointVoter],
+        cluster_id: Option<&str>,
+    ) -> Result<(), quorate_core::ChainError> {
+        let judges = self.judges(current);
+        let keyed: Vec<(u64, Option<&quorate_core::PublicKey>)> = judges
+            .iter()
+            .map(|v| (v.node_id, Some(&v.public_key)))
+            .collect();
+        let finality = if self.is_final() {
+            quorate_core::Finality::Final
+        } else {
+            quorate_core::Finality::Partial
+        };
+        chain.checkpoint(&self.checkpoint, cluster_id, &keyed, finality)
+    }
+
     /// Adds a cosignature, keeping them sorted by node and unique.
     /// Returns false when `signer` had already cosigned.
     pub fn add(&mut self, signer: u64, signature: quorate_core::Signature) -> bool {

@@ -120,10 +120,7 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     key: &[u8],
     bytes: &[u8],
 ) -> Result<T, StoreError> {
-    quorate_core::codec::decode(bytes).map_err(|e| StoreError::Corrupt {
-        what: format!("{cf}/{}", hex_key(key)),
-        message: e.to_string(),
-    })
+    quorate_core::codec::decode(bytes).map_err(|e| corrupt(cf, key, e))
 }
 
 /// Decodes a stored row whose bytes must be exactly the encoding of its
@@ -133,10 +130,14 @@ pub(crate) fn decode_canonical<T: serde::de::DeserializeOwned + serde::Serialize
     key: &[u8],
     bytes: &[u8],
 ) -> Result<T, StoreError> {
-    quorate_core::codec::decode_canonical(bytes).map_err(|e| StoreError::Corrupt {
+    quorate_core::codec::decode_canonical(bytes).map_err(|e| corrupt(cf, key, e))
+}
+
+fn corrupt(cf: &str, key: &[u8], e: quorate_core::codec::CodecError) -> StoreError {
+    StoreError::Corrupt {
         what: format!("{cf}/{}", hex_key(key)),
         message: e.to_string(),
-    })
+    }
 }
 
 /// Every stored row goes through the one codec (`quorate_core::codec`).

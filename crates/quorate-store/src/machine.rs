@@ -14,8 +14,7 @@ use quorate_core::merkle;
 use quorate_core::rollout::Rollout;
 use quorate_core::validate::Limits;
 use quorate_core::{
-    Chain, ChainError, CommandResponse, DecisionRecord, Digest, Finality, PolicyVersion,
-    policy_content_hash,
+    Chain, ChainError, CommandResponse, DecisionRecord, Digest, PolicyVersion, policy_content_hash,
 };
 use quorate_machine::{Context, GovernanceState, Machine, MachineError, StateRead, Write};
 use quorate_raft::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
@@ -530,6 +529,7 @@ impl DecisionLookup {
         // The one chain verifier (quorate_core::chain); this adds only what
         // a store holds beside the records: its Merkle nodes, frontier and
         // head, which must be exactly what the records produce.
+        let voters = voters_of(membership.membership());
         let mut chain = Chain::new();
         for kv in view.iterator_cf(&cf, IteratorMode::Start) {
             let expected = chain.records() + 1;
@@ -555,20 +555,7 @@ impl DecisionLookup {
                 }
             }
             while let Some(cp) = pending.next_if(|c| c.checkpoint.size == expected) {
-                // Judged under its own recorded voters; one marked final
-                // must carry a majority of them (not merely say so).
-                let judges = cp.judges(&voters_of(membership.membership()));
-                let keyed: Vec<(u64, Option<&quorate_core::PublicKey>)> = judges
-                    .iter()
-                    .map(|v| (v.node_id, Some(&v.public_key)))
-                    .collect();
-                let finality = if cp.is_final() {
-                    Finality::Final
-                } else {
-                    Finality::Partial
-                };
-                chain
-                    .checkpoint(&cp.checkpoint, None, &keyed, finality)
+                cp.check(&chain, &voters, None)
                     .map_err(|e| bad(format!("stored checkpoint: {e}")))?;
             }
         }
@@ -708,6 +695,14 @@ impl StateMachine {
         for w in writes {
             match w {
                 Write::Decision(r) => {
+                    if r.reason == Some(quorate_core::DenyReason::UnverifiablePolicy) {
+                        tracing::error!(
+                            index = r.index,
+                            domain = %r.request.domain,
+                            version = ?r.policy_version,
+                            "the active policy does not compile here; decided UNVERIFIABLE_POLICY"
+                        );
+                    }
                     batch.put_cf(&self.store.cf(CF_DECISIONS)?, u64_key(r.index), encode(r));
                     metrics::counter!(
                         "quorate_decisions_total",

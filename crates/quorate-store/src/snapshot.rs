@@ -9,7 +9,7 @@ use openraft::storage::RaftSnapshotBuilder;
 use quorate_core::export::Activation;
 use quorate_core::merkle::Frontier;
 use quorate_core::proof::record_leaf;
-use quorate_core::{Chain, ChainError, DecisionRecord, Finality, PolicyVersion};
+use quorate_core::{Chain, ChainError, DecisionRecord, PolicyVersion};
 use quorate_raft::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 use rocksdb::{IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
@@ -157,19 +157,7 @@ impl SnapshotPayload {
             };
             chain.push(rec).map_err(bad)?;
             while let Some(cp) = pending.next_if(|c| c.checkpoint.size == index) {
-                let judges = cp.judges(&voters);
-                let keyed: Vec<(u64, Option<&quorate_core::PublicKey>)> = judges
-                    .iter()
-                    .map(|v| (v.node_id, Some(&v.public_key)))
-                    .collect();
-                let finality = if cp.is_final() {
-                    Finality::Final
-                } else {
-                    Finality::Partial
-                };
-                chain
-                    .checkpoint(&cp.checkpoint, Some(cluster_id), &keyed, finality)
-                    .map_err(bad)?;
+                cp.check(&chain, &voters, Some(cluster_id)).map_err(bad)?;
             }
         }
         let n = chain.records();
