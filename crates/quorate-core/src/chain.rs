@@ -60,18 +60,6 @@ pub enum ChainError {
     },
 }
 
-impl ChainError {
-    /// The record the error is about, if it is about one.
-    pub fn record(&self) -> Option<u64> {
-        match self {
-            ChainError::RecordIndex { expected, .. } => Some(*expected),
-            ChainError::PrevHashGenesis { .. } => Some(1),
-            ChainError::PrevHash { previous, .. } => Some(previous + 1),
-            _ => None,
-        }
-    }
-}
-
 /// Whether a checkpoint must carry a majority of its judges' cosignatures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finality {
@@ -229,35 +217,15 @@ impl Chain {
 mod tests {
     use super::*;
     use crate::proof::{Cosignature, SecretKey};
-    use crate::record::AuthorizeRequest;
 
+    /// The record module's sample, as record `index` linked to `prev`.
     fn record(index: u64, prev: Digest) -> DecisionRecord {
-        DecisionRecord {
-            index,
-            log_index: index + 2,
-            request: AuthorizeRequest {
-                domain: "demo".into(),
-                request_id: format!("r{index}"),
-                principal: r#"User::"alice""#.into(),
-                action: r#"Action::"read""#.into(),
-                resource: r#"Doc::"1""#.into(),
-                context: "{}".into(),
-                entities: None,
-                parent: None,
-                trace_id: None,
-            },
-            decision: crate::Decision::Deny,
-            reason: Some(crate::DenyReason::UnknownDomain),
-            determining_policies: vec![],
-            errors: vec![],
-            policy_version: None,
-            policy_hash: None,
-            timestamp_ms: 1_700_000_000_000,
-            prev_hash: prev,
-            hash: GENESIS_HASH,
-            shadow: None,
-        }
-        .seal()
+        let mut r = crate::record::tests::sample();
+        r.index = index;
+        r.log_index = index + 2;
+        r.request.request_id = format!("r{index}");
+        r.prev_hash = prev;
+        r.seal()
     }
 
     fn chain_of(n: u64) -> (Chain, Vec<DecisionRecord>) {
@@ -349,13 +317,6 @@ mod tests {
             Chain::new().push(&first),
             Err(ChainError::PrevHashGenesis { .. })
         ));
-        assert_eq!(
-            ChainError::PrevHashGenesis {
-                found: first.prev_hash
-            }
-            .record(),
-            Some(1)
-        );
     }
 
     #[test]

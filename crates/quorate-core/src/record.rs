@@ -234,7 +234,7 @@ pub struct PolicyVersion {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample() -> DecisionRecord {

@@ -2,7 +2,7 @@
 //! writes applied to them. For unit tests of the machine and for the
 //! simulation, which runs whole replicas without RocksDB.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 
 use quorate_core::export::Activation;
@@ -69,12 +69,6 @@ impl MemoryRows {
                 Write::Divergence(d) => self.divergence = Some(d.clone()),
             }
         }
-    }
-
-    /// The domains whose rows were written (for tests that check nothing
-    /// else changed).
-    pub fn domain_names(&self) -> BTreeSet<String> {
-        self.domains.keys().cloned().collect()
     }
 }
 
