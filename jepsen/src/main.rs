@@ -57,24 +57,59 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Deterministic simulation: many seeds of openraft on virtual time with
-    /// partitions, crashes and message loss; or replay one with --seed.
-    /// (Built with `--features sim`.)
+    /// Deterministic simulation of the whole product: quorate replicas
+    /// (openraft, the governance machine, attestation, checkpoints,
+    /// containment) on virtual time under seeded network, crash, power-loss,
+    /// disk and evaluation faults, every invariant checked per seed. Many
+    /// seeds with a progress bar and a summary, or one exactly with --seed.
+    /// (Built with `--features sim`; `cargo xtask sim ARGS` builds and runs
+    /// it.)
     #[cfg(feature = "sim")]
+    #[command(after_help = "Examples:\n  \
+cargo xtask sim --seeds 1000              the CI search\n  \
+cargo xtask sim --seeds 20000 --time 30   a long soak\n  \
+cargo xtask sim --seed 17 --time 6        replay seed 17 exactly and print its report")]
     Sim {
         /// How many seeds, starting at --first.
         #[arg(long, default_value_t = 200)]
         seeds: u64,
         #[arg(long, default_value_t = 0)]
         first: u64,
-        /// Replay exactly this seed and print its report.
+        /// Replay exactly this seed and print its whole report (JSON).
         #[arg(long)]
         seed: Option<u64>,
-        #[arg(long, default_value_t = 5)]
-        nodes: u64,
-        /// Virtual seconds per run.
-        #[arg(long, default_value_t = 20)]
-        seconds: u64,
+        /// Virtual seconds of faults and traffic per seed.
+        #[arg(long, alias = "seconds", default_value_t = 6)]
+        time: u64,
+        /// Replicas per seed (default: 3 on even seeds, 5 on odd ones).
+        #[arg(long)]
+        nodes: Option<u64>,
+        /// Give this replica a wrong evaluation (default: one replica on
+        /// every fourth seed).
+        #[arg(long)]
+        wrong_evaluator: Option<u64>,
+        /// Run with openraft's `enable_leader_restore` on (quorate turns
+        /// it off; see ARCHITECTURE.md).
+        #[arg(long)]
+        leader_restore: bool,
+        /// No torn writes or flipped bits.
+        #[arg(long)]
+        no_storage_faults: bool,
+        /// A disk that acknowledges appends before they are durable (the
+        /// checkers' own test: violations expected).
+        #[arg(long)]
+        lossy_disk: bool,
+        /// Answer ALLOW at commit, before attestation (the node config's
+        /// `answer = "committed"`; violations expected with a wrong
+        /// evaluator).
+        #[arg(long)]
+        answer_committed: bool,
+        /// Seeds run at once (each on its own thread).
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -146,41 +181,73 @@ fn main() -> ExitCode {
             seeds,
             first,
             seed,
+            time,
             nodes,
-            seconds,
+            wrong_evaluator,
+            leader_restore,
+            no_storage_faults,
+            lossy_disk,
+            answer_committed,
+            jobs,
+            json,
         } => {
-            let cfg = quorate_jepsen::sim::SimConfig {
-                nodes,
-                seconds,
-                ..Default::default()
-            };
-            let range = match seed {
-                Some(s) => s..s + 1,
-                None => first..first + seeds,
-            };
-            let started = Instant::now();
-            let mut failed = Vec::new();
-            let mut n = 0;
-            for s in range {
-                let r = quorate_jepsen::sim::run(s, cfg);
-                n += 1;
-                if seed.is_some() {
-                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            use quorate_jepsen::sim::{SimConfig, soak};
+            let config = |s: u64| {
+                let mut c = SimConfig::for_seed(s, time);
+                if let Some(n) = nodes {
+                    c.nodes = n;
+                    c.wrong_evaluator = c.wrong_evaluator.filter(|w| *w <= n);
                 }
-                if !r.violations.is_empty() {
-                    eprintln!(
-                        "seed {s} FAILED: {:?}\n  replay: cargo xtask sim --seed {s} --nodes {nodes} --seconds {seconds}",
-                        r.violations
-                    );
-                    failed.push(s);
+                if wrong_evaluator.is_some() {
+                    c.wrong_evaluator = wrong_evaluator;
                 }
+                c.leader_restore = leader_restore;
+                c.storage_faults = !no_storage_faults;
+                c.lossy_disk = lossy_disk;
+                c.answer_committed = answer_committed;
+                c
+            };
+            if let Some(s) = seed {
+                let r = quorate_jepsen::sim::run(s, config(s));
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                return if r.violations.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                };
             }
-            println!(
-                "{n} seeds, {} failed, {:.1} s",
-                failed.len(),
-                started.elapsed().as_secs_f64()
+            let bar = indicatif::ProgressBar::new(seeds);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:40}] {pos}/{len} seeds, {per_sec}, eta {eta} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
-            if failed.is_empty() {
+            let failures = std::sync::atomic::AtomicU64::new(0);
+            let summary = soak::soak(first..first + seeds, jobs, config, |r| {
+                if !r.violations.is_empty() {
+                    let n = failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    bar.println(format!(
+                        "seed {} FAILED: {:?}\n  replay: {}",
+                        r.seed,
+                        r.violations,
+                        r.config.replay_command(r.seed)
+                    ));
+                    bar.set_message(format!("{n} failed"));
+                }
+                bar.inc(1);
+            });
+            bar.finish_and_clear();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).unwrap_or_default()
+                );
+            } else {
+                print!("{}", summary.text());
+            }
+            if summary.failed.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

@@ -1,63 +1,82 @@
-//! The deterministic simulation, run over many seeds on every test run.
+//! The whole-product simulation, over many seeds on every test run, and
+//! the checkers' own tests: each fault the checks exist for, switched on
+//! deliberately, must be caught.
 
-use quorate_jepsen::sim::{SimConfig, run};
+use quorate_jepsen::sim::{SimConfig, run, soak};
 
-/// Even seeds run 3 nodes, odd seeds 5, each for 6 virtual seconds.
-fn cfg_for(seed: u64) -> SimConfig {
-    SimConfig {
-        nodes: if seed % 2 == 0 { 3 } else { 5 },
-        seconds: 6,
-        lossy_disk: false,
-    }
+/// Virtual seconds of faults per seed in CI.
+const SECONDS: u64 = 6;
+
+fn jobs() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 #[test]
-fn raft_safety_holds_over_many_seeds() {
+fn quorate_holds_over_many_seeds() {
     let seeds: u64 = std::env::var("QUORATE_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(100);
-    let mut failed = Vec::new();
-    let mut faults = 0;
-    let mut acknowledged = 0;
-    for seed in 0..seeds {
-        let r = run(seed, cfg_for(seed));
-        faults += r.faults;
-        acknowledged += r.acknowledged;
-        if !r.violations.is_empty() {
-            failed.push(format!(
-                "seed {seed}: {:?} (replay: cargo xtask sim --seed {seed} --nodes {} --seconds 6)",
-                r.violations,
-                cfg_for(seed).nodes
-            ));
-        }
-    }
+        .unwrap_or(1000);
+    let s = soak::soak(
+        0..seeds,
+        jobs(),
+        |seed| SimConfig::for_seed(seed, SECONDS),
+        |_| {},
+    );
+    eprintln!("{}", s.text());
+    let failed: Vec<String> = s
+        .failed
+        .iter()
+        .map(|f| {
+            format!(
+                "seed {}: {:?}\n  replay: {}",
+                f.seed, f.violations, f.replay
+            )
+        })
+        .collect();
     assert!(failed.is_empty(), "{}", failed.join("\n"));
-    // The runs did something: faults happened and writes were acknowledged.
-    assert!(
-        faults as u64 > seeds * 3,
-        "only {faults} faults over {seeds} seeds"
-    );
-    assert!(
-        acknowledged as u64 > seeds * 20,
-        "only {acknowledged} writes acknowledged"
-    );
+    // The runs did something: every kind of fault happened, answers of
+    // both kinds were given, and every invariant was actually examined.
+    for kind in [
+        "partition",
+        "isolate",
+        "crash",
+        "power loss",
+        "message loss",
+        "delay, reorder and duplicate",
+        "leader power blip",
+        "membership change",
+        "bit flip",
+    ] {
+        assert!(
+            s.faults.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind} in {seeds} seeds: {:?}",
+            s.faults
+        );
+    }
+    assert!(s.allowed > seeds * 5, "only {} ALLOWs", s.allowed);
+    assert!(s.requests > s.allowed * 2, "DENY is rare: {s:?}");
+    for (name, n) in &s.checks {
+        assert!(*n > 0, "the check {name:?} examined nothing");
+    }
+    assert!(s.checks.len() >= 11, "checks missing: {:?}", s.checks);
 }
 
 #[test]
 fn a_seed_replays_exactly() {
     // Built as CI builds it (`--cfg tokio_unstable`, tokio's RNG seeded), a
-    // run is a pure function of its seed: the whole report, including a
-    // digest of the final log, is equal on every replay. Without that cfg
-    // only the fault schedule is (see `sim`'s module docs).
-    for seed in [3, 4, 17, 28, 41, 56] {
-        let first = run(seed, cfg_for(seed));
+    // run is a pure function of its seed: the whole report, its digest
+    // included, is equal on every replay. Without that cfg only the fault
+    // schedule is (see `sim`'s module docs).
+    for seed in [3, 4, 17, 28] {
+        let cfg = SimConfig::for_seed(seed, SECONDS);
+        let first = run(seed, cfg);
         assert!(!first.schedule.is_empty());
-        for _ in 0..3 {
-            let again = run(seed, cfg_for(seed));
+        for _ in 0..2 {
+            let again = run(seed, cfg);
             assert_eq!(
                 first.schedule, again.schedule,
-                "seed {seed} did not replay its schedule"
+                "seed {seed}: schedule differs"
             );
             #[cfg(tokio_unstable)]
             assert_eq!(first, again, "seed {seed} did not replay exactly");
@@ -65,17 +84,45 @@ fn a_seed_replays_exactly() {
     }
 }
 
+/// The first seeds whose run breaks an invariant under `cfg`.
+fn caught(cfg: impl Fn(u64) -> SimConfig, seeds: u64) -> Vec<(u64, Vec<String>)> {
+    (0..seeds)
+        .map(|seed| (seed, run(seed, cfg(seed)).violations))
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+}
+
 #[test]
-fn a_disk_that_loses_acknowledged_appends_is_caught() {
-    let caught = (0..30).any(|seed| {
-        let lossy = SimConfig {
+fn a_disk_that_acknowledges_unsynced_appends_is_caught() {
+    let found = caught(
+        |seed| SimConfig {
             lossy_disk: true,
-            ..cfg_for(seed)
-        };
-        !run(seed, lossy).violations.is_empty()
-    });
+            ..SimConfig::for_seed(seed, SECONDS)
+        },
+        40,
+    );
     assert!(
-        caught,
-        "30 seeds with a lossy disk and no violation found: the checks cannot fail"
+        !found.is_empty(),
+        "40 seeds with a disk that lies about fsync, and no violation: the checks cannot fail"
+    );
+}
+
+#[test]
+fn answering_before_attestation_lets_a_wrong_evaluation_through_and_is_caught() {
+    // `answer = "committed"` gives up invariant 1: with one replica
+    // evaluating wrongly, its ALLOWs go out whenever it leads.
+    let found = caught(
+        |seed| SimConfig {
+            answer_committed: true,
+            wrong_evaluator: Some(1),
+            ..SimConfig::for_seed(seed, SECONDS)
+        },
+        20,
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(_, v)| v.iter().any(|m| m.contains("the history decided DENY"))),
+        "committed answers with a wrong evaluator and no bad ALLOW caught: {found:?}"
     );
 }

@@ -512,6 +512,7 @@ async fn t83_whom_a_caller_reached_is_checked_and_outsiders_are_refused_unread()
             from: 9,
             payload: vec![b' '; BIG],
             data: Vec::new(),
+            quorum_age_ms: 0,
         })
         .await;
     match r {

@@ -18,8 +18,10 @@ Tasks:
   build          build every binary (debug)
   bench [ARGS]   build quorate and run `quorate bench ARGS` against a running cluster
   jepsen [ARGS]  build and run `quorate-jepsen ARGS` (fault injection; needs root)
-  sim [ARGS]     build and run `quorate-jepsen sim ARGS` (deterministic simulation;
-                 `--seed N` replays one seed exactly)
+  sim [ARGS]     build and run `quorate-jepsen sim ARGS`: the whole-product
+                 deterministic simulation. `--seeds N --time T` soaks N seeds
+                 of T virtual seconds with a progress bar and a summary;
+                 `--seed N` replays one seed exactly
   setup          only install what the build needs (libclang)
 
 Environment:
@@ -280,8 +282,8 @@ fn test() -> Result<(), String> {
     // Each cluster test starts three real nodes; one test at a time keeps
     // two cores from starving their heartbeats.
     cargo(&["test", "-p", "quorate-e2e", "--", "--test-threads", "1"])?;
-    // The deterministic simulation: 100 seeds, partitions, crashes, loss;
-    // built for exact replay.
+    // The whole-product deterministic simulation: 1,000 seeds under network,
+    // crash, power-loss, disk and evaluation faults; built for exact replay.
     sim_cargo(&[
         "test",
         "-p",

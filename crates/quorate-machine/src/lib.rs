@@ -11,6 +11,7 @@
 //! [`MemoryRows`] implements it in memory for tests and the simulation.
 //! Metrics and logs are the caller's: it derives them from the writes.
 
+pub mod containment;
 mod machine;
 mod memory;
 mod state;

@@ -126,11 +126,50 @@ pub fn connect_lazy(
 pub struct Network {
     from: u64,
     channels: Channels,
+    quorum: QuorumClock,
 }
 
 impl Network {
-    pub fn new(from: u64, channels: Channels) -> Network {
-        Network { from, channels }
+    pub fn new(from: u64, channels: Channels, quorum: QuorumClock) -> Network {
+        Network {
+            from,
+            channels,
+            quorum,
+        }
+    }
+}
+
+type Metrics =
+    openraft::type_config::alias::WatchReceiverOf<TypeConfig, openraft::RaftMetrics<TypeConfig>>;
+
+/// How long ago this node's quorum last acknowledged it as leader, read
+/// from openraft's metrics when each AppendEntries is sent
+/// (`RaftMessage.quorum_age_ms`). Set once the Raft exists (it is created
+/// with its network); until then, and while not leading, unknown.
+#[derive(Clone, Default)]
+pub struct QuorumClock {
+    metrics: Arc<std::sync::OnceLock<Metrics>>,
+}
+
+impl std::fmt::Debug for QuorumClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuorumClock").finish_non_exhaustive()
+    }
+}
+
+impl QuorumClock {
+    pub fn set(&self, metrics: Metrics) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// The age in ms plus one; 0 when not known.
+    fn age_plus_one(&self) -> u64 {
+        use openraft::Instant as _;
+        use openraft::async_runtime::WatchReceiver;
+        self.metrics
+            .get()
+            .and_then(|m| m.borrow_watched().last_quorum_acked)
+            .map_or(0, |t| (t.elapsed().as_millis() as u64).saturating_add(1))
     }
 }
 
@@ -140,6 +179,7 @@ pub struct PeerClient {
     target: u64,
     client: Option<RaftTransportClient<Channel>>,
     addr: String,
+    quorum: QuorumClock,
 }
 
 pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
@@ -168,6 +208,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             client,
             addr: node.addr.clone(),
+            quorum: self.quorum.clone(),
         }
     }
 }
@@ -177,6 +218,7 @@ impl PeerClient {
         &mut self,
         req: &Req,
         data: Vec<u8>,
+        quorum_age_ms: u64,
         ttl: Duration,
         f: F,
     ) -> Result<Resp, TransportError>
@@ -198,6 +240,7 @@ impl PeerClient {
             from: self.from,
             payload,
             data,
+            quorum_age_ms,
         };
         let resp = match tokio::time::timeout(ttl, f(client, msg)).await {
             Err(_) => return Err(TransportError::Unreachable(target, "timed out".into())),
@@ -232,9 +275,14 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, Vec::new(), option.hard_ttl(), |mut c, m| async move {
-            c.append_entries(m).await
-        })
+        let age = self.quorum.age_plus_one();
+        self.call(
+            &rpc,
+            Vec::new(),
+            age,
+            option.hard_ttl(),
+            |mut c, m| async move { c.append_entries(m).await },
+        )
         .await
         .map_err(rpc_err)
     }
@@ -244,9 +292,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, Vec::new(), option.hard_ttl(), |mut c, m| async move {
-            c.vote(m).await
-        })
+        self.call(
+            &rpc,
+            Vec::new(),
+            0,
+            option.hard_ttl(),
+            |mut c, m| async move { c.vote(m).await },
+        )
         .await
         .map_err(rpc_err)
     }
@@ -256,9 +308,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, Vec::new(), option.hard_ttl(), |mut c, m| async move {
-            c.pre_vote(m).await
-        })
+        self.call(
+            &rpc,
+            Vec::new(),
+            0,
+            option.hard_ttl(),
+            |mut c, m| async move { c.pre_vote(m).await },
+        )
         .await
         .map_err(rpc_err)
     }
@@ -268,9 +324,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, Vec::new(), option.hard_ttl(), |mut c, m| async move {
-            c.transfer_leader(m).await
-        })
+        self.call(
+            &rpc,
+            Vec::new(),
+            0,
+            option.hard_ttl(),
+            |mut c, m| async move { c.transfer_leader(m).await },
+        )
         .await
         .map_err(rpc_err)
     }
@@ -289,7 +349,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let data = snapshot.snapshot.into_inner();
         // Snapshots may be large; allow far more than a heartbeat's TTL.
         let ttl = option.hard_ttl().max(Duration::from_secs(60));
-        let send = self.call(&wire, data, ttl, |mut c, m| async move {
+        let send = self.call(&wire, data, 0, ttl, |mut c, m| async move {
             c.install_snapshot(m).await
         });
         tokio::select! {
@@ -331,6 +391,7 @@ fn peer(
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         ),
         addr: addr.to_string(),
+        quorum: QuorumClock::default(),
     })
 }
 
@@ -349,7 +410,7 @@ pub async fn fetch_identity(
         nonce: fresh_nonce(),
     };
     let id: crate::service::Identity = p
-        .call(&ask, Vec::new(), ttl, |mut c, m| async move {
+        .call(&ask, Vec::new(), 0, ttl, |mut c, m| async move {
             c.identity(m).await
         })
         .await?;
@@ -393,7 +454,7 @@ pub async fn attest(
     ttl: Duration,
 ) -> Result<(), TransportError> {
     let mut p = peer(channels, from, Some(target), addr)?;
-    p.call(&batch, Vec::new(), ttl, |mut c, m| async move {
+    p.call(&batch, Vec::new(), 0, ttl, |mut c, m| async move {
         c.attest(m).await
     })
     .await
@@ -417,6 +478,7 @@ pub async fn fetch_snapshot(
         from,
         payload: b"null".to_vec(),
         data: Vec::new(),
+        quorum_age_ms: 0,
     };
     let resp = match tokio::time::timeout(ttl, async move {
         let mut c = client;
@@ -444,7 +506,7 @@ pub async fn fetch_read_index(
     ttl: Duration,
 ) -> Result<crate::LogId, TransportError> {
     let mut p = peer(channels, from, Some(target), addr)?;
-    p.call(&(), Vec::new(), ttl, |mut c, m| async move {
+    p.call(&(), Vec::new(), 0, ttl, |mut c, m| async move {
         c.read_index(m).await
     })
     .await

@@ -39,8 +39,14 @@ impl Default for LeaderContact {
 
 impl LeaderContact {
     pub fn touch(&self) {
-        let ms = self.origin.elapsed().as_millis() as u64;
-        // Never 0, so 0 keeps meaning "never heard from a leader".
+        self.set_ago(0);
+    }
+
+    /// Records contact from a leader whose quorum last acknowledged it
+    /// `ago_ms` before this message: the contact is dated then (it may move
+    /// back: the leader's lease is running out).
+    pub fn set_ago(&self, ago_ms: u64) {
+        let ms = (self.origin.elapsed().as_millis() as u64).saturating_sub(ago_ms);
         self.last_ms.store(ms.max(1), Ordering::Release);
     }
 
@@ -170,6 +176,7 @@ fn reply<T: Serialize, E: std::fmt::Display>(
         from,
         payload,
         data: Vec::new(),
+        quorum_age_ms: 0,
     }))
 }
 
@@ -188,10 +195,16 @@ where
         let r = self.raft.append_entries(rpc).await;
         // Any answer but "your vote is stale" means the sender is the leader
         // this node currently follows.
+        // The contact is dated back to the leader's last quorum
+        // acknowledgement: a leader cut off from its quorum keeps sending
+        // heartbeats, and they must not keep its followers serving.
         if let Ok(resp) = &r
             && !matches!(resp, AppendEntriesResponse::HigherVote(_))
         {
-            self.contact.touch();
+            match msg.quorum_age_ms {
+                0 => self.contact.touch(),
+                age => self.contact.set_ago(age - 1),
+            }
         }
         reply(msg.from, r)
     }

@@ -14,7 +14,6 @@ pub mod api;
 mod attest;
 mod batcher;
 pub mod config;
-mod containment;
 pub mod error;
 mod federation;
 pub mod http;

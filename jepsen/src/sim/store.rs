@@ -1,13 +1,15 @@
-//! In-memory Raft log and state machine behind openraft's storage traits,
-//! for the deterministic simulation. They survive a simulated crash (the
-//! node's `Raft` is dropped; these stay), as a disk would; an append is
-//! durable at once.
+//! openraft's storage traits over a simulated [`Disk`]: the Raft log and
+//! the governance state machine (`quorate-machine`, the code every real
+//! replica runs), with the real store's durability: an append is reported
+//! durable by a flusher after a sync, a vote and a truncation are synced
+//! before they return, an applied batch is made durable by the next sync.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::io::Cursor;
 use std::ops::RangeBounds;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use openraft::storage::{
@@ -15,46 +17,72 @@ use openraft::storage::{
     RaftStateMachine,
 };
 use openraft::{EntryPayload, OptionalSend};
+use quorate_core::{Chain, CommandResponse, DecisionRecord, Digest, PublicKey, codec};
+use quorate_machine::{CheckpointVoter, Context, GovernanceState, Machine};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::disk::{ApplyDelta, Disk, Op, SmImage};
 use super::{Entry, LogId, SimTypes, Snapshot, SnapshotMeta, StoredMembership, Vote};
 
-#[derive(Debug, Default)]
-struct LogInner {
-    vote: Option<Vote>,
-    committed: Option<LogId>,
-    purged: Option<LogId>,
-    log: BTreeMap<u64, Entry>,
+/// A replica's disk, shared by its log, its state machine and the harness.
+pub type SharedDisk = Arc<Mutex<Disk>>;
+
+pub fn lock(disk: &SharedDisk) -> std::sync::MutexGuard<'_, Disk> {
+    disk.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One node's Raft log. Cheap to clone; clones share the log.
-#[derive(Debug, Clone, Default)]
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// The digest of an entry's payload, for log matching.
+pub fn payload_digest(e: &Entry) -> u64 {
+    match &e.payload {
+        EntryPayload::Blank => fnv(b"blank"),
+        EntryPayload::Normal(cmd) => fnv(&codec::encode(cmd)),
+        EntryPayload::Membership(m) => fnv(format!("{m:?}").as_bytes()),
+    }
+}
+
+/// The voters of `m`, with the keys the simulation gave them.
+pub fn voters_of(
+    m: &openraft::Membership<u64, openraft::EmptyNode>,
+    keys: &BTreeMap<u64, PublicKey>,
+) -> Vec<CheckpointVoter> {
+    m.voter_ids()
+        .filter_map(|id| {
+            keys.get(&id).map(|k| CheckpointVoter {
+                node_id: id,
+                public_key: *k,
+            })
+        })
+        .collect()
+}
+
+/// One replica's Raft log. Clones share it.
+#[derive(Clone)]
 pub struct MemLog {
-    inner: Arc<Mutex<LogInner>>,
+    pub disk: SharedDisk,
+    rng: Arc<Mutex<StdRng>>,
+    /// A broken disk (for the checkers' own test): appends are reported
+    /// durable before any sync.
+    lossy: bool,
 }
 
 impl MemLog {
-    /// Forgets the last `n` entries: what a disk that acknowledged writes
-    /// before they were durable leaves after a crash. Only for testing
-    /// that the simulation's checks catch it.
-    pub fn lose_tail(&self, n: usize) {
-        self.with(|l| {
-            for _ in 0..n {
-                let Some(last) = l.log.keys().next_back().copied() else {
-                    break;
-                };
-                l.log.remove(&last);
-                let prev = l.log.values().next_back().map(|e| e.log_id);
-                if l.committed.is_some_and(|c| c.index >= last) {
-                    l.committed = prev;
-                }
-            }
-        });
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut LogInner) -> T) -> T {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut g)
+    pub fn new(disk: SharedDisk, seed: u64, lossy: bool) -> MemLog {
+        MemLog {
+            disk,
+            rng: Arc::new(Mutex::new(StdRng::seed_from_u64(seed))),
+            lossy,
+        }
     }
 }
 
@@ -63,11 +91,17 @@ impl RaftLogReader<SimTypes> for MemLog {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        Ok(self.with(|l| l.log.range(range).map(|(_, e)| e.clone()).collect()))
+        let d = lock(&self.disk);
+        Ok(d.volatile
+            .log
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.with(|l| l.vote))
+        Ok(lock(&self.disk).volatile.log.vote)
     }
 }
 
@@ -75,13 +109,18 @@ impl RaftLogStorage<SimTypes> for MemLog {
     type LogReader = MemLog;
 
     async fn get_log_state(&mut self) -> Result<LogState<SimTypes>, io::Error> {
-        Ok(self.with(|l| {
-            let last = l.log.values().next_back().map(|e| e.log_id).or(l.purged);
-            LogState {
-                last_purged_log_id: l.purged,
-                last_log_id: last,
-            }
-        }))
+        let d = lock(&self.disk);
+        let l = &d.volatile.log;
+        let last = l
+            .entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(l.purged);
+        Ok(LogState {
+            last_purged_log_id: l.purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> MemLog {
@@ -89,17 +128,19 @@ impl RaftLogStorage<SimTypes> for MemLog {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.with(|l| l.vote = Some(*vote));
+        let mut d = lock(&self.disk);
+        d.write(Op::Vote(*vote));
+        d.sync();
         Ok(())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        self.with(|l| l.committed = committed);
+        lock(&self.disk).write(Op::Committed(committed));
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.with(|l| l.committed))
+        Ok(lock(&self.disk).volatile.log.committed)
     }
 
     async fn append<I>(
@@ -111,54 +152,255 @@ impl RaftLogStorage<SimTypes> for MemLog {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        self.with(|l| {
-            for e in entries {
-                l.log.insert(e.log_id.index, e);
-            }
-        });
-        callback.io_completed(Ok(()));
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if self.lossy {
+            lock(&self.disk).write(Op::Append(entries));
+            callback.io_completed(Ok(()));
+            return Ok(());
+        }
+        let start_flusher = {
+            let mut d = lock(&self.disk);
+            d.write(Op::Append(entries));
+            d.flush_queue.push_back(callback);
+            !std::mem::replace(&mut d.flusher_scheduled, true)
+        };
+        if start_flusher {
+            // The real store's flusher: one sync covers every append queued
+            // before it, and their callbacks complete in order.
+            let wait = {
+                let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+                Duration::from_micros(rng.gen_range(100..1500))
+            };
+            let disk = self.disk.clone();
+            let generation = lock(&disk).generation;
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let done = {
+                    let mut d = lock(&disk);
+                    if d.generation != generation {
+                        return;
+                    }
+                    d.sync();
+                    d.flusher_scheduled = false;
+                    std::mem::take(&mut d.flush_queue)
+                };
+                for cb in done {
+                    cb.io_completed(Ok(()));
+                }
+            });
+        }
         Ok(())
     }
 
     async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
         let from = last.map(|l| l.index + 1).unwrap_or(0);
-        self.with(|l| {
-            l.log.split_off(&from);
-        });
+        let mut d = lock(&self.disk);
+        d.write(Op::Truncate { from });
+        d.sync();
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        self.with(|l| {
-            l.purged = Some(log_id);
-            l.log = l.log.split_off(&(log_id.index + 1));
-        });
+        lock(&self.disk).write(Op::Purge(log_id));
         Ok(())
     }
 }
 
-/// What the simulated state machine holds: every applied client operation
-/// with the log index that carried it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SmState {
-    pub last_applied: Option<LogId>,
-    pub membership: StoredMembership,
-    pub applied: Vec<(u64, u64)>,
+/// What a snapshot carries: the replica's rows and state, as the store's
+/// snapshot carries its column families (divergence evidence excepted: it
+/// is node-local).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SnapshotData {
+    decisions: Vec<Vec<u8>>,
+    request_ids: Vec<(String, String, u64)>,
+    merkle: Vec<(u32, u64, Digest)>,
+    policies: Vec<quorate_core::PolicyVersion>,
+    activations: Vec<quorate_core::export::Activation>,
+    checkpoints: Vec<quorate_machine::CheckpointState>,
+    rollouts: Vec<quorate_core::rollout::Rollout>,
+    rollout_latest: Option<String>,
+    head: quorate_machine::ChainHead,
+    domains: BTreeMap<String, quorate_machine::DomainMeta>,
+    proof: quorate_machine::ProofState,
+    rollout: Option<quorate_core::rollout::Rollout>,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    applied: Vec<(u64, u64)>,
+    roots: Vec<(u64, Digest)>,
+    checkpoint_entries_up_to: u64,
+}
+
+impl SnapshotData {
+    fn of(sm: &SmImage) -> SnapshotData {
+        let r = &sm.rows;
+        SnapshotData {
+            decisions: sm.decision_bytes.values().cloned().collect(),
+            request_ids: r
+                .request_ids
+                .iter()
+                .map(|((d, id), i)| (d.clone(), id.clone(), *i))
+                .collect(),
+            merkle: r.merkle.iter().map(|((l, i), h)| (*l, *i, *h)).collect(),
+            policies: r.policies.values().cloned().collect(),
+            activations: r.activations.values().cloned().collect(),
+            checkpoints: r.checkpoints.values().cloned().collect(),
+            rollouts: r.rollouts.values().cloned().collect(),
+            rollout_latest: r.rollout_latest.clone(),
+            head: sm.gov.head,
+            domains: sm.gov.domains.clone(),
+            proof: sm.gov.proof.clone(),
+            rollout: sm.gov.rollout.clone(),
+            last_applied: sm.last_applied,
+            membership: sm.membership.clone(),
+            applied: sm.applied.clone(),
+            roots: sm.roots.iter().map(|(s, r)| (*s, *r)).collect(),
+            checkpoint_entries_up_to: sm.checkpoint_entries_up_to,
+        }
+    }
+
+    /// The image, with its records checked by the one chain verifier: a
+    /// snapshot whose records do not chain to its claimed head is refused.
+    fn into_image(self) -> Result<SmImage, String> {
+        let mut sm = SmImage::default();
+        let mut chain = Chain::new();
+        for bytes in self.decisions {
+            let rec: DecisionRecord = codec::decode_canonical(&bytes).map_err(|e| e.to_string())?;
+            chain.push(&rec).map_err(|e| e.to_string())?;
+            sm.rows.decisions.insert(rec.index, rec.clone());
+            sm.decision_bytes.insert(rec.index, bytes);
+        }
+        chain
+            .finish(self.head.count, self.head.hash)
+            .map_err(|e| e.to_string())?;
+        let r = &mut sm.rows;
+        r.request_ids = self
+            .request_ids
+            .into_iter()
+            .map(|(d, id, i)| ((d, id), i))
+            .collect();
+        r.merkle = self
+            .merkle
+            .into_iter()
+            .map(|(l, i, h)| ((l, i), h))
+            .collect();
+        r.policies = self
+            .policies
+            .into_iter()
+            .map(|p| ((p.domain.clone(), p.version), p))
+            .collect();
+        r.activations = self
+            .activations
+            .into_iter()
+            .map(|a| ((a.log_index, a.domain.clone()), a))
+            .collect();
+        r.checkpoints = self
+            .checkpoints
+            .into_iter()
+            .map(|c| (c.checkpoint.size, c))
+            .collect();
+        r.rollouts = self
+            .rollouts
+            .into_iter()
+            .map(|x| (x.id.clone(), x))
+            .collect();
+        r.rollout_latest = self.rollout_latest;
+        r.domains = self.domains.clone();
+        sm.gov = GovernanceState {
+            head: self.head,
+            domains: self.domains,
+            proof: self.proof,
+            divergence: None,
+            rollout: self.rollout,
+        };
+        sm.last_applied = self.last_applied;
+        sm.membership = self.membership;
+        sm.applied = self.applied;
+        sm.roots = self.roots.into_iter().collect();
+        sm.checkpoint_entries_up_to = self.checkpoint_entries_up_to;
+        Ok(sm)
+    }
 }
 
 /// The last snapshot built or installed: its metadata and bytes.
 type SavedSnapshot = (SnapshotMeta, Vec<u8>);
 
-/// One node's state machine. Clones share it.
-#[derive(Debug, Clone, Default)]
+/// One replica's governance state machine. Clones share it.
+#[derive(Clone)]
 pub struct MemSm {
-    pub state: Arc<Mutex<SmState>>,
+    pub disk: SharedDisk,
+    machine: Arc<Mutex<Machine>>,
+    keys: Arc<BTreeMap<u64, PublicKey>>,
     snapshot: Arc<Mutex<Option<SavedSnapshot>>>,
+    /// Tree heads (size, root) this replica reached, for its signing task.
+    pub heads: Arc<Mutex<Vec<(u64, Digest)>>>,
+    /// Why applying an entry failed here (a local fault: the node stops).
+    pub apply_failed: Arc<Mutex<Option<String>>>,
 }
 
 impl MemSm {
-    pub fn read(&self) -> SmState {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    pub fn new(disk: SharedDisk, machine: Machine, keys: Arc<BTreeMap<u64, PublicKey>>) -> MemSm {
+        MemSm {
+            disk,
+            machine: Arc::new(Mutex::new(machine)),
+            keys,
+            snapshot: Arc::new(Mutex::new(None)),
+            heads: Arc::new(Mutex::new(Vec::new())),
+            apply_failed: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn fail(&self, msg: String) -> io::Error {
+        *self.apply_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg.clone());
+        io::Error::other(msg)
+    }
+
+    /// Applies one entry as the store does: on a copy of the state, kept
+    /// (with its writes, as one journalled batch) only on success.
+    fn apply_entry(&self, entry: &Entry) -> Result<CommandResponse, io::Error> {
+        let mut d = lock(&self.disk);
+        let sm = &d.volatile.sm;
+        let mut gov = sm.gov.clone();
+        let records_before = gov.head.count;
+        let mut membership = None;
+        let mut checkpoint_size = 0;
+        let (response, writes) = match &entry.payload {
+            EntryPayload::Blank => (CommandResponse::None, Vec::new()),
+            EntryPayload::Normal(cmd) => {
+                let voters = voters_of(sm.membership.membership(), &self.keys);
+                if let quorate_core::Command::Checkpoint { size, .. } = cmd {
+                    checkpoint_size = *size;
+                }
+                let cx = Context {
+                    log_index: entry.log_id.index,
+                    voters: &voters,
+                };
+                let mut machine = self.machine.lock().unwrap_or_else(|p| p.into_inner());
+                let applied = machine
+                    .apply(sm, cmd, cx, &mut gov)
+                    .map_err(|e| self.fail(format!("applying entry {}: {e}", entry.log_id)))?;
+                (applied.response, applied.writes)
+            }
+            EntryPayload::Membership(m) => {
+                membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                (CommandResponse::None, Vec::new())
+            }
+        };
+        let root =
+            (gov.head.count > records_before).then(|| (gov.head.count, gov.proof.frontier.root()));
+        d.write(Op::ApplyDelta(Box::new(ApplyDelta {
+            writes,
+            gov,
+            last_applied: Some(entry.log_id),
+            membership,
+            applied: (entry.log_id.index, payload_digest(entry)),
+            root,
+            checkpoint_size,
+        })));
+        drop(d);
+        if let Some(h) = root {
+            self.heads.lock().unwrap_or_else(|p| p.into_inner()).push(h);
+        }
+        Ok(response)
     }
 }
 
@@ -166,11 +408,15 @@ impl RaftSnapshotBuilder<SimTypes> for MemSm {
     type SnapshotData = Cursor<Vec<u8>>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let st = self.read();
-        let data = serde_json::to_vec(&st).map_err(io::Error::other)?;
-        let meta = SnapshotMeta {
-            last_log_id: st.last_applied,
-            last_membership: st.membership.clone(),
+        let (data, meta) = {
+            let d = lock(&self.disk);
+            let sm = &d.volatile.sm;
+            let data = serde_json::to_vec(&SnapshotData::of(sm)).map_err(io::Error::other)?;
+            let meta = SnapshotMeta {
+                last_log_id: sm.last_applied,
+                last_membership: sm.membership.clone(),
+            };
+            (data, meta)
         };
         *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((meta.clone(), data.clone()));
@@ -186,8 +432,8 @@ impl RaftStateMachine<SimTypes> for MemSm {
     type SnapshotBuilder = MemSm;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        let st = self.read();
-        Ok((st.last_applied, st.membership))
+        let d = lock(&self.disk);
+        Ok((d.volatile.sm.last_applied, d.volatile.sm.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -198,20 +444,9 @@ impl RaftStateMachine<SimTypes> for MemSm {
     {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
-            let index = entry.log_id.index;
-            {
-                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                match &entry.payload {
-                    EntryPayload::Normal(op) => st.applied.push((index, *op)),
-                    EntryPayload::Membership(m) => {
-                        st.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                    }
-                    EntryPayload::Blank => {}
-                }
-                st.last_applied = Some(entry.log_id);
-            }
+            let response = self.apply_entry(&entry)?;
             if let Some(r) = responder {
-                r.send(index);
+                r.send(response);
             }
         }
         Ok(())
@@ -227,8 +462,19 @@ impl RaftStateMachine<SimTypes> for MemSm {
         snapshot: Cursor<Vec<u8>>,
     ) -> Result<(), io::Error> {
         let data = snapshot.into_inner();
-        let st: SmState = serde_json::from_slice(&data).map_err(io::Error::other)?;
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = st;
+        let parsed: SnapshotData = serde_json::from_slice(&data).map_err(io::Error::other)?;
+        let sm = parsed
+            .into_image()
+            .map_err(|e| self.fail(format!("refused snapshot: {e}")))?;
+        {
+            let mut d = lock(&self.disk);
+            d.write(Op::Apply(Box::new(sm)));
+            d.sync();
+        }
+        self.machine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear_cache();
         *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some((meta.clone(), data));
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! Gathering the facts containment is decided from (the rules are in
-//! `crate::containment`), the evidence a node records against itself, and
+//! `quorate_machine::containment`), the evidence a node records against itself, and
 //! the leadership task: a node with evidence against itself neither
 //! campaigns nor keeps leading.
 
@@ -14,13 +14,13 @@ impl Node {
     /// safety itself comes from `authorize` answering only committed
     /// records.
     pub fn containment(&self) -> Option<(DenyReason, String)> {
-        crate::containment::containment(&self.containment_facts())
+        quorate_machine::containment::containment(&self.containment_facts())
     }
 
     /// What containment is decided from, read now. A fact behind a lock
     /// poisoned by a panic reads as an integrity failure (fail closed).
-    fn containment_facts(&self) -> crate::containment::Facts {
-        use crate::containment::{Facts, Role};
+    fn containment_facts(&self) -> quorate_machine::containment::Facts {
+        use quorate_machine::containment::{Facts, Role};
         let poisoned = "node state lock poisoned by an earlier panic".to_string();
         let mut integrity_failure = match self.inner.integrity.read() {
             Ok(g) => g.clone(),
@@ -125,10 +125,12 @@ impl Node {
     }
 
     /// Evidence, not suspicion, that this node's state is wrong: a failed
-    /// verification, a recorded divergence, an unattested answer. Such a
-    /// node does not campaign.
-    fn evidence_against_itself(&self) -> bool {
-        self.containment_facts().evidence_against_itself()
+    /// verification, a recorded divergence, a key mismatch. Such a node
+    /// does not campaign; a leader hands over on it or on an unattested
+    /// answer (`containment::Facts::{evidence_against_itself, hands_over}`).
+    fn campaign_and_handover(&self) -> (bool, bool) {
+        let f = self.containment_facts();
+        (f.evidence_against_itself(), f.hands_over())
     }
 
     /// Whether this node may sign the tree heads it computed (see
@@ -210,13 +212,14 @@ pub(super) async fn leadership_task(node: Node, mut shutdown: watch::Receiver<bo
         {
             node.set_unattested(size);
         }
-        // Campaigning and leading need no evidence against this node. The
-        // suspicion of an unconfirmed root alone stops neither: only a
-        // leader persists checkpoints, and only checkpoints clear it. (A
-        // leader merely suspected still denies everything while contained.)
-        let in_doubt = node.evidence_against_itself();
-        if in_doubt != blocked {
-            blocked = in_doubt;
+        // Campaigning needs no evidence against this node; leading, also no
+        // unattested answer. Suspicion (an unconfirmed root, an unattested
+        // answer) does not stop campaigning: only a leader's checkpoint
+        // clears it. (A node merely suspected still denies everything
+        // while contained.)
+        let (evidence, in_doubt) = node.campaign_and_handover();
+        if evidence != blocked {
+            blocked = evidence;
             let operator = node
                 .inner
                 .electable

@@ -75,15 +75,18 @@ impl Node {
             }
         };
         let channels = Channels::with_tls(tls.clone());
+        // What each AppendEntries tells followers about this leader's lease.
+        let quorum_clock = quorate_raft::network::QuorumClock::default();
         let raft = QRaft::new(
             cfg.node_id,
             Arc::new(raft_config),
-            Network::new(cfg.node_id, channels.clone()),
+            Network::new(cfg.node_id, channels.clone(), quorum_clock.clone()),
             log_store,
             sm,
         )
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
+        quorum_clock.set(raft.metrics());
         let contact = LeaderContact::default();
         let batcher = batcher::spawn(raft.clone(), cfg.batch.clone());
         let node = Node {

@@ -1,7 +1,8 @@
 //! Containment (invariant 2: fail closed) as one pure function: from what a
 //! node knows about itself and the cluster (`Facts`) to the reason it must
-//! DENY everything right now, or `None`. `Node::containment` gathers the
-//! facts; every rule lives here, in priority order, with a table test of
+//! DENY everything right now, or `None`. The server's `Node::containment`
+//! gathers the facts from a live node, the simulation from a simulated one;
+//! every rule lives here, in priority order, with a table test of
 //! every row below.
 //!
 //! The order matters only for which reason is reported: any row that
@@ -16,7 +17,7 @@ use quorate_core::{DenyReason, PublicKey};
 /// What this node is in Raft right now, with the timings that prove (or
 /// fail to prove) it is part of a quorum.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Role {
+pub enum Role {
     /// Leading; how long ago a quorum last acknowledged it (`None`: never).
     /// The only voter of its membership is its own quorum: openraft does
     /// not refresh `quorum_acked` while it idles, and nothing else can
@@ -38,46 +39,59 @@ pub(crate) enum Role {
 /// Everything containment is decided from. A fact that could not be read
 /// (a poisoned lock) is reported as the worst case by whoever gathers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Facts {
+pub struct Facts {
     /// Stored state failed verification (start-up, periodic, a replay).
-    pub(crate) integrity_failure: Option<String>,
+    pub integrity_failure: Option<String>,
     /// Recorded evidence that a validly signed root differs from ours.
-    pub(crate) divergence: Option<String>,
+    pub divergence: Option<String>,
     /// The first record this node's answers left unattested by a majority,
     /// still not covered by a final or attested checkpoint.
-    pub(crate) unattested: Option<u64>,
+    pub unattested: Option<u64>,
     /// The membership lists another key for this node: (listed, own).
-    pub(crate) key_mismatch: Option<(PublicKey, PublicKey)>,
+    pub key_mismatch: Option<(PublicKey, PublicKey)>,
     /// openraft stopped with a fatal error.
-    pub(crate) raft_stopped: Option<String>,
+    pub raft_stopped: Option<String>,
     /// This node is in the effective membership.
-    pub(crate) member: bool,
-    pub(crate) role: Role,
+    pub member: bool,
+    pub role: Role,
     /// How long quorum contact stays valid (openraft's leader lease,
     /// `raft.election_timeout_max_ms`).
-    pub(crate) lease: Duration,
+    pub lease: Duration,
     /// This node's oldest signed root that no final checkpoint covers yet,
     /// and how long ago it signed it.
-    pub(crate) unconfirmed: Option<(u64, Duration)>,
+    pub unconfirmed: Option<(u64, Duration)>,
     /// `checkpoint.finality_timeout_ms`.
-    pub(crate) finality_timeout: Duration,
+    pub finality_timeout: Duration,
 }
 
 impl Facts {
     /// Evidence, not suspicion, that this node's own state is wrong: a
-    /// failed verification, a recorded divergence, an unattested answer, a
-    /// key the cluster does not know it by. Such a node neither campaigns
-    /// nor keeps leading (it hands leadership over).
+    /// failed verification, a recorded divergence, a key the cluster does
+    /// not know it by. Such a node does not campaign (and, like any node in
+    /// doubt, hands leadership over).
     ///
-    /// An unconfirmed root alone is not evidence: it is cleared only by a
-    /// checkpoint, and only a leader persists checkpoints, so treating it as
-    /// evidence would let a cluster in which every node is merely
-    /// unconfirmed (after a long partition or delay) never recover.
-    pub(crate) fn evidence_against_itself(&self) -> bool {
-        self.integrity_failure.is_some()
-            || self.divergence.is_some()
-            || self.unattested.is_some()
-            || self.key_mismatch.is_some()
+    /// Suspicion is not evidence, because only a leader clears it: an
+    /// unconfirmed root is cleared by a final checkpoint, an unattested
+    /// answer by a checkpoint a majority attested, and only a leader
+    /// collects and persists those. An unattested leader may simply have
+    /// had too few attesting voters in reach (the whole-product simulation,
+    /// seed 8: one voter failed verification, another was partitioned and
+    /// behind; the unattested one was the only voter both electable and up
+    /// to date, and the cluster never recovered while it refused to
+    /// campaign). A wrong one is caught anyway: it hands over, the honest
+    /// majority's checkpoint gives it a recorded divergence, and that is
+    /// evidence.
+    pub fn evidence_against_itself(&self) -> bool {
+        self.integrity_failure.is_some() || self.divergence.is_some() || self.key_mismatch.is_some()
+    }
+
+    /// Whether a leader hands leadership over: on evidence against itself,
+    /// and when its own answers went unattested (it may be the wrong one;
+    /// if it is not, it may win again, since unattested is no bar to
+    /// campaigning). The suspicion of an unconfirmed root is no reason: the
+    /// leader's own checkpoint is what clears it.
+    pub fn hands_over(&self) -> bool {
+        self.evidence_against_itself() || self.unattested.is_some()
     }
 
     /// Whether this node may sign the tree heads it computed (invariant 3:
@@ -87,13 +101,13 @@ impl Facts {
     /// An unattested or unconfirmed node does attest: its signature says
     /// only what it computed, and a majority agreeing with it is exactly
     /// what clears those suspicions. Refusing would make them permanent.
-    pub(crate) fn may_attest(&self) -> bool {
+    pub fn may_attest(&self) -> bool {
         self.integrity_failure.is_none() && self.divergence.is_none() && self.key_mismatch.is_none()
     }
 }
 
 /// Why this node must not answer ALLOW right now, if it must not.
-pub(crate) fn containment(f: &Facts) -> Option<(DenyReason, String)> {
+pub fn containment(f: &Facts) -> Option<(DenyReason, String)> {
     // Invariant 6: this node cannot vouch for its own stored state.
     if let Some(msg) = &f.integrity_failure {
         return Some((DenyReason::IntegrityFailure, msg.clone()));
@@ -411,20 +425,24 @@ mod tests {
     #[test]
     fn what_stops_attesting_and_leading() {
         type Edit = fn(&mut Facts);
-        // (row, edit, may attest, evidence against itself)
-        let rows: Vec<(&str, Edit, bool, bool)> = vec![
-            ("healthy", |_| {}, true, false),
+        // (row, edit, may attest, evidence against itself (no campaign),
+        // a leader hands over)
+        let rows: Vec<(&str, Edit, bool, bool, bool)> = vec![
+            ("healthy", |_| {}, true, false, false),
             (
                 "unconfirmed root past the finality timeout",
                 |f| f.unconfirmed = Some((9, ms(60_000))),
                 true,
                 false,
+                false,
             ),
-            ("unattested", |f| f.unattested = Some(7), true, true),
+            // Campaigns (it may be the only electable voter), but hands over.
+            ("unattested", |f| f.unattested = Some(7), true, false, true),
             (
                 "integrity failure",
                 |f| f.integrity_failure = Some("record 5".into()),
                 false,
+                true,
                 true,
             ),
             (
@@ -432,11 +450,13 @@ mod tests {
                 |f| f.divergence = Some("node 2 cosigned".into()),
                 false,
                 true,
+                true,
             ),
             (
                 "key mismatch",
                 |f| f.key_mismatch = Some((key(1), key(2))),
                 false,
+                true,
                 true,
             ),
             (
@@ -449,13 +469,15 @@ mod tests {
                 },
                 true,
                 false,
+                false,
             ),
         ];
-        for (name, edit, attest, evidence) in rows {
+        for (name, edit, attest, evidence, hands_over) in rows {
             let mut f = healthy();
             edit(&mut f);
             assert_eq!(f.may_attest(), attest, "{name}: may attest");
             assert_eq!(f.evidence_against_itself(), evidence, "{name}: evidence");
+            assert_eq!(f.hands_over(), hands_over, "{name}: hands over");
         }
     }
 }
