@@ -1,4 +1,5 @@
-//! Crashes and quorum loss: SIGKILL the leader, SIGKILL a majority.
+//! Crashes and quorum loss: SIGKILL the leader, SIGKILL a majority, leave a
+//! cut-off leader with a follower.
 //! Invariants 1, 2 and 5 of the brief.
 
 use std::time::{Duration, Instant};
@@ -135,5 +136,56 @@ async fn t21_a_lone_survivor_denies_fast_and_never_allows() -> anyhow::Result<()
     let e0 = c.export(0).await?;
     assert_eq!(e0, c.export(1).await?);
     assert_eq!(e0, c.export(2).await?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t22_a_follower_of_a_leader_that_lost_its_quorum_contains() -> anyhow::Result<()> {
+    // Five nodes; three die, leaving the leader and one follower. The
+    // leader keeps sending that follower heartbeats although no quorum
+    // acknowledges it any more: the follower must still contain, within
+    // about one lease of the leader's (found by the whole-product
+    // simulation; before the fix its contact stayed fresh and it reported
+    // itself quorate for as long as the leader lived).
+    let mut c = Cluster::start(ClusterOpts {
+        nodes: 5,
+        ..ClusterOpts::default()
+    })
+    .await?;
+    c.publish("docs", POLICY).await?;
+    let leader = c.wait_leader(Duration::from_secs(30)).await?;
+    let follower = (0..5).find(|i| *i != leader).unwrap_or(0);
+    assert!(c.status(follower).await?.quorate);
+    for i in (0..5).filter(|i| *i != leader && *i != follower) {
+        c.kill9(i);
+    }
+    let killed = Instant::now();
+    loop {
+        let st = c.status(follower).await?;
+        if !st.quorate {
+            assert_eq!(st.containment_reason, "NO_QUORUM", "{st:?}");
+            break;
+        }
+        // The lease is election_timeout_max (1 s here); allow scheduling
+        // slack on two shared cores, but not "never".
+        assert!(
+            killed.elapsed() < Duration::from_secs(6),
+            "the follower still reports itself quorate {:?} after losing the quorum: {st:?}",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And it answers DENY with a containment reason, never ALLOW.
+    let r = c
+        .client(follower)
+        .await?
+        .authorize(request("docs", "cut-off", "alice", "read"))
+        .await?
+        .into_inner();
+    assert!(!is_allow(&r), "{r:?}");
+    assert_eq!(r.reason, "NO_QUORUM", "{r:?}");
+    // The leader is still there, still heartbeating, and contained too.
+    let st = c.status(leader).await?;
+    assert!(!st.quorate, "{st:?}");
     Ok(())
 }

@@ -303,16 +303,12 @@ impl Cluster {
         .await
         .ok()?;
         let key = self.secrets.get(&id)?.clone();
-        let inst = Arc::new(Instance::new(
-            id,
-            raft,
-            sm,
-            key,
-            self.keys.clone(),
-            CLUSTER,
-            self.timing,
-            integrity,
-        ));
+        let env = node::Env {
+            keys: self.keys.clone(),
+            cluster: CLUSTER.to_string(),
+            timing: self.timing,
+        };
+        let inst = Arc::new(Instance::new(id, raft, sm, key, &env, integrity));
         self.net.lock().nodes.insert(id, inst.clone());
         tokio::spawn(inst.clone().attest_task(self.net.clone()));
         tokio::spawn(inst.clone().checkpoint_task());

@@ -93,6 +93,15 @@ struct NodeState {
     checkpoint_proposed: u64,
 }
 
+/// What every replica of a run shares: the voters' keys, the cluster id,
+/// the timings.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub keys: Arc<BTreeMap<u64, PublicKey>>,
+    pub cluster: String,
+    pub timing: Timing,
+}
+
 /// One incarnation of a replica: from a start to its crash.
 pub struct Instance {
     pub id: u64,
@@ -112,9 +121,7 @@ impl Instance {
         raft: SimRaft,
         sm: MemSm,
         key: SecretKey,
-        keys: Arc<BTreeMap<u64, PublicKey>>,
-        cluster: &str,
-        timing: Timing,
+        env: &Env,
         integrity: Option<String>,
     ) -> Instance {
         Instance {
@@ -122,9 +129,9 @@ impl Instance {
             raft,
             sm,
             key,
-            keys,
-            cluster: cluster.to_string(),
-            timing,
+            keys: env.keys.clone(),
+            cluster: env.cluster.clone(),
+            timing: env.timing,
             st: Mutex::new(NodeState {
                 integrity,
                 ..NodeState::default()

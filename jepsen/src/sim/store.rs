@@ -468,6 +468,29 @@ impl RaftStateMachine<SimTypes> for MemSm {
             .map_err(|e| self.fail(format!("refused snapshot: {e}")))?;
         {
             let mut d = lock(&self.disk);
+            // As the real store's install: every checkpoint in it holds
+            // against its records, and it may extend this replica's
+            // decision log but never rewrite it (invariant 4).
+            let voters = voters_of(sm.membership.membership(), &self.keys);
+            if let Err(e) = sm.verify(super::CLUSTER, &voters) {
+                drop(d);
+                return Err(self.fail(format!("refused snapshot: {e}")));
+            }
+            let ours = d.volatile.sm.gov.head;
+            if ours.count > 0
+                && sm
+                    .decision_bytes
+                    .get(&ours.count)
+                    .map(|b| codec::decode::<DecisionRecord>(b).map(|r| r.hash))
+                    .and_then(Result::ok)
+                    != Some(ours.hash)
+            {
+                drop(d);
+                return Err(self.fail(format!(
+                    "refused snapshot: its decision log does not extend this replica's (record {})",
+                    ours.count
+                )));
+            }
             d.write(Op::Apply(Box::new(sm)));
             d.sync();
         }

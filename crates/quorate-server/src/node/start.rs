@@ -54,6 +54,14 @@ impl Node {
             // Pre-vote keeps a node that was cut off from disrupting a healthy
             // leader with inflated terms when it comes back.
             enable_pre_vote: Some(true),
+            // Off (openraft's default is on): a leader that loses power and
+            // its unsynced log suffix must not resume leadership in the same
+            // term without an election. Our applied state and committed
+            // index are not synced before `apply` returns, which is exactly
+            // when openraft documents this option as unsafe; the
+            // whole-product simulation forks the Raft log with it on
+            // (ARCHITECTURE.md, "Leader restore").
+            enable_leader_restore: Some(false),
             ..Default::default()
         }
         .validate()
