@@ -292,6 +292,9 @@ fn test() -> Result<(), String> {
         "sim",
         "--test",
         "sim",
+        "--",
+        // The summary of faults injected and invariants checked.
+        "--nocapture",
     ])?;
     // Every fuzz target, briefly, from its corpus: a crash fails CI.
     fuzz_smoke()?;

@@ -2,7 +2,9 @@
 //! (the state it reads, a command, its log index) → (a response, the rows
 //! it writes). Evaluation, the hash chain, Merkle appends, checkpoints and
 //! cosignature acceptance, policy publication and activation, rollouts, and
-//! checkpoint judging under the voter set of the era they began in.
+//! checkpoint judging under the voter set of the era they began in. Also the
+//! one home of containment (`containment`): the pure rules by which a node,
+//! real or simulated, denies everything, signs, campaigns and hands over.
 //!
 //! Architecture invariant: no IO, no clock, no async, no randomness. It
 //! reads through [`StateRead`] and returns [`Write`]s as data; it must not

@@ -1,8 +1,8 @@
 //! quorate-server owns a running node: it opens the store, starts openraft,
 //! serves the public gRPC API (`quorate.v1.Governance`), the Raft transport
 //! and the HTTP endpoints (/metrics, /healthz, /readyz, /status), batches
-//! authorization requests into Raft entries, and decides when the node must
-//! contain.
+//! authorization requests into Raft entries, and gathers the facts from
+//! which `quorate_machine::containment` decides when the node must contain.
 //!
 //! Architecture invariant: this crate wires parts together; it makes no
 //! decisions of its own. What a request decides is `quorate_policy::decide`
