@@ -92,6 +92,9 @@ fn caught(cfg: impl Fn(u64) -> SimConfig, seeds: u64) -> Vec<(u64, Vec<String>)>
         .collect()
 }
 
+/// (openraft notices the lie too: its progress assertions panic inside its
+/// own tasks, and `--nocapture` prints them. The test passes when the
+/// simulation's checks catch what the lie did.)
 #[test]
 fn a_disk_that_acknowledges_unsynced_appends_is_caught() {
     let found = caught(

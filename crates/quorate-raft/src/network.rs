@@ -162,13 +162,20 @@ impl QuorumClock {
         let _ = self.metrics.set(metrics);
     }
 
-    /// The age in ms plus one; 0 when not known.
+    /// The age in ms plus one; 0 when not known. A sole voter is its own
+    /// quorum, always fresh (openraft does not refresh its
+    /// `last_quorum_acked` while it idles), so its learners keep serving.
     fn age_plus_one(&self) -> u64 {
         use openraft::Instant as _;
         use openraft::async_runtime::WatchReceiver;
-        self.metrics
-            .get()
-            .and_then(|m| m.borrow_watched().last_quorum_acked)
+        let Some(m) = self.metrics.get() else {
+            return 0;
+        };
+        let m = m.borrow_watched();
+        if m.membership_config.membership().voter_ids().eq([m.id]) {
+            return 1;
+        }
+        m.last_quorum_acked
             .map_or(0, |t| (t.elapsed().as_millis() as u64).saturating_add(1))
     }
 }
@@ -510,4 +517,64 @@ pub async fn fetch_read_index(
         c.read_index(m).await
     })
     .await
+}
+
+#[cfg(test)]
+mod quorum_clock_tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use openraft::async_runtime::WatchSender as _;
+    use openraft::metrics::SerdeInstant;
+    use openraft::type_config::TypeConfigExt as _;
+    use openraft::{Membership, RaftMetrics, StoredMembership};
+
+    use super::QuorumClock;
+    use crate::{NodeInfo, TypeConfig};
+
+    fn node() -> NodeInfo {
+        NodeInfo {
+            addr: "127.0.0.1:1".into(),
+            public_key: quorate_core::SecretKey::from_seed([1; 32]).public(),
+            region: String::new(),
+        }
+    }
+
+    fn metrics(voters: &[u64], learners: &[u64]) -> RaftMetrics<TypeConfig> {
+        let mut m = RaftMetrics::<TypeConfig>::new_initial(1);
+        let nodes: BTreeMap<u64, NodeInfo> = voters
+            .iter()
+            .chain(learners)
+            .map(|id| (*id, node()))
+            .collect();
+        let config = vec![voters.iter().copied().collect::<BTreeSet<u64>>()];
+        let membership = Membership::new(config, nodes).unwrap_or_else(|e| panic!("{e}"));
+        m.membership_config = Arc::new(StoredMembership::new(None, membership));
+        m
+    }
+
+    #[test]
+    fn the_age_is_the_leaders_last_quorum_acknowledgement_and_a_sole_voter_is_fresh() {
+        let clock = QuorumClock::default();
+        // Before the Raft exists: unknown (the follower counts the message).
+        assert_eq!(clock.age_plus_one(), 0);
+        let mut m = metrics(&[1, 2, 3], &[]);
+        let (tx, rx) = TypeConfig::watch_channel(m.clone());
+        clock.set(rx);
+        // Never acknowledged by a quorum: unknown.
+        assert_eq!(clock.age_plus_one(), 0);
+        // Acknowledged 3 s ago: the follower must date its contact that far
+        // back (and so contain, the lease being shorter).
+        let acked = TypeConfig::now() - Duration::from_secs(3);
+        m.last_quorum_acked = Some(SerdeInstant::new(acked));
+        let _ = tx.send(m);
+        assert!(clock.age_plus_one() > 3000, "{}", clock.age_plus_one());
+        // A sole voter is its own quorum: its learners are told it is fresh
+        // even though openraft does not refresh its acknowledgement.
+        let mut sole = metrics(&[1], &[2]);
+        sole.last_quorum_acked = Some(SerdeInstant::new(acked));
+        let _ = tx.send(sole);
+        assert_eq!(clock.age_plus_one(), 1);
+    }
 }
