@@ -665,7 +665,7 @@ async fn simulate(seed: u64, cfg: SimConfig) -> SimReport {
     );
 
     // Heal, let everything converge, then judge.
-    heal(&c, &mut BTreeSet::new(), &mut None).await;
+    heal(&c, &mut None).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let history = std::mem::take(&mut *history.lock().unwrap_or_else(|p| p.into_inner()));
     let leaders = leaders.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -694,7 +694,7 @@ fn publish(text: &str, activate: bool, now_ms: u64) -> Command {
 
 /// Restores the network, restarts stopped replicas, and adds a removed
 /// voter back.
-async fn heal(c: &Cluster, down: &mut BTreeSet<u64>, removed: &mut Option<u64>) {
+async fn heal(c: &Cluster, removed: &mut Option<u64>) {
     {
         let mut st = c.net.lock();
         st.blocked.clear();
@@ -708,7 +708,6 @@ async fn heal(c: &Cluster, down: &mut BTreeSet<u64>, removed: &mut Option<u64>) 
         .copied()
         .filter(|i| c.net.instance(*i).is_none())
         .collect();
-    down.clear();
     for id in stopped {
         c.start_node(id).await;
     }
@@ -743,7 +742,6 @@ async fn nemesis(
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
     let mut schedule = Vec::new();
     let ids = c.ids.clone();
-    let mut down = BTreeSet::new();
     let mut removed: Option<u64> = None;
     let minority = ((c.cfg.nodes - 1) / 2) as usize;
     loop {
@@ -789,7 +787,6 @@ async fn nemesis(
                     if let Some(l) = c.stop_node(*v, power, tear).await {
                         lost += l.lost_writes;
                     }
-                    down.insert(*v);
                 }
                 if power {
                     (
@@ -857,7 +854,6 @@ async fn nemesis(
                 // A bit rots in a stored record while its node is down.
                 let victim = ids[rng.gen_range(0..ids.len())];
                 c.stop_node(victim, false, false).await;
-                down.insert(victim);
                 let Some(disk) = c.disks.get(&victim) else {
                     continue;
                 };
@@ -889,7 +885,7 @@ async fn nemesis(
         schedule.push(format!("{at} ms: {what}"));
         let on = Duration::from_millis(rng.gen_range(300..1000));
         tokio::time::sleep(on.min(end.saturating_duration_since(Instant::now()))).await;
-        heal(&c, &mut down, &mut removed).await;
+        heal(&c, &mut removed).await;
     }
     (faults, schedule)
 }

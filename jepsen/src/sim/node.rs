@@ -62,7 +62,6 @@ pub enum Answer {
         reason: DenyReason,
         /// The committed record, when the DENY was decided in the log.
         record: Option<Box<DecisionRecord>>,
-        replayed: bool,
         /// The replica that decided it (DENY is answered at commit, not
         /// attested: a wrong evaluator's DENY is its own).
         decided_by: u64,
@@ -74,7 +73,6 @@ impl Answer {
         Answer::Deny {
             reason,
             record: None,
-            replayed: false,
             decided_by: 0,
         }
     }
@@ -490,7 +488,6 @@ impl Instance {
             return Answer::Deny {
                 reason: record.reason.unwrap_or(DenyReason::Policy),
                 record: Some(Box::new(record)),
-                replayed: outcome.replayed,
                 decided_by: self.id,
             };
         }
@@ -515,7 +512,6 @@ impl Instance {
                 return Answer::Deny {
                     reason: DenyReason::Unattested,
                     record: Some(Box::new(record)),
-                    replayed: outcome.replayed,
                     decided_by: self.id,
                 };
             }
