@@ -16,11 +16,23 @@ use quorate_core::{AuthorizeRequest, Decision, DenyReason};
 use quorate_server::config::{MemberConfig, NodeConfig};
 use quorate_server::{Node, RunningNode};
 
+/// A port for a node to listen on. Taken below the kernel's ephemeral range
+/// (32768 and up), from a counter shared by this binary's tests: a port the
+/// kernel picked for `bind(0)` and released could be handed out again as
+/// the source port of another test's outgoing connection before the node
+/// binds it (it happened in CI: "Address already in use").
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Processes start apart (by pid) so that two test binaries rarely
+    // probe the same ports; every port stays in 20000..32000.
+    let start = (std::process::id() % 400) as u16 * 30;
+    loop {
+        let port = 20_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed) % 12_000) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn config(id: u64, ports: &[(u16, u16)]) -> NodeConfig {
