@@ -44,7 +44,11 @@ pub struct CompiledPolicy {
     schema: Option<Schema>,
     /// Action entities declared by the schema, so `action in ActionGroup` works.
     schema_entities: Entities,
+    /// Which policies could apply to a request (`index.rs`).
+    index: index::PolicyIndex,
 }
+
+mod index;
 
 fn parse_schema(text: &str) -> Result<Schema, PolicyError> {
     // A schema is accepted in either of Cedar's two formats: JSON (starts
@@ -115,10 +119,12 @@ impl CompiledPolicy {
             Some(s) => s.action_entities().unwrap_or_else(|_| Entities::empty()),
             None => Entities::empty(),
         };
+        let index = index::PolicyIndex::new(&policies);
         Ok(CompiledPolicy {
             policies,
             schema,
             schema_entities,
+            index,
         })
     }
 
@@ -223,30 +229,42 @@ fn deny(reason: DenyReason, errors: Vec<String>) -> Evaluation {
 }
 
 fn evaluate(req: &AuthorizeRequest, policy: &CompiledPolicy) -> Evaluation {
+    evaluate_with(req, policy, true)
+}
+
+/// `evaluate`, with the policy index (`use_index`) or over the whole set;
+/// both give the same evaluation (`index.rs`, and its test).
+fn evaluate_with(req: &AuthorizeRequest, policy: &CompiledPolicy, use_index: bool) -> Evaluation {
     let schema = policy.schema.as_ref();
-    let parse = || -> Result<(Request, Entities), String> {
-        let p = EntityUid::from_str(&req.principal).map_err(|e| render(&e))?;
-        let a = EntityUid::from_str(&req.action).map_err(|e| render(&e))?;
-        let r = EntityUid::from_str(&req.resource).map_err(|e| render(&e))?;
-        let ctx = Context::from_json_str(&req.context, schema.map(|s| (s, &a)))
-            .map_err(|e| render(&e))?;
-        let request = Request::new(p, a, r, ctx, schema).map_err(|e| render(&e))?;
-        let entities = match &req.entities {
-            Some(json) => Entities::from_json_str(json, schema).map_err(|e| render(&e))?,
-            None => Entities::empty(),
+    let mut subset = None;
+    let parse =
+        |subset: &mut Option<std::sync::Arc<PolicySet>>| -> Result<(Request, Entities), String> {
+            let p = EntityUid::from_str(&req.principal).map_err(|e| render(&e))?;
+            let a = EntityUid::from_str(&req.action).map_err(|e| render(&e))?;
+            let r = EntityUid::from_str(&req.resource).map_err(|e| render(&e))?;
+            if use_index {
+                *subset = policy.index.subset(&p, &a, &r);
+            }
+            let ctx = Context::from_json_str(&req.context, schema.map(|s| (s, &a)))
+                .map_err(|e| render(&e))?;
+            let request = Request::new(p, a, r, ctx, schema).map_err(|e| render(&e))?;
+            let entities = match &req.entities {
+                Some(json) => Entities::from_json_str(json, schema).map_err(|e| render(&e))?,
+                None => Entities::empty(),
+            };
+            let entities = entities
+                .add_entities(policy.schema_entities.iter().cloned(), None)
+                .map_err(|e| render(&e))?;
+            Ok((request, entities))
         };
-        let entities = entities
-            .add_entities(policy.schema_entities.iter().cloned(), None)
-            .map_err(|e| render(&e))?;
-        Ok((request, entities))
-    };
-    let (request, entities) = match parse() {
+    let (request, entities) = match parse(&mut subset) {
         Ok(v) => v,
         // The request passed the edge checks but not the schema active at
         // its log position: a deterministic DENY, recorded with the reason.
         Err(msg) => return deny(DenyReason::InvalidRequest, vec![msg]),
     };
-    let response = Authorizer::new().is_authorized(&request, &policy.policies, &entities);
+    let policies = subset.as_deref().unwrap_or(&policy.policies);
+    let response = Authorizer::new().is_authorized(&request, policies, &entities);
     // Cedar's diagnostics come from hash sets and policy-set iteration; sort
     // them so every replica records identical bytes (invariant 3).
     let mut determining: Vec<String> = response
