@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         root.join("quorate/v1/governance.proto"),
         root.join("quorate/internal/v1/raft.proto"),
+        // etcd's Put, for `quorate bench --peer-etcd` (client only).
+        root.join("etcd/kv.proto"),
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());

@@ -15,6 +15,14 @@ pub mod internal {
     tonic::include_proto!("quorate.internal.v1");
 }
 
+/// etcd's v3 `KV.Put` (a wire-compatible subset of etcd's own definition,
+/// `proto/etcd/kv.proto`): only `quorate bench --peer-etcd` uses it, to put
+/// the same load on an etcd cluster in the same run.
+#[allow(unreachable_pub, clippy::all, missing_docs)] // reason: generated code.
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
+}
+
 mod convert;
 
 pub use convert::{

@@ -1,5 +1,17 @@
-//! `quorate bench`: drives a running cluster with authorization requests
-//! from concurrent clients and reports decisions/s and latency percentiles.
+//! `quorate bench`: drives a running cluster with governed decisions from
+//! concurrent clients and reports decisions/s and latency percentiles; with
+//! `--peer-etcd`, puts the same shape of load on an etcd cluster in the same
+//! run, in interleaved rounds, and reports the ratio.
+//!
+//! Two ways to load:
+//! - closed loop (default): each client keeps one request in flight and
+//!   sends the next as soon as the last is answered; latency is service time.
+//! - open loop (`--rate R`): requests are due on a fixed schedule of R per
+//!   second in total, whether or not earlier ones were answered. Latency is
+//!   measured from when a request was *due*, not from when a busy client got
+//!   round to sending it, so a stall is charged to every request it delayed
+//!   (the coordinated-omission correction); the service time is kept beside.
+//!
 //! Figures, not assertions: the method and results live in docs/BENCHMARKS.md.
 
 use std::process::ExitCode;
@@ -9,62 +21,166 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
+use quorate_proto::etcd::PutRequest;
+use quorate_proto::etcd::kv_client::KvClient;
 use quorate_proto::v1;
+use quorate_proto::v1::governance_client::GovernanceClient;
+use serde::Serialize;
 use tokio::sync::Mutex;
+use tonic::transport::Channel;
 
 use crate::client::connect;
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+quorate bench                                    # 64 clients, closed loop, 10 s against `quorate dev`\n  \
+quorate bench --clients 1 --duration 20\n  \
+quorate bench --rate 2000                        # open loop: 2000 decisions/s on a fixed schedule\n  \
+deploy/bench/etcd3.sh start                      # a 3-member etcd on loopback (installs etcd-server)\n  \
+quorate bench --peer-etcd 127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379 --rounds 3 --json\n\n\
+Measure release builds (`cargo build --release -p quorate`); docs/BENCHMARKS.md has the method.")]
 pub(crate) struct BenchArgs {
-    /// Comma-separated gRPC addresses; clients are spread across them.
+    /// Comma-separated gRPC addresses; clients are spread across them round-robin.
     #[arg(long, default_value = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103")]
     endpoints: String,
     /// Concurrent clients, each with one request in flight.
     #[arg(long, default_value_t = 64)]
     clients: usize,
-    /// Measured seconds (after warm-up).
+    /// Measured seconds per run (after warm-up).
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// Warm-up seconds, not measured.
+    /// Warm-up seconds per run, not measured.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
     /// Domain to send requests to (must have an active policy, e.g. `demo` from `quorate dev`).
     #[arg(long, default_value = "demo")]
     domain: String,
+    /// Open loop: this many requests per second in total, on a fixed schedule
+    /// shared by the clients; latencies are corrected for coordinated omission.
+    /// Without it, each client sends as fast as it is answered (closed loop).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Also load this etcd cluster (comma-separated client addresses, plaintext
+    /// gRPC) with puts of the same client count, duration and schedule, and
+    /// report quorate's figures as ratios of etcd's.
+    #[arg(long, value_name = "ENDPOINTS")]
+    peer_etcd: Option<String>,
+    /// Bytes per etcd value (the size of a small decision record's payload).
+    #[arg(long, default_value_t = 256)]
+    etcd_value_size: usize,
+    /// Interleaved rounds (quorate, etcd, quorate, etcd, ...); the median
+    /// round of each target is reported, with every round in the JSON.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+    /// Print one JSON object (for scripts) instead of the text table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one run against one target measured.
+#[derive(Debug, Clone, Serialize)]
+struct RunResult {
+    target: &'static str,
+    round: u32,
+    ops: u64,
+    ops_per_s: f64,
+    /// quorate only: ALLOW answers (each carried an attested receipt when
+    /// `receipts` equals it) and DENY answers by reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allow: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receipts: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deny: Option<u64>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    deny_reasons: std::collections::BTreeMap<String, u64>,
+    errors: u64,
+    /// Open loop: requests that were due but never sent before the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missed: Option<u64>,
+    /// From when each request was due (open loop) or sent (closed loop).
+    latency_ms: Percentiles,
+    /// Open loop only: from when each request was sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_ms: Option<Percentiles>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Percentiles {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Percentiles {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Percentiles {
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+/// One client's connection to the target under test.
+enum Conn {
+    Quorate(GovernanceClient<Channel>),
+    Etcd(KvClient<Channel>),
+}
+
+/// How one operation ended.
+enum Outcome {
+    Allow { receipt: bool },
+    Deny(String),
+    Put,
 }
 
 #[derive(Default)]
 struct Tally {
     allow: u64,
+    receipts: u64,
     deny: u64,
+    puts: u64,
     errors: u64,
+    missed: u64,
     reasons: std::collections::BTreeMap<String, u64>,
 }
 
+struct Shared {
+    latency: Histogram<u64>,
+    service: Histogram<u64>,
+    tally: Tally,
+}
+
+#[derive(Clone)]
+struct Plan {
+    clients: usize,
+    warmup: Duration,
+    duration: Duration,
+    rate: Option<u64>,
+    domain: String,
+    value: Arc<Vec<u8>>,
+    run_id: String,
+}
+
 pub(crate) async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
-    let endpoints: Vec<String> = a
-        .endpoints
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
+    let endpoints = split(&a.endpoints);
     anyhow::ensure!(!endpoints.is_empty(), "--endpoints is empty");
     anyhow::ensure!(a.clients > 0, "--clients must be at least 1");
-    let hist = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?,
-    ));
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let start = Instant::now();
-    let measure_from = start + Duration::from_secs(a.warmup);
-    let end = measure_from + Duration::from_secs(a.duration);
-    let progress = indicatif::ProgressBar::new(a.warmup + a.duration);
-    progress.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len}s {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let mut tasks = Vec::new();
+    anyhow::ensure!(a.rounds > 0, "--rounds must be at least 1");
+    anyhow::ensure!(a.duration > 0, "--duration must be at least 1 second");
+    if let Some(r) = a.rate {
+        anyhow::ensure!(r > 0, "--rate must be at least 1 request per second");
+    }
+    let etcd = a.peer_etcd.as_deref().map(split);
+    if let Some(e) = &etcd {
+        anyhow::ensure!(!e.is_empty(), "--peer-etcd is empty");
+    }
     let run_id = format!(
         "bench-{:x}",
         std::time::SystemTime::now()
@@ -72,49 +188,179 @@ pub(crate) async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             .map(|d| d.as_millis())
             .unwrap_or(0)
     );
-    for i in 0..a.clients {
-        let ep = endpoints[i % endpoints.len()].clone();
-        let mut client = connect(&ep).await?;
-        let hist = hist.clone();
-        let tally = tally.clone();
-        let domain = a.domain.clone();
-        let run_id = run_id.clone();
+    let plan = Plan {
+        clients: a.clients,
+        warmup: Duration::from_secs(a.warmup),
+        duration: Duration::from_secs(a.duration),
+        rate: a.rate,
+        domain: a.domain.clone(),
+        value: Arc::new(vec![b'x'; a.etcd_value_size]),
+        run_id,
+    };
+    let mut quorate_runs = Vec::new();
+    let mut etcd_runs = Vec::new();
+    for round in 0..a.rounds {
+        let conns = quorate_conns(&endpoints, a.clients).await?;
+        quorate_runs.push(run_one("quorate", round, conns, &plan).await?);
+        if let Some(e) = &etcd {
+            let conns = etcd_conns(e, a.clients).await?;
+            etcd_runs.push(run_one("etcd", round, conns, &plan).await?);
+        }
+    }
+    let quorate = median_round(&quorate_runs);
+    let etcd_median = (!etcd_runs.is_empty()).then(|| median_round(&etcd_runs));
+    let ratio = etcd_median.as_ref().map(|e| {
+        serde_json::json!({
+            "ops_per_s": round2(quorate.ops_per_s / e.ops_per_s.max(f64::MIN_POSITIVE)),
+            "p50": round2(quorate.latency_ms.p50 / e.latency_ms.p50.max(f64::MIN_POSITIVE)),
+            "p99": round2(quorate.latency_ms.p99 / e.latency_ms.p99.max(f64::MIN_POSITIVE)),
+        })
+    });
+    if a.json {
+        let out = serde_json::json!({
+            "mode": if a.rate.is_some() { "open" } else { "closed" },
+            "rate": a.rate,
+            "clients": a.clients,
+            "endpoints": endpoints,
+            "peer_etcd": etcd,
+            "etcd_value_size": a.etcd_value_size,
+            "duration_s": a.duration,
+            "warmup_s": a.warmup,
+            "rounds": a.rounds,
+            "quorate": quorate,
+            "etcd": etcd_median,
+            "quorate_over_etcd": ratio,
+            "all_rounds": quorate_runs.iter().chain(etcd_runs.iter()).collect::<Vec<_>>(),
+        });
+        crate::client::print_json(&out)?;
+    } else {
+        print_text(&a, &quorate, etcd_median.as_ref(), ratio.as_ref());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn split(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+async fn quorate_conns(endpoints: &[String], clients: usize) -> anyhow::Result<Vec<Conn>> {
+    let mut out = Vec::with_capacity(clients);
+    for i in 0..clients {
+        out.push(Conn::Quorate(
+            connect(&endpoints[i % endpoints.len()]).await?,
+        ));
+    }
+    Ok(out)
+}
+
+async fn etcd_conns(endpoints: &[String], clients: usize) -> anyhow::Result<Vec<Conn>> {
+    let mut out = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let ep = &endpoints[i % endpoints.len()];
+        let uri = if ep.contains("://") {
+            ep.clone()
+        } else {
+            format!("http://{ep}")
+        };
+        let ch = tonic::transport::Endpoint::from_shared(uri)
+            .with_context(|| format!("{ep:?} is not a valid etcd endpoint (expected host:port)"))?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await
+            .with_context(|| {
+                format!("cannot connect to etcd at {ep}; `deploy/bench/etcd3.sh start` starts one")
+            })?;
+        out.push(Conn::Etcd(KvClient::new(ch)));
+    }
+    Ok(out)
+}
+
+/// Runs one target for warm-up + duration and returns what it measured.
+async fn run_one(
+    target: &'static str,
+    round: u32,
+    conns: Vec<Conn>,
+    plan: &Plan,
+) -> anyhow::Result<RunResult> {
+    let shared = Arc::new(Mutex::new(Shared {
+        latency: Histogram::new_with_bounds(1, 120_000_000, 3).context("histogram")?,
+        service: Histogram::new_with_bounds(1, 120_000_000, 3).context("histogram")?,
+        tally: Tally::default(),
+    }));
+    let start = Instant::now();
+    let measure_from = start + plan.warmup;
+    let end = measure_from + plan.duration;
+    let progress = indicatif::ProgressBar::new((plan.warmup + plan.duration).as_secs());
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {prefix:>8} {elapsed_precise} [{bar:30}] {pos}/{len}s {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    progress.set_prefix(target);
+    progress.set_message(format!("round {}", round + 1));
+    let mut tasks = Vec::new();
+    for (i, mut conn) in conns.into_iter().enumerate() {
+        let shared = shared.clone();
+        let plan = plan.clone();
         tasks.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while Instant::now() < end {
-                n += 1;
-                let principal = if n % 4 == 0 { "bob" } else { "alice" };
-                let req = v1::AuthorizeRequest {
-                    domain: domain.clone(),
-                    principal: format!("User::\"{principal}\""),
-                    action: "Action::\"read\"".into(),
-                    resource: format!("Doc::\"{}\"", n % 1000),
-                    context_json: String::new(),
-                    entities_json: None,
-                    request_id: format!("{run_id}-{i}-{n}"),
-                    parent: None,
-                    trace_id: None,
+            let mut k = 0u64;
+            loop {
+                // When this request is due: now (closed loop), or its slot in
+                // the shared schedule (open loop: slot k·clients + i).
+                let due = match plan.rate {
+                    None => Instant::now(),
+                    Some(rate) => {
+                        let slot = k * plan.clients as u64 + i as u64;
+                        start + Duration::from_secs_f64(slot as f64 / rate as f64)
+                    }
                 };
-                let t0 = Instant::now();
-                let r = client.authorize(req).await;
-                let took = t0.elapsed();
-                if t0 < measure_from {
+                if due >= end {
+                    break;
+                }
+                if Instant::now() >= end {
+                    // Due before the end but never sent: counted, not hidden.
+                    if due >= measure_from {
+                        shared.lock().await.tally.missed += 1;
+                    }
+                    k += 1;
                     continue;
                 }
-                let mut t = tally.lock().await;
+                tokio::time::sleep_until(due.into()).await;
+                let sent = Instant::now();
+                let r = conn.op(&plan, i, k).await;
+                let done = Instant::now();
+                k += 1;
+                if due < measure_from {
+                    continue;
+                }
+                let mut s = shared.lock().await;
                 match r {
-                    Ok(resp) => {
-                        let resp = resp.into_inner();
-                        if resp.decision == v1::Decision::Allow as i32 {
-                            t.allow += 1;
-                        } else {
-                            t.deny += 1;
-                            *t.reasons.entry(resp.reason).or_default() += 1;
+                    Ok(outcome) => {
+                        match outcome {
+                            Outcome::Allow { receipt } => {
+                                s.tally.allow += 1;
+                                s.tally.receipts += u64::from(receipt);
+                            }
+                            Outcome::Deny(reason) => {
+                                s.tally.deny += 1;
+                                *s.tally.reasons.entry(reason).or_default() += 1;
+                            }
+                            Outcome::Put => s.tally.puts += 1,
                         }
-                        drop(t);
-                        let _ = hist.lock().await.record(took.as_micros().max(1) as u64);
+                        let micros = |d: Duration| (d.as_micros() as u64).max(1);
+                        let _ = s.latency.record(micros(done - due));
+                        let _ = s.service.record(micros(done - sent));
                     }
-                    Err(_) => t.errors += 1,
+                    Err(_) => s.tally.errors += 1,
                 }
             }
         }));
@@ -133,27 +379,118 @@ pub(crate) async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let _ = ticker.await;
     progress.finish_and_clear();
-    let h = hist.lock().await;
-    let t = tally.lock().await;
-    let decided = t.allow + t.deny;
-    let secs = a.duration as f64;
-    let out = serde_json::json!({
-        "clients": a.clients,
-        "endpoints": endpoints,
-        "duration_s": a.duration,
-        "decisions": decided,
-        "decisions_per_s": (decided as f64 / secs).round(),
-        "allow": t.allow,
-        "deny": t.deny,
-        "deny_reasons": t.reasons,
-        "errors": t.errors,
-        "latency_ms": {
-            "p50": h.value_at_quantile(0.50) as f64 / 1000.0,
-            "p99": h.value_at_quantile(0.99) as f64 / 1000.0,
-            "p999": h.value_at_quantile(0.999) as f64 / 1000.0,
-            "max": h.max() as f64 / 1000.0,
-        },
+    let s = shared.lock().await;
+    let t = &s.tally;
+    let ops = t.allow + t.deny + t.puts;
+    let quorate = target == "quorate";
+    Ok(RunResult {
+        target,
+        round,
+        ops,
+        ops_per_s: (ops as f64 / plan.duration.as_secs_f64()).round(),
+        allow: quorate.then_some(t.allow),
+        receipts: quorate.then_some(t.receipts),
+        deny: quorate.then_some(t.deny),
+        deny_reasons: t.reasons.clone(),
+        errors: t.errors,
+        missed: plan.rate.map(|_| t.missed),
+        latency_ms: Percentiles::of(&s.latency),
+        service_ms: plan.rate.map(|_| Percentiles::of(&s.service)),
+    })
+}
+
+impl Conn {
+    /// Operation `k` of client `i`: a governed decision with a fresh request
+    /// id (3 in 4 ALLOW, 1 in 4 DENY under the demo policy), or a put of a
+    /// fresh key.
+    async fn op(&mut self, plan: &Plan, i: usize, k: u64) -> Result<Outcome, tonic::Status> {
+        match self {
+            Conn::Quorate(c) => {
+                let principal = if k % 4 == 3 { "bob" } else { "alice" };
+                let req = v1::AuthorizeRequest {
+                    domain: plan.domain.clone(),
+                    principal: format!("User::\"{principal}\""),
+                    action: "Action::\"read\"".into(),
+                    resource: format!("Doc::\"{}\"", k % 1000),
+                    context_json: String::new(),
+                    entities_json: None,
+                    request_id: format!("{}-{i}-{k}", plan.run_id),
+                    parent: None,
+                    trace_id: None,
+                };
+                let resp = c.authorize(req).await?.into_inner();
+                Ok(if resp.decision == v1::Decision::Allow as i32 {
+                    Outcome::Allow {
+                        receipt: resp.receipt_json.is_some(),
+                    }
+                } else {
+                    Outcome::Deny(resp.reason)
+                })
+            }
+            Conn::Etcd(c) => {
+                let req = PutRequest {
+                    key: format!("{}/{i}/{k}", plan.run_id).into_bytes(),
+                    value: plan.value.as_ref().clone(),
+                    ..PutRequest::default()
+                };
+                c.put(req).await?;
+                Ok(Outcome::Put)
+            }
+        }
+    }
+}
+
+/// The median round, by throughput and then by p99 latency (an open loop
+/// holds every round to the same rate, so there the p99 decides). Its
+/// latencies come with it: the figures reported belong to one real run.
+fn median_round(runs: &[RunResult]) -> RunResult {
+    let mut sorted: Vec<&RunResult> = runs.iter().collect();
+    sorted.sort_by(|a, b| {
+        a.ops_per_s
+            .total_cmp(&b.ops_per_s)
+            .then(b.latency_ms.p99.total_cmp(&a.latency_ms.p99))
     });
-    crate::client::print_json(&out)?;
-    Ok(ExitCode::SUCCESS)
+    sorted[sorted.len() / 2].clone()
+}
+
+fn print_text(
+    a: &BenchArgs,
+    q: &RunResult,
+    e: Option<&RunResult>,
+    ratio: Option<&serde_json::Value>,
+) {
+    let mode = match a.rate {
+        None => format!("closed loop, {} clients", a.clients),
+        Some(r) => format!("open loop at {r}/s, {} clients", a.clients),
+    };
+    println!(
+        "{mode}, {} s measured after {} s warm-up, median of {} round(s)",
+        a.duration, a.warmup, a.rounds
+    );
+    println!(
+        "{:<8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "target", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p999 ms", "max ms", "errors"
+    );
+    for r in std::iter::once(q).chain(e) {
+        let l = r.latency_ms;
+        println!(
+            "{:<8} {:>10} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+            r.target, r.ops_per_s, l.p50, l.p90, l.p99, l.p999, l.max, r.errors
+        );
+    }
+    if let (Some(allow), Some(receipts), Some(deny)) = (q.allow, q.receipts, q.deny) {
+        println!("quorate: {allow} ALLOW ({receipts} with attested receipts), {deny} DENY");
+        for (reason, n) in &q.deny_reasons {
+            println!("  DENY {reason}: {n}");
+        }
+    }
+    if let Some(missed) = q.missed.filter(|m| *m > 0) {
+        println!("quorate: {missed} requests due but never sent: the rate is above capacity");
+    }
+    if let Some(r) = ratio {
+        println!(
+            "quorate / etcd: throughput x{}, p50 x{}, p99 x{}",
+            r["ops_per_s"], r["p50"], r["p99"]
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! The `quorate` command: run a node, run the local dev cluster, and talk to
 //! a cluster as a client. Output is JSON (one object, or JSON lines for
-//! logs) so scripts can use it; `quorate authorize` exits 0 on ALLOW, 1 on
+//! logs) so scripts can use it (`bench` prints a table unless `--json`); `quorate authorize` exits 0 on ALLOW, 1 on
 //! DENY and 2 on bad input or error, so a script can gate execution on it.
 //!
 //! This is the binary edge: `anyhow` is used here and nowhere else.

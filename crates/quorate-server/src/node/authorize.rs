@@ -33,8 +33,14 @@ impl Node {
         }
         let started = std::time::Instant::now();
         let deadline = self.commit_timeout();
-        let m = self.metrics();
-        if m.state != ServerState::Leader {
+        // Read only what routing needs under the metrics borrow, instead of
+        // cloning the whole RaftMetrics (membership maps included) per request.
+        let route = {
+            let m = self.inner.raft.metrics();
+            let m = m.borrow_watched();
+            (m.state != ServerState::Leader).then(|| self.leader_addr(&m))
+        };
+        if let Some(leader) = route {
             if forwarded {
                 // Never forward twice: the sender thought we led; we do not.
                 return Answer::deny(
@@ -42,7 +48,7 @@ impl Node {
                     "forwarded to a node that is not the leader; retry",
                 );
             }
-            let Some((leader, addr)) = self.leader_addr(&m) else {
+            let Some((leader, addr)) = leader else {
                 return Answer::deny(DenyReason::NoQuorum, "no known leader");
             };
             return match tokio::time::timeout(deadline, self.forward(leader, &addr, req)).await {
