@@ -367,3 +367,96 @@ async fn t41_the_cli_refuses_a_valid_record_of_another_request() -> anyhow::Resu
     assert_eq!(code, 0, "{out}{err}");
     Ok(())
 }
+
+/// `quorate bench` against a real cluster: closed and open loop report
+/// what they measured (every ALLOW an attested one, nothing lost between
+/// the counts), and bad arguments are refused with exit 2 before any load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t42_bench_reports_what_it_measured() -> anyhow::Result<()> {
+    let c = Cluster::start(ClusterOpts::default()).await?;
+    let policy = c.dir.path().join("p.cedar");
+    std::fs::write(&policy, POLICY)?;
+    let ep = c.nodes[0].grpc.clone();
+    let (code, out, err) = quorate(&[
+        "policy",
+        "publish",
+        "--endpoint",
+        &ep,
+        "--domain",
+        "docs",
+        "--file",
+        policy.to_str().unwrap_or_default(),
+        "--activate",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    c.decide(0, quorate_e2e::request("docs", "warm", "alice", "read"))
+        .await?;
+    let endpoints = c
+        .nodes
+        .iter()
+        .map(|n| n.grpc.trim_start_matches("http://").to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "--endpoints",
+            &endpoints,
+            "--domain",
+            "docs",
+            "--clients",
+            "3",
+            "--duration",
+            "2",
+            "--warmup",
+            "0",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        quorate(&args)
+    };
+    for extra in [&[][..], &["--rate", "30"][..]] {
+        let (code, out, err) = bench(extra);
+        assert_eq!(code, 0, "{extra:?}: {out}{err}");
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        let q = &v["quorate"];
+        let (ops, allow, deny) = (q["ops"].as_u64(), q["allow"].as_u64(), q["deny"].as_u64());
+        let (Some(ops), Some(allow), Some(deny)) = (ops, allow, deny) else {
+            panic!("{extra:?}: counts missing in {out}");
+        };
+        assert!(ops > 0, "{extra:?}: nothing measured: {out}");
+        assert_eq!(allow + deny, ops, "{out}");
+        assert!(allow > 0 && deny > 0, "alice is allowed, bob denied: {out}");
+        assert_eq!(
+            q["receipts"].as_u64(),
+            Some(allow),
+            "every ALLOW attested: {out}"
+        );
+        assert_eq!(q["errors"].as_u64(), Some(0), "{out}");
+        assert_eq!(q["deny_reasons"]["POLICY"].as_u64(), Some(deny), "{out}");
+        assert!(v["etcd"].is_null(), "no etcd was asked for: {out}");
+        if extra.is_empty() {
+            assert_eq!(v["mode"], "closed");
+            assert!(q.get("service_ms").is_none(), "{out}");
+        } else {
+            // 30/s for 2 s on a fixed schedule: about 60 requests, each
+            // either answered or counted as missed.
+            assert_eq!(v["mode"], "open");
+            let missed = q["missed"].as_u64().unwrap_or(u64::MAX);
+            assert!((55..=62).contains(&(ops + missed)), "{out}");
+            assert!(q["service_ms"]["p50"].as_f64().is_some(), "{out}");
+        }
+    }
+    for (bad, says) in [
+        (&["--clients", "0"][..], "--clients must be at least 1"),
+        (&["--rate", "0"][..], "--rate must be at least 1"),
+        (&["--rounds", "0"][..], "--rounds must be at least 1"),
+    ] {
+        let mut args = vec!["bench", "--endpoints", &endpoints, "--domain", "docs"];
+        args.extend_from_slice(bad);
+        let (code, out, err) = quorate(&args);
+        assert_eq!(code, 2, "{bad:?}: {out}{err}");
+        assert!(err.contains(says), "{bad:?}: {err}");
+    }
+    Ok(())
+}
