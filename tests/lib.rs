@@ -488,3 +488,25 @@ permit(principal, action == Action::"list", resource);
 pub fn is_allow(r: &v1::AuthorizeResponse) -> bool {
     r.decision == v1::Decision::Allow as i32
 }
+
+/// A minimal HTTP/1.0 GET (a node's metrics and health endpoints).
+pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+/// The value of the counter or gauge `name` (no labels) in a node's
+/// `/metrics`, 0 when absent.
+pub async fn metric_value(http: &str, name: &str) -> anyhow::Result<f64> {
+    let text = http_get(http, "/metrics").await?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum())
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use quorate_e2e::{Cluster, ClusterOpts, POLICY, cli, connect, is_allow, request};
+use quorate_e2e::{Cluster, ClusterOpts, POLICY, cli, connect, is_allow, metric_value, request};
 use quorate_proto::v1;
 use tokio_stream::StreamExt;
 
@@ -297,10 +297,14 @@ async fn nodes_join_during_traffic_and_quorum_follows_membership() -> anyhow::Re
             anyhow::Ok(n)
         }));
     }
-    // Let the log grow past a few snapshots before anyone joins.
+    // Let the log grow past a few snapshots, and the decision log past a
+    // few MiB (a snapshot of several chunks), before anyone joins.
     let start = Instant::now();
-    while c.status(0).await?.last_log_index < 600 {
-        if start.elapsed() > Duration::from_secs(60) {
+    while {
+        let s = c.status(0).await?;
+        s.last_log_index < 600 || s.decision_count < 6000
+    } {
+        if start.elapsed() > Duration::from_secs(120) {
             bail!("traffic too slow");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -310,6 +314,15 @@ async fn nodes_join_during_traffic_and_quorum_follows_membership() -> anyhow::Re
     let ep = c.nodes[0].grpc.clone();
     add_learners(&c, &[3, 4]).await?;
     wait_caught_up(&c, 200).await?;
+    // They caught up from a snapshot streamed in several checked chunks.
+    for i in [3, 4] {
+        let got = metric_value(&c.nodes[i].http, "quorate_snapshot_received_bytes_total").await?;
+        assert!(
+            got > 2.0 * 1024.0 * 1024.0,
+            "node {} received {got} snapshot bytes",
+            i + 1
+        );
+    }
     for id in ["4", "5"] {
         cli_ok(&["cluster", "promote", "--endpoint", &ep, "--id", id]).await?;
     }

@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use quorate_e2e::{Cluster, ClusterOpts, POLICY, cli, connect, connect_tls, is_allow, request};
+use quorate_e2e::{
+    Cluster, ClusterOpts, POLICY, cli, connect, connect_tls, http_get, is_allow, request,
+};
 use quorate_proto::v1;
 
 fn code<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> tonic::Code {
@@ -172,7 +174,15 @@ async fn t80_mtls_roles_and_refusals() -> anyhow::Result<()> {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(e.contains("dialled"), "a node answered for another: {e}");
-    let snap = quorate_raft::network::fetch_snapshot(&ch, 4, &addr, Duration::from_secs(5)).await;
+    let into = tempfile::tempdir()?;
+    let snap = quorate_raft::network::fetch_snapshot(
+        &ch,
+        4,
+        &addr,
+        Duration::from_secs(5),
+        &into.path().join("fetched.part"),
+    )
+    .await;
     let e = snap.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(e.contains("not a member"), "{e}");
 
@@ -335,17 +345,6 @@ async fn wait_metric(http: &str, needle: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-}
-
-/// A minimal HTTP/1.0 GET (the metrics endpoint).
-async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
-    Ok(out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -94,6 +94,27 @@ impl Chain {
         }
     }
 
+    /// A chain verified elsewhere up to record `records`, whose hash is
+    /// `head`, with the Merkle frontier of those records: what a verifier
+    /// resumes from when it checks only what follows. The caller vouches
+    /// for the three (a store re-reads them and checks them against a
+    /// cosigned root); this checks only that they agree in size.
+    pub fn resume(records: u64, head: Digest, frontier: Frontier) -> Result<Chain, ChainError> {
+        if frontier.size() != records {
+            return Err(ChainError::Head {
+                claimed: records,
+                claimed_hash: head,
+                found: frontier.size(),
+                found_hash: head,
+            });
+        }
+        Ok(Chain {
+            records,
+            head,
+            frontier,
+        })
+    }
+
     /// Records verified so far.
     pub fn records(&self) -> u64 {
         self.records

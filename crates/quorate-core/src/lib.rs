@@ -12,6 +12,7 @@ pub mod chain;
 pub mod codec;
 pub mod command;
 pub mod export;
+pub mod frames;
 pub mod merkle;
 pub mod proof;
 pub mod reason;

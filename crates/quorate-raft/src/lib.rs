@@ -6,7 +6,8 @@
 //! moves openraft messages and nothing else. Transport security (mTLS) slots
 //! in where channels and the server are built.
 
-use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub mod network;
 pub mod service;
@@ -45,8 +46,54 @@ impl std::fmt::Display for NodeInfo {
     }
 }
 
-/// Snapshot bytes as they move between state machine and transport.
-pub type SnapshotData = Cursor<Vec<u8>>;
+/// A snapshot as it moves between state machine and transport: an open,
+/// complete snapshot file (the frame container of `quorate_core::frames`).
+/// Never held in memory whole: the transport reads it a chunk at a time at
+/// an offset, the store reads it a frame at a time. The file stays open, so
+/// a newer snapshot replacing it on disk does not cut a transfer short.
+#[derive(Debug, Clone)]
+pub struct SnapshotData {
+    path: PathBuf,
+    file: Arc<std::fs::File>,
+}
+
+impl SnapshotData {
+    /// Opens the snapshot file at `path` for reading.
+    pub fn open(path: &Path) -> std::io::Result<SnapshotData> {
+        let file = std::fs::File::open(path)?;
+        Ok(SnapshotData {
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> std::io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    pub fn is_empty(&self) -> std::io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`; fewer only at the end.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+}
 
 pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
 pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;

@@ -22,7 +22,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{Snapshot, SnapshotData, TypeConfig, Vote};
 
-/// The largest Raft message accepted or sent (snapshots travel whole).
+/// The largest Raft message accepted or sent: a batch of entries at the
+/// request limits. Snapshots travel in chunks of about a MiB.
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 1024 * 1024 * 1024;
 
 /// A failure of one RPC, before it is mapped to openraft's error types.
@@ -235,6 +236,44 @@ impl PeerClient {
         F: FnOnce(RaftTransportClient<Channel>, RaftMessage) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
     {
+        self.call_raw(req, data, quorum_age_ms, ttl, f)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    /// [`PeerClient::call`], also handing back the answer's `data` in `out`.
+    async fn call_with_data<Req, Resp, F, Fut>(
+        &mut self,
+        req: &Req,
+        ttl: Duration,
+        out: &mut Vec<u8>,
+        f: F,
+    ) -> Result<Resp, TransportError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        F: FnOnce(RaftTransportClient<Channel>, RaftMessage) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
+    {
+        let (r, data) = self.call_raw(req, Vec::new(), 0, ttl, f).await?;
+        *out = data;
+        Ok(r)
+    }
+
+    async fn call_raw<Req, Resp, F, Fut>(
+        &mut self,
+        req: &Req,
+        data: Vec<u8>,
+        quorum_age_ms: u64,
+        ttl: Duration,
+        f: F,
+    ) -> Result<(Resp, Vec<u8>), TransportError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        F: FnOnce(RaftTransportClient<Channel>, RaftMessage) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
+    {
         let target = self.target;
         let Some(client) = self.client.clone() else {
             return Err(TransportError::Unreachable(
@@ -263,7 +302,8 @@ impl PeerClient {
         };
         let out: Result<Resp, String> = quorate_core::codec::decode(&resp.payload)
             .map_err(|e| TransportError::Failed(target, format!("decode: {e}")))?;
-        out.map_err(|e| TransportError::Failed(target, e))
+        out.map(|r| (r, resp.data))
+            .map_err(|e| TransportError::Failed(target, e))
     }
 }
 
@@ -349,31 +389,159 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let wire = WireSnapshot {
-            vote,
-            meta: snapshot.meta,
+        let stream_err = |e: TransportError| match e {
+            TransportError::Unreachable(..) => StreamingError::Unreachable(Unreachable::new(&e)),
+            TransportError::Failed(..) => StreamingError::Network(NetworkError::new(&e)),
         };
-        let data = snapshot.snapshot.into_inner();
-        // Snapshots may be large; allow far more than a heartbeat's TTL.
-        let ttl = option.hard_ttl().max(Duration::from_secs(60));
-        let send = self.call(&wire, data, 0, ttl, |mut c, m| async move {
-            c.install_snapshot(m).await
-        });
+        let send = self.send_snapshot(vote, snapshot, option.hard_ttl());
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            r = send => r.map_err(|e| match e {
-                TransportError::Unreachable(..) => StreamingError::Unreachable(Unreachable::new(&e)),
-                TransportError::Failed(..) => StreamingError::Network(NetworkError::new(&e)),
-            }),
+            r = send => r.map_err(stream_err),
         }
     }
 }
 
-/// A whole snapshot as it crosses the wire.
+/// The most snapshot bytes one InstallSnapshot message carries (whole
+/// frames; a single larger frame travels alone).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// How long the receiver may take to verify and install a complete
+/// snapshot once its last chunk has arrived.
+const SNAPSHOT_INSTALL_TTL: Duration = Duration::from_secs(600);
+
+/// One InstallSnapshot message: a chunk of the snapshot file at `offset`
+/// (in the message's `data`), or with `probe` set only a question: how much
+/// of snapshot `id` do you hold?
 #[derive(Serialize, serde::Deserialize)]
-pub(crate) struct WireSnapshot {
-    pub(crate) vote: Vote,
-    pub(crate) meta: crate::SnapshotMeta,
+pub struct WireChunk {
+    pub vote: Vote,
+    pub meta: crate::SnapshotMeta,
+    /// Names the snapshot file: its log id and length.
+    pub id: String,
+    pub total: u64,
+    pub offset: u64,
+    pub probe: bool,
+}
+
+/// The receiver's answer to a chunk.
+#[derive(Serialize, serde::Deserialize)]
+pub(crate) enum ChunkReply {
+    /// Send from `offset` on (the receiver holds that many bytes of it).
+    Continue { offset: u64 },
+    /// The snapshot was received whole, verified and installed.
+    Installed(SnapshotResponse<TypeConfig>),
+}
+
+/// The id a snapshot file travels under.
+pub fn snapshot_id(meta: &crate::SnapshotMeta, total: u64) -> String {
+    match meta.last_log_id {
+        Some(l) => format!("{}-{}-{total}", l.committed_leader_id(), l.index),
+        None => format!("empty-{total}"),
+    }
+}
+
+/// The chunk of `data` that starts at `offset`: whole frames, up to
+/// [`SNAPSHOT_CHUNK_BYTES`] (at least one frame).
+pub fn read_chunk(data: &SnapshotData, offset: u64) -> std::io::Result<Vec<u8>> {
+    let total = data.len()?;
+    let mut end = offset;
+    if offset == 0 {
+        end = quorate_core::frames::MAGIC.len() as u64;
+    }
+    while end < total {
+        let mut header = [0u8; 5];
+        let n = data.read_at(end, &mut header)?;
+        let len = quorate_core::frames::frame_len(&header[..n], end)
+            .map_err(std::io::Error::other)?
+            .ok_or_else(|| std::io::Error::other("snapshot file ends inside a frame"))?
+            as u64;
+        if end > offset && end + len - offset > SNAPSHOT_CHUNK_BYTES as u64 {
+            break;
+        }
+        end += len;
+    }
+    let end = end.min(total);
+    let mut buf = vec![0u8; (end - offset) as usize];
+    let n = data.read_at(offset, &mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+impl PeerClient {
+    /// Streams `snapshot` to the peer a chunk at a time, resuming where the
+    /// peer says it stands: after a failed call, a reconnect, or a chunk it
+    /// refused, only what it lacks is sent again.
+    async fn send_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        ttl: Duration,
+    ) -> Result<SnapshotResponse<TypeConfig>, TransportError> {
+        let target = self.target;
+        let data = snapshot.snapshot;
+        let io = |e: std::io::Error| {
+            TransportError::Failed(
+                target,
+                format!("reading snapshot {}: {e}", data.path().display()),
+            )
+        };
+        let total = data.len().map_err(io)?;
+        let id = snapshot_id(&snapshot.meta, total);
+        let ttl = ttl.max(Duration::from_secs(30));
+        let mut wire = WireChunk {
+            vote,
+            meta: snapshot.meta,
+            id,
+            total,
+            offset: 0,
+            probe: true,
+        };
+        // Refused chunks in a row before giving up (openraft retries the
+        // whole call later, which resumes here again).
+        let mut refused = 0;
+        loop {
+            let chunk = if wire.probe {
+                Vec::new()
+            } else {
+                read_chunk(&data, wire.offset).map_err(io)?
+            };
+            let last = !wire.probe && wire.offset + chunk.len() as u64 >= total;
+            let ttl = if last { SNAPSHOT_INSTALL_TTL } else { ttl };
+            let sent = chunk.len() as u64;
+            let r: Result<ChunkReply, TransportError> = self
+                .call(&wire, chunk, 0, ttl, |mut c, m| async move {
+                    c.install_snapshot(m).await
+                })
+                .await;
+            match r {
+                Ok(ChunkReply::Installed(resp)) => return Ok(resp),
+                Ok(ChunkReply::Continue { offset }) => {
+                    if !wire.probe {
+                        metrics::counter!("quorate_snapshot_sent_bytes_total").increment(sent);
+                    }
+                    if offset > total {
+                        return Err(TransportError::Failed(
+                            target,
+                            format!("peer claims {offset} bytes of a {total}-byte snapshot"),
+                        ));
+                    }
+                    refused = 0;
+                    wire.offset = offset;
+                    wire.probe = false;
+                }
+                Err(TransportError::Failed(_, why)) if !wire.probe && refused < 3 => {
+                    tracing::warn!(
+                        target,
+                        offset = wire.offset,
+                        "snapshot chunk refused: {why}"
+                    );
+                    refused += 1;
+                    wire.probe = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// A client for node `target` at `addr` (`None`: any node of this cluster).
@@ -467,40 +635,74 @@ pub async fn attest(
     .await
 }
 
-/// Fetches the current state-machine snapshot of the node at `addr`.
+/// One FetchSnapshot ask: the chunk at `offset` of snapshot `id` (`None`:
+/// build a fresh snapshot and start it).
+#[derive(Serialize, serde::Deserialize)]
+pub(crate) struct FetchChunk {
+    pub(crate) id: Option<String>,
+    pub(crate) offset: u64,
+}
+
+/// One FetchSnapshot answer; the chunk is in the message's `data`.
+#[derive(Serialize, serde::Deserialize)]
+pub(crate) struct Fetched {
+    pub(crate) meta: crate::SnapshotMeta,
+    pub(crate) id: String,
+    pub(crate) total: u64,
+    pub(crate) offset: u64,
+}
+
+/// Fetches a fresh snapshot of the node at `addr` into the file `dest`, a
+/// checked chunk at a time (memory: one chunk). `ttl` bounds each call.
 pub async fn fetch_snapshot(
     channels: &Channels,
     from: u64,
     addr: &str,
     ttl: Duration,
-) -> Result<(crate::SnapshotMeta, Vec<u8>), TransportError> {
-    let p = peer(channels, from, None, addr)?;
-    let Some(client) = p.client else {
-        return Err(TransportError::Unreachable(
-            0,
-            format!("bad address {addr}"),
-        ));
+    dest: &std::path::Path,
+) -> Result<(crate::SnapshotMeta, SnapshotData), TransportError> {
+    use std::io::Write as _;
+    let mut p = peer(channels, from, None, addr)?;
+    let failed = |e: String| TransportError::Failed(0, e);
+    let mut file = std::fs::File::create(dest)
+        .map_err(|e| failed(format!("cannot write {}: {e}", dest.display())))?;
+    let mut ask = FetchChunk {
+        id: None,
+        offset: 0,
     };
-    let msg = RaftMessage {
-        from,
-        payload: b"null".to_vec(),
-        data: Vec::new(),
-        quorum_age_ms: 0,
-    };
-    let resp = match tokio::time::timeout(ttl, async move {
-        let mut c = client;
-        c.fetch_snapshot(msg).await
-    })
-    .await
-    {
-        Err(_) => return Err(TransportError::Unreachable(0, "timed out".into())),
-        Ok(Err(s)) => return Err(TransportError::Failed(0, s.message().to_string())),
-        Ok(Ok(r)) => r.into_inner(),
-    };
-    let meta: Result<crate::SnapshotMeta, String> = quorate_core::codec::decode(&resp.payload)
-        .map_err(|e| TransportError::Failed(0, format!("decode: {e}")))?;
-    meta.map(|m| (m, resp.data))
-        .map_err(|e| TransportError::Failed(0, e))
+    loop {
+        let mut chunk = Vec::new();
+        let got: Fetched = p
+            .call_with_data(&ask, ttl, &mut chunk, |mut c, m| async move {
+                c.fetch_snapshot(m).await
+            })
+            .await?;
+        if got.offset != ask.offset || got.offset + chunk.len() as u64 > got.total {
+            return Err(failed(format!(
+                "the peer sent {} bytes at {} of a {}-byte snapshot when {} was asked",
+                chunk.len(),
+                got.offset,
+                got.total,
+                ask.offset
+            )));
+        }
+        quorate_core::frames::check_chunk(&chunk, got.offset)
+            .map_err(|e| failed(format!("snapshot chunk at byte {}: {e}", got.offset)))?;
+        file.write_all(&chunk)
+            .map_err(|e| failed(format!("writing {}: {e}", dest.display())))?;
+        ask.offset += chunk.len() as u64;
+        ask.id = Some(got.id);
+        if ask.offset == got.total {
+            file.sync_all()
+                .map_err(|e| failed(format!("syncing {}: {e}", dest.display())))?;
+            let data = SnapshotData::open(dest)
+                .map_err(|e| failed(format!("reading {}: {e}", dest.display())))?;
+            return Ok((got.meta, data));
+        }
+        if chunk.is_empty() {
+            return Err(failed("the peer sent an empty chunk before the end".into()));
+        }
+    }
 }
 
 /// Asks the node at `addr` (the leader) for a read index. The caller then

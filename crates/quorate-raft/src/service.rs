@@ -3,9 +3,10 @@
 //! when this node last heard from a legitimate leader, which the containment
 //! check uses on followers.
 
-use std::io::Cursor;
-use std::sync::Arc;
+use std::io::Write as _;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use openraft::Raft;
@@ -17,7 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
-use crate::network::WireSnapshot;
+use crate::network::{ChunkReply, FetchChunk, Fetched, WireChunk};
 use crate::{Snapshot, SnapshotData, TypeConfig};
 
 /// When this node last accepted entries or a heartbeat from a leader.
@@ -104,8 +105,9 @@ pub trait PeerHandler: Send + Sync + 'static {
         peer: Option<&crate::tls::PeerInfo>,
         batch: Vec<quorate_core::Attestation>,
     ) -> Result<(), String>;
-    /// A verified snapshot of this node's current state.
-    async fn fetch_snapshot(&self) -> Result<(crate::SnapshotMeta, Vec<u8>), String>;
+    /// A fresh snapshot of this node's current state, which it vouches
+    /// for (refused while it is contained).
+    async fn fetch_snapshot(&self) -> Result<Snapshot, String>;
     /// Whether the peer on this connection may call `rpc` (a member node
     /// of this cluster, when TLS is on). The message says why not.
     fn admit_peer(
@@ -127,22 +129,133 @@ where
     raft: Raft<TypeConfig, SM>,
     contact: LeaderContact,
     handler: Arc<dyn PeerHandler>,
+    /// The snapshot being received, a chunk at a time.
+    receiver: SnapshotReceiver,
+    /// The snapshot being fetched by a repairing node.
+    served: Mutex<Option<(String, Snapshot)>>,
+}
+
+/// Receives snapshots a chunk at a time into files in one directory.
+pub struct SnapshotReceiver {
+    dir: PathBuf,
+    incoming: Mutex<Option<Incoming>>,
+}
+
+/// A snapshot being received: every byte of `file` is whole, checked
+/// frames.
+pub struct Incoming {
+    from: u64,
+    id: String,
+    path: PathBuf,
+    file: std::fs::File,
+    len: u64,
 }
 
 impl<SM> RaftService<SM>
 where
     SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
 {
+    /// `snapshot_dir` is where snapshots being received are written: the
+    /// store's snapshot directory, so that installing one is a rename.
     pub fn new(
         raft: Raft<TypeConfig, SM>,
         contact: LeaderContact,
         handler: Arc<dyn PeerHandler>,
+        snapshot_dir: PathBuf,
     ) -> RaftService<SM> {
         RaftService {
             raft,
             contact,
             handler,
+            receiver: SnapshotReceiver::new(snapshot_dir),
+            served: Mutex::new(None),
         }
+    }
+}
+
+impl Incoming {
+    /// Where the complete snapshot was written.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl SnapshotReceiver {
+    pub fn new(dir: PathBuf) -> SnapshotReceiver {
+        SnapshotReceiver {
+            dir,
+            incoming: Mutex::new(None),
+        }
+    }
+
+    /// Takes one chunk of a snapshot being received. Every chunk is checked
+    /// (whole frames, each matching its digest) before it is kept, and the
+    /// answer says where the sender must go on from, so a transfer broken
+    /// off anywhere resumes where it stopped. Memory: one chunk.
+    ///
+    /// Returns `Ok(Ok(offset))` to go on from, `Ok(Err(complete))` when the
+    /// last byte arrived (the file is synced), or `Err(why)` for a chunk it
+    /// refused (nothing of it is kept).
+    pub fn take(
+        &self,
+        from: u64,
+        wire: &WireChunk,
+        data: &[u8],
+    ) -> Result<Result<u64, Incoming>, String> {
+        let mut guard = self.incoming.lock().unwrap_or_else(|p| p.into_inner());
+        let same = guard
+            .as_ref()
+            .is_some_and(|i| i.from == from && i.id == wire.id);
+        if wire.probe {
+            return Ok(Ok(guard.as_ref().filter(|_| same).map_or(0, |i| i.len)));
+        }
+        if !same {
+            if wire.offset != 0 {
+                return Ok(Ok(0));
+            }
+            // A new snapshot replaces any other being received.
+            let path = self.dir.join(format!("incoming-{from}.part"));
+            let file = std::fs::File::create(&path)
+                .map_err(|e| format!("cannot receive a snapshot into {}: {e}", path.display()))?;
+            *guard = Some(Incoming {
+                from,
+                id: wire.id.clone(),
+                path,
+                file,
+                len: 0,
+            });
+        }
+        let Some(inc) = guard.as_mut() else {
+            return Ok(Ok(0));
+        };
+        if wire.offset != inc.len {
+            return Ok(Ok(inc.len));
+        }
+        if inc.len + data.len() as u64 > wire.total {
+            return Err(format!(
+                "a chunk of {} bytes at {} overruns the {}-byte snapshot",
+                data.len(),
+                inc.len,
+                wire.total
+            ));
+        }
+        quorate_core::frames::check_chunk(data, wire.offset)
+            .map_err(|e| format!("snapshot chunk at byte {} refused: {e}", wire.offset))?;
+        inc.file
+            .write_all(data)
+            .map_err(|e| format!("writing {}: {e}", inc.path.display()))?;
+        inc.len += data.len() as u64;
+        metrics::counter!("quorate_snapshot_received_bytes_total").increment(data.len() as u64);
+        if inc.len < wire.total {
+            return Ok(Ok(inc.len));
+        }
+        let Some(done) = guard.take() else {
+            return Ok(Ok(0));
+        };
+        done.file
+            .sync_all()
+            .map_err(|e| format!("syncing {}: {e}", done.path.display()))?;
+        Ok(Err(done))
     }
 }
 
@@ -242,16 +355,30 @@ where
     ) -> Result<Response<RaftMessage>, Status> {
         self.admit(&req, "InstallSnapshot")?;
         let msg = req.into_inner();
-        let wire: WireSnapshot = decode(&msg)?;
+        let wire: WireChunk = decode(&msg)?;
+        let complete = match self.receiver.take(msg.from, &wire, &msg.data) {
+            Err(why) => return reply::<ChunkReply, _>(msg.from, Err(why)),
+            Ok(Ok(offset)) => {
+                return reply::<_, String>(msg.from, Ok(ChunkReply::Continue { offset }));
+            }
+            Ok(Err(complete)) => complete,
+        };
+        let data = match SnapshotData::open(&complete.path) {
+            Ok(d) => d,
+            Err(e) => return reply::<ChunkReply, _>(msg.from, Err(e)),
+        };
         let snapshot = Snapshot {
             meta: wire.meta,
-            snapshot: Cursor::new(msg.data),
+            snapshot: data,
         };
+        // The store verifies the whole snapshot before it changes anything,
+        // and moves the file into place when it installs it.
         let r = self.raft.install_full_snapshot(wire.vote, snapshot).await;
+        let _ = std::fs::remove_file(&complete.path);
         if r.is_ok() {
             self.contact.touch();
         }
-        reply(msg.from, r)
+        reply(msg.from, r.map(ChunkReply::Installed))
     }
 
     async fn identity(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
@@ -281,14 +408,54 @@ where
     ) -> Result<Response<RaftMessage>, Status> {
         self.admit(&req, "FetchSnapshot")?;
         let msg = req.into_inner();
-        match self.handler.fetch_snapshot().await {
-            Ok((meta, data)) => {
-                let mut resp = reply::<_, String>(msg.from, Ok(meta))?;
-                resp.get_mut().data = data;
-                Ok(resp)
+        let ask: FetchChunk = decode(&msg)?;
+        // The first ask builds a fresh snapshot; the rest read chunks of it.
+        let cached = {
+            let served = self.served.lock().unwrap_or_else(|p| p.into_inner());
+            served
+                .as_ref()
+                .filter(|(id, _)| ask.id.as_ref() == Some(id))
+                .map(|(id, s)| (id.clone(), s.clone()))
+        };
+        let (id, snap) = match (cached, &ask.id) {
+            (Some(c), _) => c,
+            (None, Some(id)) => {
+                return reply::<Fetched, _>(
+                    msg.from,
+                    Err(format!(
+                        "snapshot {id} is no longer served here (another fetch replaced it); \
+                         start the fetch again"
+                    )),
+                );
             }
-            Err(e) => reply::<crate::SnapshotMeta, _>(msg.from, Err(e)),
-        }
+            (None, None) => match self.handler.fetch_snapshot().await {
+                Ok(s) => {
+                    let total = s.snapshot.len().unwrap_or(0);
+                    let id = crate::network::snapshot_id(&s.meta, total);
+                    *self.served.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((id.clone(), s.clone()));
+                    (id, s)
+                }
+                Err(e) => return reply::<Fetched, _>(msg.from, Err(e)),
+            },
+        };
+        let total = match snap.snapshot.len() {
+            Ok(t) => t,
+            Err(e) => return reply::<Fetched, _>(msg.from, Err(e)),
+        };
+        let data = match crate::network::read_chunk(&snap.snapshot, ask.offset.min(total)) {
+            Ok(d) => d,
+            Err(e) => return reply::<Fetched, _>(msg.from, Err(e)),
+        };
+        let fetched = Fetched {
+            meta: snap.meta,
+            id,
+            total,
+            offset: ask.offset,
+        };
+        let mut resp = reply::<_, String>(msg.from, Ok(fetched))?;
+        resp.get_mut().data = data;
+        Ok(resp)
     }
 
     async fn transfer_leader(
@@ -418,5 +585,131 @@ mod tests {
             ..identity(&k2, 2, &nonce)
         };
         assert!(other.verify(&nonce).is_err());
+    }
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    use super::*;
+    use crate::network::{WireChunk, read_chunk};
+    use quorate_core::frames;
+
+    /// A container of `n` frames of `size` payload bytes each.
+    fn container(dir: &std::path::Path, n: usize, size: usize) -> SnapshotData {
+        let mut bytes = frames::MAGIC.to_vec();
+        for i in 0..n {
+            bytes.extend(frames::encode(2, &vec![i as u8; size]));
+        }
+        let path = dir.join("snap-test.qsnap");
+        std::fs::write(&path, bytes).expect("write");
+        SnapshotData::open(&path).expect("open")
+    }
+
+    fn wire(id: &str, total: u64, offset: u64, probe: bool) -> WireChunk {
+        WireChunk {
+            vote: openraft::Vote::new(1, 1),
+            meta: Default::default(),
+            id: id.into(),
+            total,
+            offset,
+            probe,
+        }
+    }
+
+    /// Sends `data` from `offset` as the sender would, until done; returns
+    /// the complete file.
+    fn send_from(rx: &SnapshotReceiver, data: &SnapshotData, id: &str) -> Incoming {
+        let total = data.len().expect("len");
+        let mut offset = match rx.take(1, &wire(id, total, 0, true), &[]) {
+            Ok(Ok(o)) => o,
+            _ => panic!("probe answered"),
+        };
+        loop {
+            let chunk = read_chunk(data, offset).expect("chunk");
+            match rx.take(1, &wire(id, total, offset, false), &chunk) {
+                Ok(Ok(o)) => offset = o,
+                Ok(Err(done)) => return done,
+                Err(e) => panic!("refused: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_snapshot_arrives_in_checked_chunks_and_resumes_where_it_stopped() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let dst = tempfile::tempdir().expect("tempdir");
+        // 5 MiB in frames of 300 KiB: several chunks of whole frames.
+        let data = container(src.path(), 17, 300 * 1024);
+        let total = data.len().expect("len");
+        let rx = SnapshotReceiver::new(dst.path().to_path_buf());
+
+        // The first two chunks arrive, then the sender goes away.
+        let c0 = read_chunk(&data, 0).expect("chunk");
+        assert!(c0.len() <= crate::network::SNAPSHOT_CHUNK_BYTES);
+        assert!(frames::check_chunk(&c0, 0).is_ok());
+        let o1 = match rx.take(1, &wire("a", total, 0, false), &c0) {
+            Ok(Ok(o)) => o,
+            _ => panic!("first chunk kept"),
+        };
+        assert_eq!(o1, c0.len() as u64);
+        let c1 = read_chunk(&data, o1).expect("chunk");
+        let o2 = match rx.take(1, &wire("a", total, o1, false), &c1) {
+            Ok(Ok(o)) => o,
+            _ => panic!("second chunk kept"),
+        };
+
+        // A damaged chunk is refused and nothing of it is kept.
+        let mut bad = read_chunk(&data, o2).expect("chunk");
+        bad[100] ^= 1;
+        assert!(rx.take(1, &wire("a", total, o2, false), &bad).is_err());
+        // A chunk at the wrong offset is answered with where to go on.
+        let c3 = read_chunk(&data, o1).expect("chunk");
+        assert!(matches!(
+            rx.take(1, &wire("a", total, o1, false), &c3),
+            Ok(Ok(o)) if o == o2
+        ));
+
+        // The sender comes back: its probe learns the offset, and it sends
+        // only the rest.
+        let done = send_from(&rx, &data, "a");
+        let got = std::fs::read(done.path()).expect("read");
+        assert_eq!(got, std::fs::read(data.path()).expect("read"));
+
+        // Another snapshot starts over; a chunk of it that does not start
+        // at 0 is told to.
+        assert!(matches!(
+            rx.take(1, &wire("b", total, o1, false), &c1),
+            Ok(Ok(0))
+        ));
+        let done = send_from(&rx, &data, "b");
+        assert_eq!(
+            std::fs::read(done.path()).expect("read"),
+            std::fs::read(data.path()).expect("read")
+        );
+    }
+
+    #[test]
+    fn a_chunk_that_overruns_the_snapshot_or_is_not_frames_is_refused() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let dst = tempfile::tempdir().expect("tempdir");
+        let data = container(src.path(), 3, 1000);
+        let total = data.len().expect("len");
+        let rx = SnapshotReceiver::new(dst.path().to_path_buf());
+        let c0 = read_chunk(&data, 0).expect("chunk");
+        assert_eq!(c0.len() as u64, total, "small: one chunk");
+        let e = rx
+            .take(1, &wire("a", total - 1, 0, false), &c0)
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("overruns"), "{e}");
+        let e = rx
+            .take(1, &wire("c", total, 0, false), &c0[..c0.len() - 1])
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("cut short"), "{e}");
+        assert!(matches!(
+            rx.take(1, &wire("c", total, 0, true), &[]),
+            Ok(Ok(0))
+        ));
     }
 }

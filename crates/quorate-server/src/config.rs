@@ -64,15 +64,30 @@ impl Default for CheckpointConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IntegrityConfig {
-    /// Re-verify the whole stored chain, Merkle tree and checkpoints this
-    /// often (it is also verified on every start). Seconds; 0 disables.
+    /// Re-verify stored state this often (it is also verified on every
+    /// start): everything after the verified-up-to mark, a random sample
+    /// below it, and the next `sweep_records` of the rolling sweep.
+    /// Seconds; 0 disables.
     pub verify_interval_s: u64,
+    /// Records below the verified-up-to mark that each periodic run
+    /// re-verifies in full, continuing where the last run stopped, so the
+    /// whole history is re-read every (records / sweep_records) runs while
+    /// no run stalls serving.
+    pub sweep_records: u64,
+    /// Records below the mark checked at random on start and on every run.
+    pub sample_records: u64,
+    /// Below this many records everything is verified on start, mark or
+    /// not (it takes well under a second).
+    pub full_verify_below: u64,
 }
 
 impl Default for IntegrityConfig {
     fn default() -> IntegrityConfig {
         IntegrityConfig {
             verify_interval_s: 300,
+            sweep_records: 200_000,
+            sample_records: 1024,
+            full_verify_below: 100_000,
         }
     }
 }

@@ -47,6 +47,13 @@ pub enum StoreError {
     Diverged { index: u64, message: String },
     #[error("refusing the peer's snapshot: {0}")]
     Unvouched(String),
+    #[error("snapshot refused: {0}")]
+    BadSnapshot(String),
+    #[error("{path}: {message}")]
+    Io {
+        path: std::path::PathBuf,
+        message: String,
+    },
     #[error("policy version {domain} v{version} is stored but does not compile: {message}")]
     PolicyCompile {
         domain: String,
@@ -65,6 +72,13 @@ impl From<StoreError> for std::io::Error {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) db: Arc<DB>,
+    /// Where snapshot files live (`<db>/snapshots`): beside the database,
+    /// never inside a RocksDB value or the WAL.
+    snapshot_dir: std::path::PathBuf,
+    /// Held for writing while a snapshot is installed in several batches,
+    /// and for reading by a full verification, which must never see a
+    /// half-installed state and call it corrupt.
+    pub(crate) install_lock: Arc<std::sync::RwLock<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -92,7 +106,22 @@ impl Store {
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
-        Ok(Store { db: Arc::new(db) })
+        let snapshot_dir = dir.join("snapshots");
+        std::fs::create_dir_all(&snapshot_dir).map_err(|e| StoreError::Io {
+            path: snapshot_dir.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Store {
+            db: Arc::new(db),
+            snapshot_dir,
+            install_lock: Arc::default(),
+        })
+    }
+
+    /// The directory holding this store's snapshot files, and where a
+    /// snapshot being received is written.
+    pub fn snapshot_dir(&self) -> &Path {
+        &self.snapshot_dir
     }
 
     pub(crate) fn cf(&self, name: &str) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>, StoreError> {

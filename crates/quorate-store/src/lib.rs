@@ -28,8 +28,13 @@ mod snapshot;
 
 pub use db::{Store, StoreError};
 pub use log_store::LogStore;
-pub use machine::{ChainHead, DecisionLookup, IntegrityError, MachineState, StateMachine};
+pub use machine::{
+    ChainHead, DecisionLookup, IncrementalCheck, IntegrityError, MachineState, StateMachine,
+};
 pub use proofs::{
     CheckpointProgress, CheckpointState, CheckpointVoter, Divergence, ProofState, VoterEpoch,
 };
-pub use snapshot::{SnapshotPayload, repair_from_snapshot, trusted_voters};
+pub use snapshot::{
+    SnapshotHeader, VerifiedSnapshot, read_header, repair_from_snapshot, trusted_voters,
+    verify_stream,
+};

@@ -30,13 +30,17 @@ use crate::proofs::{
     CheckpointProgress, CheckpointState, CheckpointVoter, Divergence, ProofState, StoredNodes,
     TreeHeads, merkle_key, proof_err, voters_of,
 };
-use crate::snapshot::{self, SnapshotBuilder, SnapshotPayload};
+use crate::snapshot::{self, SnapshotBuilder};
 
 pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 
 type View<'a> = rocksdb::SnapshotWithThreadMode<'a, rocksdb::DB>;
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
 pub(crate) const KEY_HEAD: &[u8] = b"chain_head";
+/// Node-local: the size of a final checkpoint up to which this node last
+/// verified its stored chain in full (a hint that start-up verification
+/// resumes from; never in a snapshot).
+pub(crate) const KEY_VERIFIED: &[u8] = b"verified_upto";
 pub(crate) const KEY_PROOF: &[u8] = b"proof";
 /// The cluster's voter sets over time (`proofs::VoterEpoch`).
 pub(crate) const KEY_VOTER_HISTORY: &[u8] = b"voter_history";
@@ -212,9 +216,8 @@ impl DecisionLookup {
 
     /// Builds a snapshot of the current state from a consistent view (for
     /// `quorate node repair` on a peer).
-    pub fn build_snapshot(&self) -> Result<(quorate_raft::SnapshotMeta, Vec<u8>), StoreError> {
-        let s = SnapshotBuilder::new(self.store.clone()).build()?;
-        Ok((s.meta, s.snapshot.into_inner()))
+    pub fn build_snapshot(&self) -> Result<Snapshot, StoreError> {
+        SnapshotBuilder::new(self.store.clone()).build()
     }
 
     /// The tree heads (size, root) this node reached at the end of each
@@ -346,7 +349,7 @@ impl DecisionLookup {
     /// beside live applies sees one consistent state, never a half-applied
     /// entry.
     pub fn verify_state(&self) -> Result<ChainHead, IntegrityError> {
-        let view = self.store.db.snapshot();
+        let view = self.consistent_view();
         self.verify_policies_in(&view)?;
         self.verify_chain_in(&view)
     }
@@ -500,17 +503,50 @@ impl DecisionLookup {
     /// stored frontier, and every stored checkpoint root. Returns the first
     /// bad index (invariant 6).
     pub fn verify_chain(&self) -> Result<ChainHead, IntegrityError> {
-        self.verify_chain_in(&self.store.db.snapshot())
+        self.verify_chain_in(&self.consistent_view())
+    }
+
+    /// A RocksDB view that is never inside a snapshot install (which
+    /// writes several batches): it is taken while no install runs.
+    fn consistent_view(&self) -> View<'_> {
+        let _no_install = self
+            .store
+            .install_lock
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        self.store.db.snapshot()
     }
 
     fn verify_chain_in(&self, view: &View<'_>) -> Result<ChainHead, IntegrityError> {
+        self.verify_range_in(view, 0, None)
+    }
+
+    /// Verifies records `from + 1 ..= to` (to the head when `to` is
+    /// `None`) exactly as a full verification does, with the chain resumed
+    /// at `from` from the stored record and Merkle nodes. Only a check that
+    /// runs to the head checks the stored frontier and head.
+    fn verify_range_in(
+        &self,
+        view: &View<'_>,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<ChainHead, IntegrityError> {
         let early = |message: String| IntegrityError { index: 0, message };
+        let installing: Option<(Option<LogId>, bool)> = self
+            .view_json(view, CF_SM_META, crate::snapshot::KEY_INSTALLING)
+            .map_err(|e| early(e.to_string()))?;
+        if let Some((at, _)) = installing {
+            return Err(early(format!(
+                "the install of the snapshot at {at:?} was interrupted and could not be \
+                 completed; repair this node (`quorate node repair`)"
+            )));
+        }
         let cf = self
             .store
             .cf(CF_DECISIONS)
             .map_err(|e| early(e.to_string()))?;
         let checkpoints: Vec<(Vec<u8>, CheckpointState)> = self
-            .view_scan(view, CF_CHECKPOINTS)
+            .view_scan_from(view, CF_CHECKPOINTS, from + 1)
             .map_err(|e| early(format!("checkpoints: {e}")))?;
         let head: ChainHead = self
             .view_json(view, CF_SM_META, KEY_HEAD)
@@ -524,14 +560,23 @@ impl DecisionLookup {
             .view_json(view, CF_SM_META, KEY_MEMBERSHIP)
             .map_err(|e| early(e.to_string()))?
             .unwrap_or_default();
-        let mut pending = checkpoints.iter().map(|(_, c)| c).peekable();
+        let mut pending = checkpoints
+            .iter()
+            .map(|(_, c)| c)
+            .filter(|c| to.is_none_or(|t| c.checkpoint.size <= t))
+            .peekable();
         let nodes = StoredNodes { store: &self.store };
         // The one chain verifier (quorate_core::chain); this adds only what
         // a store holds beside the records: its Merkle nodes, frontier and
         // head, which must be exactly what the records produce.
         let voters = voters_of(membership.membership());
-        let mut chain = Chain::new();
-        for kv in view.iterator_cf(&cf, IteratorMode::Start) {
+        let mut chain = self.resume_chain_in(view, from)?;
+        let start = u64_key(from + 1);
+        let iter = view.iterator_cf(&cf, IteratorMode::From(&start, rocksdb::Direction::Forward));
+        for kv in iter {
+            if to.is_some_and(|t| chain.records() >= t) {
+                break;
+            }
             let expected = chain.records() + 1;
             let bad = |message: String| IntegrityError {
                 index: expected,
@@ -559,6 +604,19 @@ impl DecisionLookup {
                     .map_err(|e| bad(format!("stored checkpoint: {e}")))?;
             }
         }
+        let found = ChainHead {
+            count: chain.records(),
+            hash: chain.head(),
+        };
+        if let Some(t) = to {
+            if chain.records() < t.min(head.count) {
+                return Err(IntegrityError {
+                    index: chain.records() + 1,
+                    message: "record missing".into(),
+                });
+            }
+            return Ok(found);
+        }
         let end = chain.records() + 1;
         if let Some(cp) = pending.next() {
             return Err(IntegrityError {
@@ -582,11 +640,268 @@ impl DecisionLookup {
                 index: head.count.min(chain.records()) + 1,
                 message: format!("stored chain head: {e}"),
             })?;
-        let found = ChainHead {
-            count: chain.records(),
-            hash: chain.head(),
-        };
         Ok(found)
+    }
+
+    /// The chain as verified up to record `from`, resumed from what is
+    /// stored: record `from` (its own hash checked) and the Merkle
+    /// frontier of `from` leaves read from the stored perfect nodes. What
+    /// the nodes give is checked later: by every node the following records
+    /// complete, and by every checkpoint root.
+    fn resume_chain_in(&self, view: &View<'_>, from: u64) -> Result<Chain, IntegrityError> {
+        if from == 0 {
+            return Ok(Chain::new());
+        }
+        let bad = |message: String| IntegrityError {
+            index: from,
+            message,
+        };
+        let nodes = StoredNodes { store: &self.store };
+        let mut hashes = Vec::new();
+        let mut offset = 0u64;
+        for level in (0..64u32).rev() {
+            if from & (1u64 << level) != 0 {
+                let h = merkle::NodeSource::node(&nodes, level, offset >> level)
+                    .map_err(|e| bad(format!("Merkle node: {e}")))?;
+                hashes.push(h);
+                offset += 1u64 << level;
+            }
+        }
+        let frontier =
+            merkle::Frontier::from_parts(from, hashes).map_err(|e| bad(e.to_string()))?;
+        let rec = self.view_record(view, from)?;
+        Chain::resume(from, rec.hash, frontier).map_err(|e| bad(e.to_string()))
+    }
+
+    /// Record `index` from `view`, canonically stored and hashing to its
+    /// own hash.
+    fn view_record(&self, view: &View<'_>, index: u64) -> Result<DecisionRecord, IntegrityError> {
+        let bad = |message: String| IntegrityError { index, message };
+        let cf = self
+            .store
+            .cf(CF_DECISIONS)
+            .map_err(|e| bad(e.to_string()))?;
+        let key = u64_key(index);
+        let v = view
+            .get_cf(&cf, key)
+            .map_err(|e| bad(e.to_string()))?
+            .ok_or_else(|| bad("record missing".into()))?;
+        let rec: DecisionRecord =
+            crate::db::decode_canonical(CF_DECISIONS, &key, &v).map_err(|e| bad(e.to_string()))?;
+        if rec.index != index {
+            return Err(bad(format!(
+                "stored under index {index} but says {}",
+                rec.index
+            )));
+        }
+        let computed = rec.compute_hash();
+        if computed != rec.hash {
+            return Err(bad(ChainError::RecordHash {
+                found: rec.hash,
+                computed,
+            }
+            .to_string()));
+        }
+        Ok(rec)
+    }
+
+    /// Every value of `cf` from key `u64(from)` on, canonically stored.
+    fn view_scan_from<T: serde::de::DeserializeOwned + Serialize>(
+        &self,
+        view: &View<'_>,
+        cf: &str,
+        from: u64,
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        let h = self.store.cf(cf)?;
+        let start = u64_key(from);
+        let mut out = Vec::new();
+        for kv in view.iterator_cf(&h, IteratorMode::From(&start, rocksdb::Direction::Forward)) {
+            let (k, v) = kv?;
+            let t = crate::db::decode_canonical(cf, &k, &v)?;
+            out.push((k.to_vec(), t));
+        }
+        Ok(out)
+    }
+
+    /// Start-up and periodic verification whose cost does not grow with
+    /// the history: everything a full verification checks about policies,
+    /// then the chain in full from the verified-up-to mark to the head, and
+    /// `sample` records below the mark chosen at random.
+    ///
+    /// The mark is the size of a final checkpoint up to which an earlier
+    /// run verified everything. It is trusted only as far as it is covered:
+    /// the checkpoint at the mark must be stored, final, and its root and
+    /// a majority of cosignatures must verify against the chain resumed
+    /// from the stored Merkle nodes. Otherwise, or when fewer than
+    /// `full_below` records lie below it, everything is verified. Each
+    /// sampled record must hash to itself, link to its predecessor, be the
+    /// stored leaf, and be proved into the mark's cosigned root by the
+    /// stored nodes. On success the mark moves to the newest final
+    /// checkpoint (invariant 6: what is not re-read here is re-read by the
+    /// periodic sweep, [`DecisionLookup::verify_slice`]).
+    pub fn verify_state_incremental(
+        &self,
+        full_below: u64,
+        sample: u64,
+    ) -> Result<IncrementalCheck, IntegrityError> {
+        let view = self.consistent_view();
+        self.verify_policies_in(&view)?;
+        let early = |message: String| IntegrityError { index: 0, message };
+        let mark: u64 = self
+            .view_json(&view, CF_SM_META, KEY_VERIFIED)
+            .map_err(|e| early(e.to_string()))?
+            .unwrap_or(0);
+        let mut from = 0;
+        if mark >= full_below.max(1) {
+            let cp: Option<CheckpointState> = self
+                .view_json(&view, CF_CHECKPOINTS, &u64_key(mark))
+                .map_err(|e| early(e.to_string()))?;
+            match cp {
+                Some(cp) if cp.is_final() => {
+                    let membership: StoredMembership = self
+                        .view_json(&view, CF_SM_META, KEY_MEMBERSHIP)
+                        .map_err(|e| early(e.to_string()))?
+                        .unwrap_or_default();
+                    let chain = self.resume_chain_in(&view, mark)?;
+                    cp.check(&chain, &voters_of(membership.membership()), None)
+                        .map_err(|e| IntegrityError {
+                            index: mark,
+                            message: format!("the checkpoint at the verified-up-to mark: {e}"),
+                        })?;
+                    self.sample_in(&view, mark, &chain.root(), sample)?;
+                    from = mark;
+                }
+                _ => tracing::warn!(
+                    mark,
+                    "the verified-up-to mark is not a final checkpoint; verifying everything"
+                ),
+            }
+        }
+        let head = self.verify_range_in(&view, from, None)?;
+        let last_final = self
+            .view_json::<ProofState>(&view, CF_SM_META, KEY_PROOF)
+            .map_err(|e| early(e.to_string()))?
+            .unwrap_or_default()
+            .last_final;
+        if last_final > mark
+            && let Ok(cf) = self.store.cf(CF_SM_META)
+        {
+            // A hint, not state: losing it costs one full verification.
+            let _ = self.store.db.put_cf(&cf, KEY_VERIFIED, encode(&last_final));
+        }
+        Ok(IncrementalCheck {
+            head,
+            resumed_at: from,
+            sampled: if from == 0 { 0 } else { sample.min(from) },
+            mark: last_final.max(mark),
+        })
+    }
+
+    /// Checks `n` records below `size` chosen at random (every one when
+    /// `n >= size`) against their own hash, their predecessor's, their
+    /// stored leaf and, by an inclusion proof from the stored nodes, the
+    /// root `root` of `size` records.
+    fn sample_in(
+        &self,
+        view: &View<'_>,
+        size: u64,
+        root: &Digest,
+        n: u64,
+    ) -> Result<(), IntegrityError> {
+        let nodes = StoredNodes { store: &self.store };
+        let mut rng = Rng::seeded();
+        let picks: Vec<u64> = if n >= size {
+            (1..=size).collect()
+        } else {
+            (0..n).map(|_| 1 + rng.below(size)).collect()
+        };
+        for i in picks {
+            let bad = |message: String| IntegrityError { index: i, message };
+            let rec = self.view_record(view, i)?;
+            let prev = if i == 1 {
+                quorate_core::GENESIS_HASH
+            } else {
+                self.view_record(view, i - 1)?.hash
+            };
+            if rec.prev_hash != prev {
+                return Err(bad("does not link to the record before it".into()));
+            }
+            let leaf = quorate_core::proof::record_leaf(&rec);
+            let stored = merkle::NodeSource::node(&nodes, 0, i - 1)
+                .map_err(|e| bad(format!("Merkle node: {e}")))?;
+            if stored != leaf {
+                return Err(bad("stored Merkle leaf does not match the record".into()));
+            }
+            let path = merkle::inclusion_proof(&nodes, i - 1, size)
+                .map_err(|e| bad(format!("inclusion proof: {e}")))?;
+            merkle::verify_inclusion(&leaf, i - 1, size, &path, root).map_err(|e| {
+                bad(format!(
+                    "the stored Merkle nodes do not prove it into the checkpoint at size {size}: {e}"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// One slice of the periodic sweep: records `from + 1 ..= from + count`
+    /// verified as a full verification does (links, hashes, Merkle nodes,
+    /// checkpoints), the chain resumed at `from`. Returns where the next
+    /// slice starts: 0 after the last record below the verified-up-to mark,
+    /// so that the sweep covers the whole history again and again while no
+    /// run costs more than `count` records.
+    pub fn verify_slice(&self, from: u64, count: u64) -> Result<u64, IntegrityError> {
+        let view = self.consistent_view();
+        let mark: u64 = self
+            .view_json(&view, CF_SM_META, KEY_VERIFIED)
+            .map_err(|e| IntegrityError {
+                index: 0,
+                message: e.to_string(),
+            })?
+            .unwrap_or(0);
+        if from >= mark {
+            return Ok(0);
+        }
+        let to = (from + count.max(1)).min(mark);
+        self.verify_range_in(&view, from, Some(to))?;
+        Ok(if to >= mark { 0 } else { to })
+    }
+}
+
+/// What [`DecisionLookup::verify_state_incremental`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IncrementalCheck {
+    /// The verified head.
+    pub head: ChainHead,
+    /// Where the full check started (0: everything was verified).
+    pub resumed_at: u64,
+    /// Records below it checked at random.
+    pub sampled: u64,
+    /// The verified-up-to mark now.
+    pub mark: u64,
+}
+
+/// splitmix64, seeded from the clock and the OS: which records a sample
+/// picks must not be predictable, but need not be cryptographic.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Rng {
+        let mut seed = [0u8; 8];
+        let _ = std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Rng(u64::from_le_bytes(seed) ^ now)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n.max(1)
     }
 }
 
@@ -640,6 +955,19 @@ impl StateMachine {
             checkpoints_rx,
             heads: Arc::default(),
         })
+    }
+
+    /// Completes a snapshot install that a crash interrupted (from the
+    /// snapshot file it saved before writing), before anything is read from
+    /// the store. Returns whether there was one. Call it after
+    /// [`StateMachine::with_cluster_id`]: the snapshot's cosignatures are
+    /// checked for that cluster.
+    pub fn resume_interrupted_install(&mut self) -> Result<bool, StoreError> {
+        let done = snapshot::resume_interrupted_install(&self.store, self.machine.cluster_id())?;
+        if done {
+            self.reload()?;
+        }
+        Ok(done)
     }
 
     /// Sets the cluster id that checkpoint cosignatures are checked against.
@@ -976,14 +1304,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        let bytes = snapshot.into_inner();
-        let payload = SnapshotPayload::decode(&bytes).map_err(io_err)?;
         // Never install a snapshot whose decision log does not verify: the
-        // node would otherwise adopt tampered history (invariant 6).
-        let proof = payload
-            .verify(meta, self.machine.cluster_id())
-            .map_err(io_err)?;
-        snapshot::install(&self.store, meta, &payload, &proof, &bytes).map_err(io_err)?;
+        // node would otherwise adopt tampered history (invariant 6). The
+        // install verifies the whole file first, then writes.
+        let store = self.store.clone();
+        let meta = meta.clone();
+        let cluster_id = self.machine.cluster_id().to_string();
+        let r = tokio::task::spawn_blocking(move || {
+            snapshot::install(&store, &meta, &snapshot, &cluster_id)
+        })
+        .await
+        .map_err(io_err)?;
+        if let Err(e) = &r {
+            metrics::counter!("quorate_snapshots_refused_total").increment(1);
+            tracing::error!("refusing a snapshot: {e}");
+        }
+        r.map_err(io_err)?;
         self.reload().map_err(io_err)?;
         Ok(())
     }

@@ -329,17 +329,11 @@ fn verify_log(
 async fn repair_extension(
     channels: &quorate_raft::network::Channels,
     addr: &str,
-    raw: &[u8],
+    data: &quorate_raft::SnapshotData,
 ) -> anyhow::Result<Option<ConsistencyBundle>> {
-    let payload = quorate_store::SnapshotPayload::decode(raw)?;
-    let records = payload.decisions.len() as u64;
-    let last_final = payload
-        .checkpoints
-        .iter()
-        .filter(|c| c.is_final())
-        .map(|c| c.checkpoint.size)
-        .max()
-        .unwrap_or(0);
+    // What the snapshot claims; the repair verifies it all before use.
+    let header = quorate_store::read_header(data)?;
+    let (records, last_final) = (header.records, header.last_final);
     if records == 0 || last_final >= records {
         return Ok(None);
     }
@@ -473,11 +467,15 @@ pub(crate) async fn repair(
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         eprintln!("fetching a snapshot from {addr} ...");
+        // Into a file beside the database, a checked chunk at a time; the
+        // repair moves it into place as the node's current snapshot.
+        let dest = store.snapshot_dir().join(format!("fetched-{id}.part"));
         let (meta, data) = match quorate_raft::network::fetch_snapshot(
             &channels,
             cfg.node_id,
             &addr,
             Duration::from_secs(120),
+            &dest,
         )
         .await
         {
@@ -527,7 +525,10 @@ pub(crate) async fn repair(
                 eprintln!("repaired; start the node again and it catches up from its peers");
                 return Ok(ExitCode::SUCCESS);
             }
-            Err(e) => errors.push(format!("{addr}: {e}")),
+            Err(e) => {
+                let _ = std::fs::remove_file(&dest);
+                errors.push(format!("{addr}: {e}"));
+            }
         }
     }
     bail!(

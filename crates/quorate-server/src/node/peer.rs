@@ -100,7 +100,7 @@ impl PeerHandler for Node {
         }
     }
 
-    async fn fetch_snapshot(&self) -> Result<(quorate_raft::SnapshotMeta, Vec<u8>), String> {
+    async fn fetch_snapshot(&self) -> Result<quorate_raft::Snapshot, String> {
         // Never hand out state this node cannot vouch for.
         if let Some((reason, msg)) = self.state_in_doubt() {
             return Err(format!(

@@ -23,17 +23,34 @@ impl Node {
             source,
         })?;
         let limits = Limits::default();
-        let sm = StateMachine::open(store.clone(), limits)
+        let mut sm = StateMachine::open(store.clone(), limits)
             .map_err(|source| NodeError::Store {
                 path: db_dir.clone(),
                 source,
             })?
             .with_cluster_id(&cfg.cluster_id);
+        // A snapshot install cut short by a crash is completed from its
+        // saved file first; if it cannot be, verification below fails and
+        // the node contains.
+        if let Err(e) = sm.resume_interrupted_install() {
+            tracing::error!("{e}");
+        }
         let lookup = sm.lookup();
         // Verify the stored decision log before serving anything from it.
-        let integrity = match lookup.verify_state() {
-            Ok(head) => {
-                tracing::info!(records = head.count, head = %head.hash, "decision log verified");
+        let started = std::time::Instant::now();
+        let iv = &cfg.integrity;
+        let integrity = match lookup
+            .verify_state_incremental(iv.full_verify_below, iv.sample_records)
+        {
+            Ok(c) => {
+                tracing::info!(
+                    records = c.head.count,
+                    head = %c.head.hash,
+                    from = c.resumed_at,
+                    sampled = c.sampled,
+                    ms = started.elapsed().as_millis() as u64,
+                    "decision log verified"
+                );
                 None
             }
             Err(e) => {
@@ -41,6 +58,7 @@ impl Node {
                 Some(e.to_string())
             }
         };
+        let snapshot_dir = store.snapshot_dir().to_path_buf();
         let log_store = LogStore::new(store);
         let r = &cfg.raft;
         let raft_config = openraft::Config {
@@ -154,9 +172,14 @@ impl Node {
         // Admitted before decoding: a caller that is not a member node is
         // refused from its certificate alone, before its message is read.
         let raft_svc = quorate_raft::service::Admitted::new(
-            RaftTransportServer::new(RaftService::new(raft.clone(), contact, handler.clone()))
-                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+            RaftTransportServer::new(RaftService::new(
+                raft.clone(),
+                contact,
+                handler.clone(),
+                snapshot_dir,
+            ))
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
             handler,
         );
         let gov_svc = GovernanceServer::new(api)

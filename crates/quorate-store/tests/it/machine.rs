@@ -211,22 +211,32 @@ async fn snapshots_carry_the_whole_decision_log_and_tampered_ones_are_refused() 
     apply(&mut a, history()).await;
     let mut builder = a.get_snapshot_builder().await;
     let snap = builder.build_snapshot().await.expect("build");
-    let bytes = snap.snapshot.get_ref().clone();
 
-    // A tampered snapshot (one ALLOW turned into DENY) is refused, and the
-    // receiving machine is left as it was.
+    // A tampered snapshot (one ALLOW turned into DENY, its frame's digest
+    // recomputed as a forger would) is refused, and the receiving machine
+    // is left as it was.
     let mut b = open(d2.path());
-    let tampered =
-        String::from_utf8(bytes.clone())
-            .expect("json")
-            .replacen("\"ALLOW\"", "\"DENY\"", 1);
-    let err = b
-        .install_snapshot(&snap.meta, std::io::Cursor::new(tampered.into_bytes()))
-        .await;
+    let work = tempfile::tempdir().expect("t");
+    let tampered = rewrite_snapshot(&snap.snapshot, work.path(), |kind, v| {
+        if kind == 2 {
+            let s = v.to_string().replacen("\"ALLOW\"", "\"DENY\"", 1);
+            *v = serde_json::from_str(&s).expect("json");
+        }
+    });
+    let err = b.install_snapshot(&snap.meta, tampered).await;
     assert!(err.is_err(), "tampered snapshot must not install");
     assert!(all(&b).is_empty());
+    // So is one cut short at a frame boundary (its end frame missing).
+    let cut = truncate_snapshot(&snap.snapshot, work.path());
+    let err = b.install_snapshot(&snap.meta, cut).await;
+    assert!(
+        err.as_ref()
+            .is_err_and(|e| e.to_string().contains("end frame")),
+        "{err:?}"
+    );
+    assert!(all(&b).is_empty());
 
-    b.install_snapshot(&snap.meta, std::io::Cursor::new(bytes))
+    b.install_snapshot(&snap.meta, snap.snapshot.clone())
         .await
         .expect("install");
     assert_eq!(all(&a), all(&b));
@@ -238,6 +248,53 @@ async fn snapshots_carry_the_whole_decision_log_and_tampered_ones_are_refused() 
     let mut b = open(d2.path());
     assert!(b.get_current_snapshot().await.expect("read").is_some());
     assert_eq!(all(&a), all(&b));
+}
+
+/// A copy of the snapshot file with every frame's payload passed through
+/// `edit` (kind, JSON value) and its digest recomputed: what a forger who
+/// knows the container would write.
+pub(crate) fn rewrite_snapshot(
+    src: &quorate_raft::SnapshotData,
+    dir: &std::path::Path,
+    edit: impl Fn(u8, &mut serde_json::Value),
+) -> quorate_raft::SnapshotData {
+    let bytes = std::fs::read(src.path()).expect("read snapshot");
+    let mut out = quorate_core::frames::MAGIC.to_vec();
+    let mut at = 8;
+    while at < bytes.len() {
+        let (f, len) = quorate_core::frames::parse(&bytes[at..], at as u64)
+            .expect("frame")
+            .expect("whole");
+        let mut v: serde_json::Value = serde_json::from_slice(f.payload).expect("json");
+        edit(f.kind, &mut v);
+        out.extend(quorate_core::frames::encode(
+            f.kind,
+            &serde_json::to_vec(&v).expect("encode"),
+        ));
+        at += len;
+    }
+    let path = dir.join(format!("edited-{}.qsnap", out.len()));
+    std::fs::write(&path, out).expect("write");
+    quorate_raft::SnapshotData::open(&path).expect("open")
+}
+
+/// A copy of the snapshot file without its last frame.
+fn truncate_snapshot(
+    src: &quorate_raft::SnapshotData,
+    dir: &std::path::Path,
+) -> quorate_raft::SnapshotData {
+    let bytes = std::fs::read(src.path()).expect("read snapshot");
+    let mut at = 8;
+    let mut last = at;
+    while at < bytes.len() {
+        last = at;
+        at += quorate_core::frames::frame_len(&bytes[at..], 0)
+            .expect("len")
+            .expect("whole");
+    }
+    let path = dir.join("cut.qsnap");
+    std::fs::write(&path, &bytes[..last]).expect("write");
+    quorate_raft::SnapshotData::open(&path).expect("open")
 }
 
 /// Rewrites record 3's stored bytes with `edit`, directly in RocksDB.
@@ -609,7 +666,10 @@ async fn a_tampered_active_version_fails_verification() {
 async fn vouched_store(
     dir: &std::path::Path,
     set: u8,
-) -> (StateMachine, (quorate_raft::SnapshotMeta, Vec<u8>)) {
+) -> (
+    StateMachine,
+    (quorate_raft::SnapshotMeta, quorate_raft::SnapshotData),
+) {
     let mut sm = open_in(dir);
     apply(&mut sm, vec![membership(1, set), entry(2, publish(true))]).await;
     apply(
@@ -631,7 +691,7 @@ async fn vouched_store(
     apply(&mut sm, vec![e]).await;
     assert_eq!(sm.lookup().last_final(), 3);
     let snap = sm.lookup().build_snapshot().expect("snapshot");
-    (sm, snap)
+    (sm, (snap.meta, snap.snapshot))
 }
 
 #[tokio::test]
@@ -674,7 +734,8 @@ async fn repair_accepts_only_history_vouched_for_by_voters_it_already_trusts() {
         vec![entry(5, authorize(vec![req("demo", "d", "bob")], 21))],
     )
     .await;
-    let (meta2, raw2) = peer_sm.lookup().build_snapshot().expect("snapshot");
+    let snap2 = peer_sm.lookup().build_snapshot().expect("snapshot");
+    let (meta2, raw2) = (snap2.meta, snap2.snapshot);
     let store = Store::open(good.path()).expect("open");
     let e = quorate_store::repair_from_snapshot(&store, &meta2, &raw2, "c", &before, None)
         .err()
@@ -769,10 +830,254 @@ async fn a_final_checkpoint_without_a_quorum_fails_verification() {
             .contains("1 valid voter cosignatures; 2 are needed"),
         "{err}"
     );
-    let (meta, raw) = sm.lookup().build_snapshot().expect("snapshot");
-    let e = quorate_store::SnapshotPayload::decode(&raw)
-        .expect("decodes")
-        .verify(&meta, "c")
-        .expect_err("nor may it travel in a snapshot");
-    assert!(e.message.contains("2 are needed"), "{e}");
+    let snap = sm.lookup().build_snapshot().expect("snapshot");
+    let e = quorate_store::verify_stream(
+        &snap.snapshot,
+        &snap.meta,
+        "c",
+        quorate_store::ChainHead::default(),
+    )
+    .expect_err("nor may it travel in a snapshot");
+    assert!(e.to_string().contains("2 are needed"), "{e}");
+}
+
+// ---- Issue 13: snapshots as streamed files, incremental verification.
+
+/// Opens the store's RocksDB directly (the node stopped), as an operator
+/// or a fault would.
+fn raw_db(dir: &std::path::Path) -> rocksdb::DB {
+    let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir).expect("list");
+    rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, cfs).expect("raw open")
+}
+
+/// Entries 1..: membership, the demo policy, then `n` authorize entries of
+/// 50 requests each (50 n records).
+fn long_history(n: u64) -> Vec<quorate_raft::Entry> {
+    let mut out = vec![membership(1, 1), entry(2, publish(true))];
+    for k in 0..n {
+        let reqs = (0..50)
+            .map(|j| {
+                req(
+                    "demo",
+                    &format!("r{k}-{j}"),
+                    if j % 3 == 0 { "bob" } else { "alice" },
+                )
+            })
+            .collect();
+        out.push(entry(3 + k, authorize(reqs, 100 + k)));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_long_snapshot_streams_in_frames_extends_a_prefix_and_an_interrupted_install_resumes() {
+    let (da, db) = (
+        tempfile::tempdir().expect("t"),
+        tempfile::tempdir().expect("t"),
+    );
+    let history = long_history(60);
+    let mut a = open_in(da.path());
+    apply(&mut a, history.clone()).await;
+    let e = checkpoint(&a, 63, 1, &[1, 2]);
+    apply(&mut a, vec![e]).await;
+    assert_eq!(
+        (a.lookup().head().count, a.lookup().last_final()),
+        (3000, 3000)
+    );
+    let snap = a.lookup().build_snapshot().expect("snapshot");
+
+    // The file is a run of frames: one header, several record batches of at
+    // most 1,024 records, the checkpoint after the record that makes its
+    // size, one end.
+    let bytes = std::fs::read(snap.snapshot.path()).expect("read");
+    let mut kinds = Vec::new();
+    let mut at = 8;
+    while at < bytes.len() {
+        let (f, len) = quorate_core::frames::parse(&bytes[at..], at as u64)
+            .expect("frame")
+            .expect("whole");
+        if f.kind == 2 {
+            let v: serde_json::Value = serde_json::from_slice(f.payload).expect("json");
+            assert!(v["records"].as_array().expect("records").len() <= 1024);
+        }
+        kinds.push(f.kind);
+        at += len;
+    }
+    assert_eq!(kinds.first(), Some(&1));
+    assert_eq!(&kinds[kinds.len() - 2..], &[3, 4]);
+    assert!(kinds.iter().filter(|k| **k == 2).count() >= 3, "{kinds:?}");
+
+    // B holds the first 1,000 records of the same history: the snapshot
+    // extends them, and B ends with exactly A's state.
+    let mut b = open_in(db.path());
+    apply(&mut b, history[..22].to_vec()).await;
+    let prefix = b.lookup().head();
+    assert_eq!(prefix.count, 1000);
+    b.install_snapshot(&snap.meta, snap.snapshot.clone())
+        .await
+        .expect("install");
+    assert_eq!(all(&a), all(&b));
+    b.lookup().verify_state().expect("installed state verifies");
+    let applied = b.applied_state().await.expect("applied").0;
+    drop(b);
+
+    // A crash half-way through an install: the marker is set, some records
+    // beyond the old head are written, the head is the old one. Until it is
+    // completed the state does not verify; completing it needs nothing but
+    // the saved snapshot file.
+    {
+        let raw = raw_db(db.path());
+        let meta = raw.cf_handle("sm_meta").expect("cf");
+        let decisions = raw.cf_handle("decisions").expect("cf");
+        raw.put_cf(
+            &meta,
+            b"installing",
+            serde_json::to_vec(&(applied, false)).expect("json"),
+        )
+        .expect("put");
+        raw.put_cf(
+            &meta,
+            b"chain_head",
+            serde_json::to_vec(&prefix).expect("json"),
+        )
+        .expect("put");
+        for i in 1501..=3000u64 {
+            raw.delete_cf(&decisions, i.to_be_bytes()).expect("delete");
+        }
+    }
+    let mut b = open_in(db.path());
+    let e = b
+        .lookup()
+        .verify_state()
+        .expect_err("a half-installed state");
+    assert!(e.message.contains("interrupted"), "{e}");
+    assert!(b.resume_interrupted_install().expect("resume"));
+    b.lookup()
+        .verify_state()
+        .expect("completed install verifies");
+    assert_eq!(all(&a), all(&b));
+    assert!(!b.resume_interrupted_install().expect("nothing left"));
+}
+
+/// A store with 5 records, a final checkpoint at 3, and the verified-up-to
+/// mark at 3 after a first (full) incremental run.
+async fn marked_store(dir: &std::path::Path) {
+    let (mut sm, _) = vouched_store(dir, 1).await;
+    apply(
+        &mut sm,
+        vec![entry(
+            5,
+            authorize(vec![req("demo", "d", "bob"), req("demo", "e", "alice")], 21),
+        )],
+    )
+    .await;
+    let first = sm
+        .lookup()
+        .verify_state_incremental(0, 0)
+        .expect("verifies");
+    assert_eq!((first.resumed_at, first.head.count, first.mark), (0, 5, 3));
+    let again = sm
+        .lookup()
+        .verify_state_incremental(0, 0)
+        .expect("verifies");
+    assert_eq!((again.resumed_at, again.sampled), (3, 0));
+}
+
+#[tokio::test]
+async fn start_up_verification_resumes_at_a_cosigned_mark_and_the_rest_is_sampled_and_swept() {
+    // After the mark everything is checked.
+    let d = tempfile::tempdir().expect("t");
+    marked_store(d.path()).await;
+    tamper_record_at(d.path(), 5, |s| s.replacen("alice", "mallory", 1));
+    let e = open_in(d.path())
+        .lookup()
+        .verify_state_incremental(0, 0)
+        .expect_err("after the mark");
+    assert_eq!(e.index, 5, "{e}");
+
+    // Below the mark a change is found by the sample (every record, when
+    // the sample is as large as what lies below), by the sweep, and by a
+    // full check; a run with no sample leaves it to those.
+    let d = tempfile::tempdir().expect("t");
+    marked_store(d.path()).await;
+    tamper_record_at(d.path(), 2, |s| s.replacen("bob", "eve", 1));
+    let sm = open_in(d.path());
+    let l = sm.lookup();
+    assert_eq!(
+        l.verify_state_incremental(0, 0)
+            .expect("unsampled")
+            .resumed_at,
+        3
+    );
+    assert_eq!(
+        l.verify_state_incremental(0, 3).expect_err("sampled").index,
+        2
+    );
+    assert_eq!(l.verify_slice(0, 100).expect_err("swept").index, 2);
+    assert_eq!(
+        l.verify_state_incremental(10, 0)
+            .expect_err("small: full")
+            .index,
+        2
+    );
+    drop(sm);
+
+    // A stored leaf that is not its record's is found by the sample.
+    let d = tempfile::tempdir().expect("t");
+    marked_store(d.path()).await;
+    {
+        let raw = raw_db(d.path());
+        let merkle = raw.cf_handle("merkle").expect("cf");
+        let mut key = [0u8; 9];
+        key[1..].copy_from_slice(&1u64.to_be_bytes());
+        raw.put_cf(&merkle, key, [7u8; 32]).expect("put");
+    }
+    let e = open_in(d.path())
+        .lookup()
+        .verify_state_incremental(0, 3)
+        .expect_err("a bad leaf");
+    assert!(e.message.contains("Merkle"), "{e}");
+
+    // A mark that is not a final checkpoint is not believed: everything is
+    // verified again.
+    let d = tempfile::tempdir().expect("t");
+    marked_store(d.path()).await;
+    {
+        let raw = raw_db(d.path());
+        let meta = raw.cf_handle("sm_meta").expect("cf");
+        raw.put_cf(&meta, b"verified_upto", b"4").expect("put");
+    }
+    let c = open_in(d.path())
+        .lookup()
+        .verify_state_incremental(0, 0)
+        .expect("verifies");
+    assert_eq!(c.resumed_at, 0);
+
+    // Nor is one whose checkpoint lost its quorum.
+    let d = tempfile::tempdir().expect("t");
+    marked_store(d.path()).await;
+    {
+        let raw = raw_db(d.path());
+        let cf = raw.cf_handle("checkpoints").expect("cf");
+        let v = raw
+            .get_cf(&cf, 3u64.to_be_bytes())
+            .expect("get")
+            .expect("cp");
+        let mut cp: serde_json::Value = serde_json::from_slice(&v).expect("json");
+        cp["checkpoint"]["cosignatures"]
+            .as_array_mut()
+            .expect("cosignatures")
+            .truncate(1);
+        raw.put_cf(
+            &cf,
+            3u64.to_be_bytes(),
+            serde_json::to_vec(&cp).expect("json"),
+        )
+        .expect("put");
+    }
+    let e = open_in(d.path())
+        .lookup()
+        .verify_state_incremental(0, 0)
+        .expect_err("the mark's checkpoint");
+    assert!(e.message.contains("mark"), "{e}");
 }
