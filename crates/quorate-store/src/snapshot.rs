@@ -390,14 +390,12 @@ impl SnapshotBuilder {
             let mut bytes = 0usize;
             let mut count = 0u64;
             let mut cps = 0u64;
-            flush_batch(
-                &mut out,
-                &mut batch,
-                0,
-                &mut cps,
-                &mut checkpoints,
-                &mut next_cp,
-            )?;
+            // Ends the pending records frame at `count` records, then writes
+            // the checkpoints that fall there.
+            let mut flush = |out: &mut FrameFile, batch: &mut RecordBatch, count: u64| {
+                flush_batch(out, batch, count, &mut cps, &mut checkpoints, &mut next_cp)
+            };
+            flush(&mut out, &mut batch, 0)?;
             for kv in iter(CF_DECISIONS)? {
                 let (k, v) = kv?;
                 let rec: DecisionRecord = decode(CF_DECISIONS, &k, &v)?;
@@ -406,27 +404,13 @@ impl SnapshotBuilder {
                 batch.records.push(rec);
                 if batch.records.len() >= BATCH_RECORDS
                     || bytes >= BATCH_BYTES
-                    || next_cp.peek() == Some(&count)
+                    || checkpoint_sizes.binary_search(&count).is_ok()
                 {
-                    flush_batch(
-                        &mut out,
-                        &mut batch,
-                        count,
-                        &mut cps,
-                        &mut checkpoints,
-                        &mut next_cp,
-                    )?;
+                    flush(&mut out, &mut batch, count)?;
                     bytes = 0;
                 }
             }
-            flush_batch(
-                &mut out,
-                &mut batch,
-                count,
-                &mut cps,
-                &mut checkpoints,
-                &mut next_cp,
-            )?;
+            flush(&mut out, &mut batch, count)?;
             if count != header.records || cps != header.checkpoints {
                 return Err(StoreError::Corrupt {
                     what: "snapshot".into(),
