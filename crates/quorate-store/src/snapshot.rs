@@ -216,6 +216,8 @@ impl<'a> FrameReader<'a> {
             return Ok(None);
         }
         let path = self.data.path();
+        let at = self.offset;
+        let cut = || bad(format!("the file ends inside a frame at byte {at}"));
         let mut header = [0u8; 5];
         let n = self
             .data
@@ -223,12 +225,7 @@ impl<'a> FrameReader<'a> {
             .map_err(io_at(path))?;
         let total = frames::frame_len(&header[..n], self.offset)
             .map_err(bad)?
-            .ok_or_else(|| {
-                bad(format!(
-                    "the file ends inside a frame at byte {}",
-                    self.offset
-                ))
-            })?;
+            .ok_or_else(cut)?;
         self.buf.resize(total, 0);
         let n = self
             .data
@@ -236,12 +233,7 @@ impl<'a> FrameReader<'a> {
             .map_err(io_at(path))?;
         let (frame, used) = frames::parse(&self.buf[..n], self.offset)
             .map_err(bad)?
-            .ok_or_else(|| {
-                bad(format!(
-                    "the file ends inside a frame at byte {}",
-                    self.offset
-                ))
-            })?;
+            .ok_or_else(cut)?;
         self.offset += used as u64;
         Ok(Some((frame.kind, frame.payload)))
     }
