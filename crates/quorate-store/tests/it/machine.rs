@@ -1081,3 +1081,30 @@ async fn start_up_verification_resumes_at_a_cosigned_mark_and_the_rest_is_sample
         .expect_err("the mark's checkpoint");
     assert!(e.message.contains("mark"), "{e}");
 }
+
+/// Writes the snapshot fuzz target's seeds (`fuzz/corpus/snapshot/seed-*`):
+/// a small history's snapshot and one of 100 records with a final
+/// checkpoint cosigned for cluster `"c"`. Run only when the snapshot
+/// format changes on purpose:
+/// `cargo test -p quorate-store --test it -- --ignored write_snapshot_fuzz_seeds`.
+#[tokio::test]
+#[ignore = "writes fuzz/corpus/snapshot; run when the snapshot format changes"]
+async fn write_snapshot_fuzz_seeds() {
+    let corpus =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/snapshot");
+    std::fs::create_dir_all(&corpus).expect("corpus dir");
+    let d = tempfile::tempdir().expect("t");
+    let mut small = open_in(d.path());
+    apply(&mut small, history()).await;
+    let snap = small.lookup().build_snapshot().expect("snapshot");
+    std::fs::copy(snap.snapshot.path(), corpus.join("seed-small.qsnap")).expect("copy");
+
+    let d = tempfile::tempdir().expect("t");
+    let mut long = open_in(d.path());
+    apply(&mut long, long_history(2)).await;
+    let e = checkpoint(&long, 5, 1, &[1, 2]);
+    apply(&mut long, vec![e]).await;
+    assert_eq!(long.lookup().last_final(), 100);
+    let snap = long.lookup().build_snapshot().expect("snapshot");
+    std::fs::copy(snap.snapshot.path(), corpus.join("seed-checkpointed.qsnap")).expect("copy");
+}
