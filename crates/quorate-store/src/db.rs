@@ -79,6 +79,9 @@ pub struct Store {
     /// and for reading by a full verification, which must never see a
     /// half-installed state and call it corrupt.
     pub(crate) install_lock: Arc<std::sync::RwLock<()>>,
+    /// Recently read and written Merkle nodes, for receipts (see
+    /// [`crate::proofs::NodeCache`]).
+    pub(crate) node_cache: Arc<crate::proofs::NodeCache>,
 }
 
 impl std::fmt::Debug for Store {
@@ -115,6 +118,7 @@ impl Store {
             db: Arc::new(db),
             snapshot_dir,
             install_lock: Arc::default(),
+            node_cache: Arc::default(),
         })
     }
 

@@ -127,3 +127,20 @@ pub fn reseal_record_live(
     store.db.put_cf(&cf, key, crate::db::encode(&rec.seal()))?;
     Ok(())
 }
+
+/// Overwrites the stored perfect Merkle node `(level, index)` of a running
+/// node's open database with `hash`, behind its caches: what a bit flip in
+/// the `merkle` column family leaves behind.
+pub fn tamper_merkle_live(
+    lookup: &crate::DecisionLookup,
+    level: u32,
+    index: u64,
+    hash: quorate_core::Digest,
+) -> Result<(), crate::StoreError> {
+    let store = lookup.store();
+    let cf = store.cf(crate::db::CF_MERKLE)?;
+    store
+        .db
+        .put_cf(&cf, crate::proofs::merkle_key(level, index), hash.0)?;
+    Ok(())
+}

@@ -27,8 +27,8 @@ use crate::db::{
     CF_REQUEST_IDS, CF_ROLLOUTS, CF_SM_META, Store, StoreError, decode, encode, key_u64, u64_key,
 };
 use crate::proofs::{
-    CheckpointProgress, CheckpointState, CheckpointVoter, Divergence, ProofState, StoredNodes,
-    TreeHeads, merkle_key, proof_err, voters_of,
+    CachedNodes, CheckpointProgress, CheckpointState, CheckpointVoter, Divergence, ProofState,
+    StoredNodes, TreeHeads, merkle_key, proof_err, voters_of,
 };
 use crate::snapshot::{self, SnapshotBuilder};
 
@@ -163,13 +163,13 @@ impl DecisionLookup {
 
     /// The Merkle root of the first `size` records, from stored nodes.
     pub fn root_at(&self, size: u64) -> Result<Digest, StoreError> {
-        merkle::root_at(&StoredNodes { store: &self.store }, size).map_err(proof_err)
+        merkle::root_at(&CachedNodes { store: &self.store }, size).map_err(proof_err)
     }
 
     /// Audit path of record `index` (1-based) in the tree of `size` records.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Digest>, StoreError> {
         merkle::inclusion_proof(
-            &StoredNodes { store: &self.store },
+            &CachedNodes { store: &self.store },
             index.saturating_sub(1),
             size,
         )
@@ -177,7 +177,7 @@ impl DecisionLookup {
     }
 
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Digest>, StoreError> {
-        merkle::consistency_proof(&StoredNodes { store: &self.store }, old, new).map_err(proof_err)
+        merkle::consistency_proof(&CachedNodes { store: &self.store }, old, new).map_err(proof_err)
     }
 
     pub fn checkpoint(&self, size: u64) -> Result<Option<CheckpointState>, StoreError> {
@@ -1233,6 +1233,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let records_before = st.head.count;
             let mut batch = WriteBatch::default();
             let log_index = entry.log_id.index;
+            let generation = self.store.node_cache.generation();
+            let mut new_nodes = Vec::new();
             let response = match &entry.payload {
                 EntryPayload::Blank => CommandResponse::None,
                 EntryPayload::Normal(cmd) => {
@@ -1252,6 +1254,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         .map_err(|e| io_err(machine_err(e)))?;
                     self.put_writes(&mut batch, &applied.writes, log_index)
                         .map_err(io_err)?;
+                    new_nodes.extend(applied.writes.iter().filter_map(|w| match w {
+                        Write::MerkleNode { level, index, hash } => Some((*level, *index, *hash)),
+                        _ => None,
+                    }));
                     if let Some(p) = applied.progress {
                         self.checkpoints_tx.send_replace(p);
                     }
@@ -1276,6 +1282,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // Not synced on its own: the WAL sync of later log appends (or
             // replay of the synced Raft log after a crash) covers it.
             self.store.db.write(batch).map_err(io_err)?;
+            // Written, so receipts for these records need no RocksDB read.
+            self.store.node_cache.insert(generation, new_nodes);
             let head =
                 (st.head.count > records_before).then(|| (st.head.count, st.proof.frontier.root()));
             *self

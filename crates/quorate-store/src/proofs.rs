@@ -127,6 +127,96 @@ impl NodeSource for StoredNodes<'_> {
     }
 }
 
+/// Perfect Merkle nodes the serving path has read or the apply path has
+/// written, so that a receipt's inclusion proof costs hash-map lookups
+/// rather than ~log2(n) RocksDB reads.
+///
+/// Only the serving path ([`CachedNodes`]: receipts, roots and consistency
+/// proofs handed to callers) reads it. Verification at rest always reads
+/// RocksDB ([`StoredNodes`]), so a node altered on disk is still found
+/// (invariant 6) even while the cache holds its honest value.
+///
+/// A perfect node never changes once written (the log is append-only);
+/// only replacing history (a snapshot install or a repair) does that, and
+/// it calls [`NodeCache::clear`] before and after. A read that raced with a
+/// clear is not kept: `generation` tells.
+#[derive(Debug, Default)]
+pub(crate) struct NodeCache {
+    inner: std::sync::RwLock<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    nodes: std::collections::HashMap<(u32, u64), Digest>,
+    generation: u64,
+}
+
+impl NodeCache {
+    /// At most this many nodes (32 bytes each, about 4 MiB with the map's
+    /// overhead); when full it starts over rather than tracking recency.
+    const CAPACITY: usize = 1 << 16;
+
+    fn get(&self, level: u32, index: u64) -> (Option<Digest>, u64) {
+        match self.inner.read() {
+            Ok(c) => (c.nodes.get(&(level, index)).copied(), c.generation),
+            Err(_) => (None, u64::MAX),
+        }
+    }
+
+    /// Keeps nodes read or written under `generation`; dropped if a clear
+    /// came in between.
+    pub(crate) fn insert(
+        &self,
+        generation: u64,
+        nodes: impl IntoIterator<Item = (u32, u64, Digest)>,
+    ) {
+        let Ok(mut c) = self.inner.write() else {
+            return;
+        };
+        if c.generation != generation {
+            return;
+        }
+        for (level, index, hash) in nodes {
+            if c.nodes.len() >= Self::CAPACITY {
+                c.nodes.clear();
+            }
+            c.nodes.insert((level, index), hash);
+        }
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.inner.read().map(|c| c.generation).unwrap_or(u64::MAX)
+    }
+
+    /// Forgets every node: history is being replaced.
+    pub(crate) fn clear(&self) {
+        let mut c = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        c.nodes.clear();
+        c.generation = c.generation.wrapping_add(1);
+    }
+}
+
+/// Perfect nodes for the serving path: the store's [`NodeCache`], then
+/// RocksDB. Never used to verify stored state.
+pub(crate) struct CachedNodes<'a> {
+    pub(crate) store: &'a Store,
+}
+
+impl NodeSource for CachedNodes<'_> {
+    type Error = StoreError;
+
+    fn node(&self, level: u32, index: u64) -> Result<Digest, StoreError> {
+        let cache = &self.store.node_cache;
+        let (hit, generation) = cache.get(level, index);
+        if let Some(d) = hit {
+            return Ok(d);
+        }
+        let d = StoredNodes { store: self.store }.node(level, index)?;
+        cache.insert(generation, [(level, index, d)]);
+        Ok(d)
+    }
+}
+
 /// Maps a proof failure over stored nodes to a store error.
 pub(crate) fn proof_err(e: merkle::ProofError<StoreError>) -> StoreError {
     match e {
@@ -135,5 +225,35 @@ pub(crate) fn proof_err(e: merkle::ProofError<StoreError>) -> StoreError {
             what: "merkle".into(),
             message: m.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod node_cache_tests {
+    use super::*;
+
+    #[test]
+    fn a_read_that_raced_with_a_clear_is_not_kept_and_a_full_cache_starts_over() {
+        let c = NodeCache::default();
+        let g = c.generation();
+        c.insert(g, [(0, 1, Digest([1; 32]))]);
+        assert_eq!(c.get(0, 1).0, Some(Digest([1; 32])));
+        // A reader saw generation g, history was replaced meanwhile: what it
+        // read from the old history is dropped.
+        c.clear();
+        assert_eq!(c.get(0, 1).0, None);
+        c.insert(g, [(0, 1, Digest([1; 32]))]);
+        assert_eq!(c.get(0, 1).0, None);
+        let g = c.generation();
+        c.insert(
+            g,
+            (0..NodeCache::CAPACITY as u64 + 1).map(|i| (0, i, Digest([2; 32]))),
+        );
+        let held = c.inner.read().map(|c| c.nodes.len()).unwrap_or(0);
+        assert!(held <= NodeCache::CAPACITY, "{held}");
+        assert_eq!(
+            c.get(0, NodeCache::CAPACITY as u64).0,
+            Some(Digest([2; 32]))
+        );
     }
 }

@@ -773,6 +773,15 @@ pub(crate) fn install(
     Ok(verified.header.head)
 }
 
+/// Clears the node cache when dropped.
+struct ForgetNodes<'a>(&'a crate::proofs::NodeCache);
+
+impl Drop for ForgetNodes<'_> {
+    fn drop(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// Writes a verified snapshot into the store, in batches of about a MiB.
 ///
 /// Records up to `keep` (this node's own head, which the snapshot was
@@ -795,6 +804,11 @@ fn apply_verified(
         .install_lock
         .write()
         .unwrap_or_else(|p| p.into_inner());
+    // History is being replaced: no receipt may be built from a cached
+    // node of the old one, now or after (cleared again on every way out,
+    // before the lock is released).
+    store.node_cache.clear();
+    let _forget = ForgetNodes(&store.node_cache);
     let file = keep_as_current(store, meta, data)?;
     let data = &SnapshotData::open(&store.snapshot_dir().join(&file))
         .map_err(io_at(store.snapshot_dir()))?;

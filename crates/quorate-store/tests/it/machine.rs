@@ -1108,3 +1108,88 @@ async fn write_snapshot_fuzz_seeds() {
     let snap = long.lookup().build_snapshot().expect("snapshot");
     std::fs::copy(snap.snapshot.path(), corpus.join("seed-checkpointed.qsnap")).expect("copy");
 }
+
+/// Receipts' inclusion proofs come from the node cache the apply path
+/// fills; they are the proofs RFC 9162 gives over the records, before and
+/// after a snapshot extends the history. Verification at rest never reads
+/// that cache: a node changed on disk is found while the cache still holds
+/// its honest value. (Needs `fault-injection`, which `cargo test
+/// --workspace` switches on through the server's dev-dependencies.)
+#[cfg(feature = "fault-injection")]
+#[tokio::test]
+async fn receipts_use_cached_merkle_nodes_and_verification_still_reads_the_disk() {
+    use quorate_core::merkle;
+    let (da, db) = (
+        tempfile::tempdir().expect("t"),
+        tempfile::tempdir().expect("t"),
+    );
+    let history = long_history(20);
+    let mut a = open_in(da.path());
+    apply(&mut a, history.clone()).await;
+    let leaves: Vec<_> = all(&a)
+        .iter()
+        .map(quorate_core::proof::record_leaf)
+        .collect();
+    assert_eq!(leaves.len(), 1000);
+    let expect = |i: u64, size: u64| {
+        let mut tree = merkle::MemoryTree::new();
+        for l in &leaves[..size as usize] {
+            tree.push(*l);
+        }
+        merkle::inclusion_proof(&tree, i - 1, size).expect("reference proof")
+    };
+    for (i, size) in [(1, 1000), (500, 1000), (999, 1000), (1000, 1000), (7, 640)] {
+        assert_eq!(
+            a.lookup().inclusion_proof(i, size).expect("proof"),
+            expect(i, size)
+        );
+    }
+    // Again, now from the warm cache, and the roots agree with the tree.
+    for (i, size) in [(1, 1000), (500, 1000), (1000, 1000)] {
+        assert_eq!(
+            a.lookup().inclusion_proof(i, size).expect("proof"),
+            expect(i, size)
+        );
+    }
+    assert_eq!(
+        a.lookup().root_at(1000).expect("root"),
+        a.lookup().tree_head().1
+    );
+
+    // B holds a prefix, warms its cache on it, then a snapshot extends it:
+    // its proofs are A's.
+    let mut b = open_in(db.path());
+    apply(&mut b, history[..12].to_vec()).await;
+    assert_eq!(b.lookup().head().count, 500);
+    let _ = b.lookup().inclusion_proof(250, 500).expect("proof");
+    let snap = a.lookup().build_snapshot().expect("snapshot");
+    b.install_snapshot(&snap.meta, snap.snapshot.clone())
+        .await
+        .expect("install");
+    for (i, size) in [(250, 500), (250, 1000), (1000, 1000)] {
+        assert_eq!(
+            b.lookup().inclusion_proof(i, size).expect("proof"),
+            expect(i, size)
+        );
+    }
+
+    // The leaf of record 999 (level 0, index 998) is in A's cache. Changed
+    // on disk, verification finds it, although receipts still get the
+    // honest value from the cache.
+    a.lookup().verify_state().expect("honest state verifies");
+    let honest = expect(1000, 1000);
+    quorate_store::fault::tamper_merkle_live(&a.lookup(), 0, 998, quorate_core::Digest([7; 32]))
+        .expect("tamper");
+    assert_eq!(
+        a.lookup().inclusion_proof(1000, 1000).expect("proof"),
+        honest
+    );
+    let e = a
+        .lookup()
+        .verify_state()
+        .expect_err("a changed Merkle node");
+    assert!(
+        e.message.contains("merkle") || e.message.contains("node"),
+        "{e}"
+    );
+}
