@@ -465,6 +465,28 @@ pub async fn list(
     Ok(out)
 }
 
+/// Arguments of `quorate policy publish` of `file` to `domain` at `endpoint`,
+/// then `extra` (`--activate`, `--sign-with KEY`, ...).
+pub fn publish_args<'a>(
+    endpoint: &'a str,
+    domain: &'a str,
+    file: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "policy",
+        "publish",
+        "--endpoint",
+        endpoint,
+        "--domain",
+        domain,
+        "--file",
+        file,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// A request in the test policy's vocabulary.
 pub fn request(domain: &str, rid: &str, principal: &str, action: &str) -> v1::AuthorizeRequest {
     v1::AuthorizeRequest {

@@ -16,18 +16,12 @@ async fn t40_authorize_exit_codes_and_json_output() -> anyhow::Result<()> {
     let policy = c.dir.path().join("p.cedar");
     std::fs::write(&policy, POLICY)?;
     let publish = |extra: &[&str]| {
-        let mut args = vec![
-            "policy",
-            "publish",
-            "--endpoint",
+        quorate(&quorate_e2e::publish_args(
             &ep,
-            "--domain",
             "docs",
-            "--file",
             policy.to_str().unwrap_or_default(),
-        ];
-        args.extend_from_slice(extra);
-        quorate(&args)
+            extra,
+        ))
     };
     let (code, out, err) = publish(&["--activate"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -377,17 +371,12 @@ async fn t42_bench_reports_what_it_measured() -> anyhow::Result<()> {
     let policy = c.dir.path().join("p.cedar");
     std::fs::write(&policy, POLICY)?;
     let ep = c.nodes[0].grpc.clone();
-    let (code, out, err) = quorate(&[
-        "policy",
-        "publish",
-        "--endpoint",
+    let (code, out, err) = quorate(&quorate_e2e::publish_args(
         &ep,
-        "--domain",
         "docs",
-        "--file",
         policy.to_str().unwrap_or_default(),
-        "--activate",
-    ]);
+        &["--activate"],
+    ));
     assert_eq!(code, 0, "{out}{err}");
     c.decide(0, quorate_e2e::request("docs", "warm", "alice", "read"))
         .await?;

@@ -304,17 +304,7 @@ async fn t51_unsigned_or_wrongly_signed_policies_are_refused_when_required() -> 
     let before = c.status(0).await?.last_log_index;
 
     let publish = |extra: &[&str]| {
-        let mut args = vec![
-            "policy",
-            "publish",
-            "--endpoint",
-            &ep,
-            "--domain",
-            "docs",
-            "--file",
-            p,
-            "--activate",
-        ];
+        let mut args = quorate_e2e::publish_args(&ep, "docs", p, &["--activate"]);
         args.extend_from_slice(extra);
         cli(&args)
     };
