@@ -1,8 +1,9 @@
 //! Micro-benchmarks of the pure functions every decision pays for on every
 //! replica, and the offline verifier pays for per record: the canonical
 //! encoding and hash of a record, the codec's encode/decode of a stored
-//! record and of a Raft entry, the Merkle append, ed25519 checkpoint
-//! signatures, and the chain verifier. `cargo bench -p quorate-core`; the
+//! record and of a Raft entry (beside the JSON codec it replaced, measured
+//! in the same run), the Merkle append, ed25519 checkpoint signatures, and
+//! the chain verifier. `cargo bench -p quorate-core`; the
 //! figures and their method are in docs/BENCHMARKS.md.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -73,6 +74,21 @@ fn record_bytes(c: &mut Criterion) {
     g.bench_function("codec_decode_canonical", |b| {
         b.iter(|| codec::decode_canonical::<DecisionRecord>(black_box(&stored)))
     });
+    g.bench_function("codec_decode", |b| {
+        b.iter(|| codec::decode::<DecisionRecord>(black_box(&stored)))
+    });
+    // The JSON codec this replaced, for comparison in the same run.
+    let json = serde_json::to_vec(&r).unwrap_or_default();
+    g.bench_function("json_encode", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&r)).unwrap_or_default())
+    });
+    g.bench_function("json_decode_canonical", |b| {
+        b.iter(|| {
+            let r: DecisionRecord = serde_json::from_slice(black_box(&json)).expect("decodes");
+            assert_eq!(serde_json::to_vec(&r).unwrap_or_default(), json);
+            r
+        })
+    });
     g.finish();
 
     // One Raft entry of a 64-request batch: what every AppendEntries and
@@ -89,6 +105,13 @@ fn record_bytes(c: &mut Criterion) {
     });
     g.bench_function("codec_decode", |b| {
         b.iter(|| codec::decode::<Command>(black_box(&bytes)))
+    });
+    let json = serde_json::to_vec(&batch).unwrap_or_default();
+    g.bench_function("json_encode", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&batch)).unwrap_or_default())
+    });
+    g.bench_function("json_decode", |b| {
+        b.iter(|| serde_json::from_slice::<Command>(black_box(&json)).expect("decodes"))
     });
     g.finish();
 }

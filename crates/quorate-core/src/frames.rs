@@ -15,8 +15,9 @@
 use crate::canonical::sha256;
 
 /// The first eight bytes of every snapshot: "QSNAP", two zero bytes, and
-/// the container version (1).
-pub const MAGIC: [u8; 8] = *b"QSNAP\0\0\x01";
+/// the container version. Version 2: payloads in the binary codec
+/// (FORMATS.md §6.0); version 1 carried them as JSON.
+pub const MAGIC: [u8; 8] = *b"QSNAP\0\0\x02";
 
 /// The largest payload a frame may carry. Writers cut their batches well
 /// below it; a reader refuses a longer length before allocating for it.
@@ -30,6 +31,12 @@ pub const OVERHEAD: usize = 1 + 4 + 32;
 pub enum FrameError {
     #[error("not a quorate snapshot (the first 8 bytes are not the container's magic)")]
     BadMagic,
+    #[error(
+        "a quorate snapshot of container version {0}, which this build does not read (it reads version {v}): \
+         have a node of this build make a new snapshot",
+        v = MAGIC[7]
+    )]
+    OtherVersion(u8),
     #[error(
         "frame at byte {offset} declares {len} payload bytes, more than the {MAX_PAYLOAD} allowed"
     )]
@@ -98,6 +105,16 @@ pub fn parse(buf: &[u8], offset: u64) -> Result<Option<(Frame<'_>, usize)>, Fram
     )))
 }
 
+/// Checks that `head` starts with this build's [`MAGIC`], telling another
+/// container version from bytes that are not a snapshot at all.
+pub fn check_magic(head: &[u8]) -> Result<(), FrameError> {
+    match head.get(..MAGIC.len()) {
+        Some(m) if m == MAGIC.as_slice() => Ok(()),
+        Some(m) if m[..7] == MAGIC[..7] => Err(FrameError::OtherVersion(m[7])),
+        _ => Err(FrameError::BadMagic),
+    }
+}
+
 /// Checks that `chunk`, which starts at byte `offset` of a container, is
 /// exactly a run of whole, intact frames (preceded by the magic when
 /// `offset` is 0). Returns how many frames it holds. This is what a
@@ -105,9 +122,7 @@ pub fn parse(buf: &[u8], offset: u64) -> Result<Option<(Frame<'_>, usize)>, Fram
 pub fn check_chunk(chunk: &[u8], offset: u64) -> Result<usize, FrameError> {
     let mut at = 0usize;
     if offset == 0 {
-        if chunk.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
-            return Err(FrameError::BadMagic);
-        }
+        check_magic(chunk)?;
         at = MAGIC.len();
     }
     let mut frames = 0;
@@ -176,6 +191,15 @@ mod tests {
         }
         // A chunk presented at the wrong offset is not a run of frames.
         assert_eq!(check_chunk(&c[8..], 0), Err(FrameError::BadMagic));
+        // A snapshot of the JSON container (version 1) is named as such.
+        let mut v1 = c.clone();
+        v1[7] = 1;
+        assert_eq!(check_chunk(&v1, 0), Err(FrameError::OtherVersion(1)));
+        assert!(
+            FrameError::OtherVersion(1)
+                .to_string()
+                .contains("reads version 2")
+        );
         assert!(check_chunk(&c[9..], 9).is_err());
     }
 

@@ -97,14 +97,15 @@ macro_rules! hex_type {
 
         impl Serialize for $t {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.to_hex())
+                crate::record::serialize_hex(&self.0, s)
             }
         }
 
         impl<'de> Deserialize<'de> for $t {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
-                let s = String::deserialize(d)?;
-                $t::from_hex(&s).map_err(serde::de::Error::custom)
+                crate::record::deserialize_hex(d, concat!("a hex ", $what), |s| {
+                    $t::from_hex(s).map_err(|e| e.to_string())
+                })
             }
         }
     };

@@ -45,15 +45,56 @@ impl std::fmt::Display for Digest {
 
 impl Serialize for Digest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        serialize_hex(&self.0, s)
     }
 }
 
 impl<'de> Deserialize<'de> for Digest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
-        let s = String::deserialize(d)?;
-        Digest::from_hex(&s).map_err(serde::de::Error::custom)
+        deserialize_hex(d, "64 hex characters (a SHA-256 digest)", |s| {
+            Digest::from_hex(s).map_err(|e| e.to_string())
+        })
     }
+}
+
+/// Writes `bytes` as a lowercase hex string, without an intermediate
+/// `String` (digests, keys and signatures are written on every record).
+pub(crate) fn serialize_hex<S: serde::Serializer, const N: usize>(
+    bytes: &[u8; N],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    const { assert!(N <= 64, "longer than a signature") };
+    let mut buf = [0u8; 128];
+    let out = &mut buf[..2 * N];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
+    }
+    // ASCII hex digits are always UTF-8.
+    s.serialize_str(std::str::from_utf8(out).unwrap_or_default())
+}
+
+/// Reads a hex string through `parse` without an intermediate `String`.
+pub(crate) fn deserialize_hex<'de, D: serde::Deserializer<'de>, T>(
+    d: D,
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    struct Hex<T> {
+        expecting: &'static str,
+        parse: fn(&str) -> Result<T, String>,
+    }
+    impl<T> serde::de::Visitor<'_> for Hex<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+            (self.parse)(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(Hex { expecting, parse })
 }
 
 /// ALLOW or DENY. There is no third value: an error a client could mistake

@@ -891,7 +891,7 @@ fn ed25519_vectors_match() {
     }
 }
 
-// ---- Generator of docs/vectors/{history,canonical-json,ed25519}-v1.json ----
+// ---- Generator of docs/vectors/{history,canonical-json,ed25519,attested-answer,storage}-v1.json ----
 //
 // Not a check: the checks below recompute every value from the files with
 // the primitives alone. This writes the files, for when a format changes on
@@ -1428,6 +1428,70 @@ mod regenerate {
         })
     }
 
+    /// Stored rows and a Raft command in the binary codec (FORMATS.md
+    /// §6.0), each beside the JSON text quorate writes for the same value.
+    fn storage() -> Value {
+        use quorate_core::{Command, codec};
+        let decisions: Vec<super::DecisionVector> =
+            serde_json::from_str(include_str!("../../../docs/vectors/decision-v1.json"))
+                .expect("decision vectors");
+        let shadowed: Value = history()["shadow_record"]["record"].clone();
+        let shadowed: DecisionRecord = serde_json::from_value(shadowed).expect("shadow record");
+        let policy = PolicyVersion {
+            domain: "payments".into(),
+            version: 1,
+            policy_text: PAY_V1.into(),
+            schema: None,
+            hash: policy_content_hash(PAY_V1, None),
+            log_index: 3,
+            published_at_ms: T0,
+            signature: None,
+        };
+        let command = Command::Authorize {
+            requests: vec![
+                decisions[0].record.request.clone(),
+                decisions[1].record.request.clone(),
+            ],
+            timestamp_ms: T0 + 9,
+        };
+        fn case<T: serde::Serialize>(what: &str, kind: &str, v: &T) -> Value {
+            json!({
+                "what": what,
+                "type": kind,
+                "json": serde_json::to_string(v).expect("json"),
+                "stored_hex": hex::encode(codec::encode(v)),
+            })
+        }
+        let record = &decisions[0].record;
+        let mut padded = codec::encode(record);
+        // `index` (1) as a uint64 instead of a positive fixint: the same
+        // value in bytes that are not its encoding.
+        let at = padded
+            .windows(6)
+            .position(|w| w == b"\xa5index")
+            .expect("index key")
+            + 6;
+        assert_eq!(padded[at], 0x01);
+        padded.splice(at..at + 1, [0xcf, 0, 0, 0, 0, 0, 0, 0, 1]);
+        json!({
+            "description": "The binary codec of stored rows, snapshot frames and Raft messages \
+                (FORMATS.md section 6.0), checked by crates/quorate-core/tests/vectors.rs. \
+                Each case holds `json`, the JSON text quorate writes for a value, and \
+                `stored_hex`, the bytes it stores for it: the MessagePack spelling of that JSON \
+                text, key for key in the same order, every length and integer in its shortest \
+                form. `noncanonical_hex` decodes to the first case's record but is not its \
+                encoding (index 1 written as a uint64), so a stored row holding it is refused.",
+            "cases": [
+                case("decision record 1 of decision-v1.json (column family decisions, key u64(1))", "record", record),
+                case("decision record 2 of decision-v1.json (a DENY)", "record", &decisions[1].record),
+                case("the shadowed record of history-v1.json", "record", &shadowed),
+                case("a policy version (column family policies)", "policy", &policy),
+                case("an authorize batch of two requests (the command a raft_log entry carries)", "command", &command),
+            ],
+            "noncanonical_hex": hex::encode(padded),
+        })
+    }
+
     #[test]
     #[ignore = "writes docs/vectors; run with QUORATE_WRITE_VECTORS=1 when a format changes on purpose"]
     fn regenerate() {
@@ -1440,8 +1504,12 @@ mod regenerate {
             ("canonical-json-v1.json", canonical()),
             ("ed25519-v1.json", ed25519()),
             ("attested-answer-v1.json", attested_answer()),
+            ("storage-v1.json", storage()),
         ] {
-            let text = serde_json::to_string_pretty(&value).expect("json") + "\n";
+            // Keys sorted (FORMATS.md §1): re-read from the canonical text,
+            // whose keys are in byte order.
+            let sorted: Value = serde_json::from_str(&canonical_json(&value)).expect("json");
+            let text = serde_json::to_string_pretty(&sorted).expect("json") + "\n";
             std::fs::write(format!("{dir}/{name}"), text).expect("write");
         }
     }
@@ -1476,4 +1544,52 @@ fn attested_answer_vector_verifies_and_its_tampered_copy_does_not() {
     );
     let bad: quorate_core::Receipt = serde_json::from_str(bad).expect("still parses");
     assert!(quorate_core::proof::verify_receipt(&trust, &bad).is_err());
+}
+
+// ---- docs/vectors/storage-v1.json: the binary codec of section 6.0 ----
+
+#[test]
+fn storage_vectors_match() {
+    use quorate_core::{Command, PolicyVersion, codec};
+    let v: serde_json::Value =
+        serde_json::from_str(include_str!("../../../docs/vectors/storage-v1.json"))
+            .expect("storage vectors parse");
+    let cases = v["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 5);
+    fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(json: &str, stored: &[u8]) {
+        let value: T = serde_json::from_str(json).expect("json form parses");
+        assert_eq!(hex::encode(codec::encode(&value)), hex::encode(stored));
+        let back: T = codec::decode_canonical(stored).expect("stored bytes decode");
+        assert_eq!(serde_json::to_string(&back).expect("json"), json);
+    }
+    for c in cases {
+        let json = c["json"].as_str().expect("json");
+        let stored = hex::decode(c["stored_hex"].as_str().expect("hex")).expect("hex");
+        // The rule an outsider applies: the MessagePack spelling of the
+        // JSON text, keys in their order, shortest forms.
+        let generic: serde_json::Value = serde_json::from_str(json).expect("json parses");
+        assert_eq!(
+            hex::encode(codec::encode(&generic)),
+            hex::encode(&stored),
+            "{}",
+            c["what"]
+        );
+        match c["type"].as_str() {
+            Some("record") => typed::<DecisionRecord>(json, &stored),
+            Some("policy") => typed::<PolicyVersion>(json, &stored),
+            Some("command") => typed::<Command>(json, &stored),
+            other => panic!("unknown case type {other:?}"),
+        }
+    }
+    let first = hex::decode(cases[0]["stored_hex"].as_str().expect("hex")).expect("hex");
+    let padded = hex::decode(v["noncanonical_hex"].as_str().expect("hex")).expect("hex");
+    assert_eq!(
+        codec::decode::<DecisionRecord>(&padded),
+        codec::decode::<DecisionRecord>(&first),
+        "the same value"
+    );
+    assert_eq!(
+        codec::decode_canonical::<DecisionRecord>(&padded),
+        Err(codec::CodecError::NotCanonical)
+    );
 }

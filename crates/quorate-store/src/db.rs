@@ -20,6 +20,12 @@ pub(crate) const CF_CHECKPOINTS: &str = "checkpoints";
 pub(crate) const CF_ACTIVATIONS: &str = "activations";
 pub(crate) const CF_ROLLOUTS: &str = "rollouts";
 
+/// `raft_meta/format`: the encoding of every stored row (FORMATS.md §6.0).
+/// A database without it that holds anything was written by a build that
+/// stored JSON.
+const FORMAT_KEY: &[u8] = b"format";
+pub(crate) const FORMAT: &str = "quorate-store/2 msgpack";
+
 const ALL_CFS: [&str; 12] = [
     CF_LOG,
     CF_RAFT_META,
@@ -49,6 +55,16 @@ pub enum StoreError {
     Unvouched(String),
     #[error("snapshot refused: {0}")]
     BadSnapshot(String),
+    #[error(
+        "the database in {dir} holds rows in storage format {found}, and this build reads {expected}; \
+         there is no in-place conversion: move the directory aside and start the node with an empty \
+         one, and it catches up from its peers by snapshot"
+    )]
+    Format {
+        dir: std::path::PathBuf,
+        found: String,
+        expected: &'static str,
+    },
     #[error("{path}: {message}")]
     Io {
         path: std::path::PathBuf,
@@ -84,6 +100,46 @@ pub struct Store {
     pub(crate) node_cache: Arc<crate::proofs::NodeCache>,
 }
 
+/// Refuses a database whose rows are in another encoding than this build's
+/// before anything reads them (what would otherwise look like corruption
+/// of every row), and marks a new one with this build's.
+fn check_format(db: &DB, dir: &Path) -> Result<(), StoreError> {
+    let handle = |name| {
+        db.cf_handle(name).ok_or_else(|| StoreError::Corrupt {
+            what: format!("column family {name}"),
+            message: "missing".into(),
+        })
+    };
+    let meta = handle(CF_RAFT_META)?;
+    let refuse = |found: String| StoreError::Format {
+        dir: dir.to_path_buf(),
+        found,
+        expected: FORMAT,
+    };
+    match db.get_cf(&meta, FORMAT_KEY)? {
+        Some(found) if found == FORMAT.as_bytes() => Ok(()),
+        Some(found) => Err(refuse(String::from_utf8_lossy(&found).into_owned())),
+        None => {
+            for name in ALL_CFS {
+                let cf = handle(name)?;
+                if db
+                    .iterator_cf(&cf, rocksdb::IteratorMode::Start)
+                    .next()
+                    .is_some()
+                {
+                    return Err(refuse(
+                        "JSON (written before the format was recorded)".into(),
+                    ));
+                }
+            }
+            let mut w = rocksdb::WriteOptions::default();
+            w.set_sync(true);
+            db.put_cf_opt(&meta, FORMAT_KEY, FORMAT.as_bytes(), &w)?;
+            Ok(())
+        }
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
@@ -109,6 +165,7 @@ impl Store {
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        check_format(&db, dir)?;
         let snapshot_dir = dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir).map_err(|e| StoreError::Io {
             path: snapshot_dir.clone(),

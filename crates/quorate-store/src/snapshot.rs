@@ -199,9 +199,7 @@ impl<'a> FrameReader<'a> {
         let len = data.len().map_err(io_at(path))?;
         let mut magic = [0u8; 8];
         let n = data.read_at(0, &mut magic).map_err(io_at(path))?;
-        if n != magic.len() || magic != frames::MAGIC {
-            return Err(bad(frames::FrameError::BadMagic));
-        }
+        frames::check_magic(&magic[..n]).map_err(bad)?;
         Ok(FrameReader {
             data,
             offset: magic.len() as u64,

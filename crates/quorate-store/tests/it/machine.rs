@@ -265,11 +265,11 @@ pub(crate) fn rewrite_snapshot(
         let (f, len) = quorate_core::frames::parse(&bytes[at..], at as u64)
             .expect("frame")
             .expect("whole");
-        let mut v: serde_json::Value = serde_json::from_slice(f.payload).expect("json");
+        let mut v: serde_json::Value = quorate_core::codec::decode(f.payload).expect("decodes");
         edit(f.kind, &mut v);
         out.extend(quorate_core::frames::encode(
             f.kind,
-            &serde_json::to_vec(&v).expect("encode"),
+            &quorate_core::codec::encode(&v),
         ));
         at += len;
     }
@@ -297,20 +297,46 @@ fn truncate_snapshot(
     quorate_raft::SnapshotData::open(&path).expect("open")
 }
 
-/// Rewrites record 3's stored bytes with `edit`, directly in RocksDB.
-fn tamper_record_3(dir: &std::path::Path, edit: impl FnOnce(String) -> String) {
+/// Rewrites record 3's stored row through `edit` on its JSON form,
+/// directly in RocksDB (re-encoded by the codec, hash left as it was).
+fn tamper_record_3(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
     tamper_record_at(dir, 3, edit)
 }
 
-/// Rewrites record `index`'s stored bytes with `edit`, directly in RocksDB.
-fn tamper_record_at(dir: &std::path::Path, index: u64, edit: impl FnOnce(String) -> String) {
+/// Rewrites record `index`'s stored row through `edit` on its JSON form,
+/// directly in RocksDB.
+fn tamper_record_at(dir: &std::path::Path, index: u64, edit: impl FnOnce(&mut serde_json::Value)) {
+    tamper_row(dir, "decisions", &index.to_be_bytes(), edit)
+}
+
+/// Rewrites the row at `cf`/`key` through `edit` on its JSON form.
+fn tamper_row(
+    dir: &std::path::Path,
+    cf: &str,
+    key: &[u8],
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
     let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir).expect("list");
     let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, cfs).expect("raw open");
-    let cf = db.cf_handle("decisions").expect("cf");
-    let key = index.to_be_bytes();
+    let cf = db.cf_handle(cf).expect("cf");
     let v = db.get_cf(&cf, key).expect("get").expect("present");
-    let edited = edit(String::from_utf8(v).expect("utf8"));
+    let edited = quorate_core::codec::edit(&v, edit).expect("decodes");
+    assert_ne!(edited, v, "the edit changed nothing");
     db.put_cf(&cf, key, edited).expect("put");
+}
+
+/// Replaces the first `from` in the first string of `v` (in document
+/// order) that holds it.
+fn replace_first(v: &mut serde_json::Value, from: &str, to: &str) -> bool {
+    match v {
+        serde_json::Value::String(s) if s.contains(from) => {
+            *s = s.replacen(from, to, 1);
+            true
+        }
+        serde_json::Value::Array(a) => a.iter_mut().any(|x| replace_first(x, from, to)),
+        serde_json::Value::Object(o) => o.values_mut().any(|x| replace_first(x, from, to)),
+        _ => false,
+    }
 }
 
 #[tokio::test]
@@ -318,9 +344,17 @@ async fn a_flipped_byte_in_a_stored_record_is_found_at_its_index() {
     // ALLOW -> DENY changes the record; a flipped bit in the name of an
     // absent optional field (found by the Jepsen bit-flip nemesis) leaves
     // the decoded record unchanged, and must be found all the same.
-    let edits: [fn(String) -> String; 2] = [
-        |v| v.replace("\"ALLOW\"", "\"DENY\""),
-        |v| v.replace("\"trace_id\":null", "\"trace_iD\":null"),
+    let edits: [fn(&mut serde_json::Value); 2] = [
+        |v| {
+            assert_eq!(v["decision"], "ALLOW");
+            v["decision"] = "DENY".into();
+        },
+        |v| {
+            let request = v["request"].as_object_mut().expect("request");
+            let absent = request.shift_remove("trace_id").expect("trace_id");
+            assert!(absent.is_null());
+            request.insert("trace_iD".into(), absent);
+        },
     ];
     for edit in edits {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -608,9 +642,13 @@ async fn a_replayed_record_that_no_longer_matches_its_hash_fails_the_apply() {
     apply(&mut sm, history()).await;
     // Record 4 is bob's DENY (request id b1). Edit it to ALLOW on disk.
     drop(sm);
-    tamper_record_at(dir.path(), 4, |s| {
-        s.replace(r#""decision":"DENY""#, r#""decision":"ALLOW""#)
-            .replace(r#""reason":"POLICY""#, r#""reason":null"#)
+    tamper_record_at(dir.path(), 4, |v| {
+        assert_eq!(
+            (&v["decision"], &v["reason"]),
+            (&"DENY".into(), &"POLICY".into())
+        );
+        v["decision"] = "ALLOW".into();
+        v["reason"] = serde_json::Value::Null;
     });
     let mut sm = open(dir.path());
     // Retrying b1 must not answer the altered record: the apply fails on
@@ -640,18 +678,10 @@ async fn a_tampered_active_version_fails_verification() {
     assert!(sm.lookup().verify_state().is_ok());
     drop(sm);
     // v2 exists (so "active <= latest" holds), but it was never activated.
-    {
-        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).expect("list");
-        let db =
-            rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).expect("raw open");
-        let cf = db.cf_handle("domains").expect("cf");
-        let v = db.get_cf(&cf, b"demo").expect("get").expect("present");
-        let edited = String::from_utf8(v)
-            .expect("utf8")
-            .replace(r#""active_version":1"#, r#""active_version":2"#);
-        assert!(edited.contains(r#""active_version":2"#), "{edited}");
-        db.put_cf(&cf, b"demo", edited).expect("put");
-    }
+    tamper_row(dir.path(), "domains", b"demo", |v| {
+        assert_eq!(v["active_version"], 1);
+        v["active_version"] = 2.into();
+    });
     let sm = open(dir.path());
     let e = sm.lookup().verify_state().err().map(|e| e.to_string());
     assert!(
@@ -810,14 +840,14 @@ async fn a_final_checkpoint_without_a_quorum_fails_verification() {
         let cf = db.cf_handle("checkpoints").expect("cf");
         let key = 3u64.to_be_bytes();
         let v = db.get_cf(&cf, key).expect("get").expect("checkpoint at 3");
-        let mut cp: serde_json::Value = serde_json::from_slice(&v).expect("json");
+        let mut cp: serde_json::Value = quorate_core::codec::decode(&v).expect("decodes");
         assert!(!cp["finalized_at"].is_null(), "final before the edit: {cp}");
         let sigs = cp["checkpoint"]["cosignatures"]
             .as_array_mut()
             .expect("cosignatures");
         assert_eq!(sigs.len(), 2);
         sigs.truncate(1);
-        db.put_cf(&cf, key, serde_json::to_vec(&cp).expect("encode"))
+        db.put_cf(&cf, key, quorate_core::codec::encode(&cp))
             .expect("put");
     }
     let sm = open_in(dir.path());
@@ -897,7 +927,7 @@ async fn a_long_snapshot_streams_in_frames_extends_a_prefix_and_an_interrupted_i
             .expect("frame")
             .expect("whole");
         if f.kind == 2 {
-            let v: serde_json::Value = serde_json::from_slice(f.payload).expect("json");
+            let v: serde_json::Value = quorate_core::codec::decode(f.payload).expect("decodes");
             assert!(v["records"].as_array().expect("records").len() <= 1024);
         }
         kinds.push(f.kind);
@@ -932,15 +962,11 @@ async fn a_long_snapshot_streams_in_frames_extends_a_prefix_and_an_interrupted_i
         raw.put_cf(
             &meta,
             b"installing",
-            serde_json::to_vec(&(applied, false)).expect("json"),
+            quorate_core::codec::encode(&(applied, false)),
         )
         .expect("put");
-        raw.put_cf(
-            &meta,
-            b"chain_head",
-            serde_json::to_vec(&prefix).expect("json"),
-        )
-        .expect("put");
+        raw.put_cf(&meta, b"chain_head", quorate_core::codec::encode(&prefix))
+            .expect("put");
         for i in 1501..=3000u64 {
             raw.delete_cf(&decisions, i.to_be_bytes()).expect("delete");
         }
@@ -988,7 +1014,9 @@ async fn start_up_verification_resumes_at_a_cosigned_mark_and_the_rest_is_sample
     // After the mark everything is checked.
     let d = tempfile::tempdir().expect("t");
     marked_store(d.path()).await;
-    tamper_record_at(d.path(), 5, |s| s.replacen("alice", "mallory", 1));
+    tamper_record_at(d.path(), 5, |v| {
+        assert!(replace_first(v, "alice", "mallory"));
+    });
     let e = open_in(d.path())
         .lookup()
         .verify_state_incremental(0, 0)
@@ -1000,7 +1028,9 @@ async fn start_up_verification_resumes_at_a_cosigned_mark_and_the_rest_is_sample
     // full check; a run with no sample leaves it to those.
     let d = tempfile::tempdir().expect("t");
     marked_store(d.path()).await;
-    tamper_record_at(d.path(), 2, |s| s.replacen("bob", "eve", 1));
+    tamper_record_at(d.path(), 2, |v| {
+        assert!(replace_first(v, "bob", "eve"));
+    });
     let sm = open_in(d.path());
     let l = sm.lookup();
     assert_eq!(
@@ -1063,17 +1093,13 @@ async fn start_up_verification_resumes_at_a_cosigned_mark_and_the_rest_is_sample
             .get_cf(&cf, 3u64.to_be_bytes())
             .expect("get")
             .expect("cp");
-        let mut cp: serde_json::Value = serde_json::from_slice(&v).expect("json");
+        let mut cp: serde_json::Value = quorate_core::codec::decode(&v).expect("decodes");
         cp["checkpoint"]["cosignatures"]
             .as_array_mut()
             .expect("cosignatures")
             .truncate(1);
-        raw.put_cf(
-            &cf,
-            3u64.to_be_bytes(),
-            serde_json::to_vec(&cp).expect("json"),
-        )
-        .expect("put");
+        raw.put_cf(&cf, 3u64.to_be_bytes(), quorate_core::codec::encode(&cp))
+            .expect("put");
     }
     let e = open_in(d.path())
         .lookup()
@@ -1192,4 +1218,74 @@ async fn receipts_use_cached_merkle_nodes_and_verification_still_reads_the_disk(
         e.message.contains("merkle") || e.message.contains("node"),
         "{e}"
     );
+}
+
+/// Every row of every column family, for "nothing changed" checks.
+fn dump(dir: &std::path::Path) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    let db = raw_db(dir);
+    let mut out = Vec::new();
+    for name in rocksdb::DB::list_cf(&rocksdb::Options::default(), dir).expect("list") {
+        let cf = db.cf_handle(&name).expect("cf");
+        for kv in db.iterator_cf(&cf, rocksdb::IteratorMode::Start) {
+            let (k, v) = kv.expect("row");
+            out.push((name.clone(), k.to_vec(), v.to_vec()));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_database_in_another_storage_format_is_refused_before_any_row_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut sm = open(dir.path());
+        apply(&mut sm, history()).await;
+    }
+    let set_format = |v: Option<&[u8]>| {
+        let db = raw_db(dir.path());
+        let meta = db.cf_handle("raft_meta").expect("cf");
+        match v {
+            Some(v) => db.put_cf(&meta, b"format", v).expect("put"),
+            None => db.delete_cf(&meta, b"format").expect("delete"),
+        }
+        db.flush_wal(true).expect("flush");
+    };
+    {
+        let db = raw_db(dir.path());
+        let meta = db.cf_handle("raft_meta").expect("cf");
+        assert_eq!(
+            db.get_cf(&meta, b"format").expect("get").as_deref(),
+            Some(b"quorate-store/2 msgpack".as_slice()),
+            "a new database is marked with its format"
+        );
+    }
+    // No marker but rows: what a build that stored JSON left behind.
+    // Another marker: a build with another codec.
+    for (marker, named) in [
+        (None, "JSON (written before the format was recorded)"),
+        (
+            Some(b"quorate-store/9 other".as_slice()),
+            "quorate-store/9 other",
+        ),
+    ] {
+        set_format(marker);
+        let before = dump(dir.path());
+        let err = Store::open(dir.path()).expect_err("another format is refused");
+        let text = err.to_string();
+        assert!(
+            matches!(err, quorate_store::StoreError::Format { .. }),
+            "{text}"
+        );
+        assert!(text.contains(named), "{text}");
+        assert!(
+            text.contains("catches up from its peers by snapshot"),
+            "{text}"
+        );
+        assert_eq!(dump(dir.path()), before, "refusing changed nothing");
+    }
+    // Marked again, it opens and its history is intact.
+    set_format(Some(b"quorate-store/2 msgpack"));
+    let sm = open(dir.path());
+    assert!(sm.lookup().verify_state().is_ok());
+    assert_eq!(all(&sm).len(), 5);
 }
