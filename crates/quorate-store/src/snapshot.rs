@@ -918,8 +918,21 @@ fn apply_verified(
     batch.put_cf(&cf_meta, KEY_LAST_APPLIED, encode(&meta.last_log_id));
     batch.put_cf(&cf_meta, KEY_MEMBERSHIP, encode(&meta.last_membership));
     batch.put_cf(&cf_meta, KEY_HEAD, encode(&h.head));
-    if keep.count == 0 {
-        // Every record was rewritten: the next verification starts over.
+    // Every record written here was verified on its way in: the file was
+    // checked whole (chain, Merkle, checkpoints) and re-read for the
+    // install, whose recomputed frontier matched. So the verified-up-to
+    // mark moves to the snapshot's newest final checkpoint, and a node
+    // that caught up on a long history restarts by checking only what came
+    // after it (plus the sample and the sweep below it), as after any
+    // verification. Without a final checkpoint the next verification
+    // starts over.
+    if v.proof.last_final > 0 {
+        batch.put_cf(
+            &cf_meta,
+            crate::machine::KEY_VERIFIED,
+            encode(&v.proof.last_final),
+        );
+    } else if keep.count == 0 {
         batch.delete_cf(&cf_meta, crate::machine::KEY_VERIFIED);
     }
     batch.delete_cf(&cf_meta, KEY_INSTALLING);

@@ -1289,3 +1289,36 @@ async fn a_database_in_another_storage_format_is_refused_before_any_row_is_read(
     assert!(sm.lookup().verify_state().is_ok());
     assert_eq!(all(&sm).len(), 5);
 }
+
+#[tokio::test]
+async fn a_node_that_installed_a_snapshot_restarts_from_its_final_checkpoint() {
+    // A learner that caught up on a long history must not re-verify all of
+    // it on its next start: the install verified every record on its way
+    // in, so verification resumes at the snapshot's newest final
+    // checkpoint, and records damaged below it are still found by a full
+    // check (and by the sample and sweep).
+    let peer = tempfile::tempdir().expect("tempdir");
+    let (_peer_sm, (meta, raw)) = vouched_store(peer.path(), 1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut sm = open_in(dir.path());
+        sm.install_snapshot(&meta, raw).await.expect("install");
+        assert_eq!(sm.lookup().last_final(), 3);
+    }
+    let sm = open_in(dir.path());
+    let c = sm
+        .lookup()
+        .verify_state_incremental(0, 0)
+        .expect("an installed history verifies");
+    assert_eq!((c.resumed_at, c.head.count, c.mark), (3, 3, 3));
+    drop(sm);
+    tamper_record_at(dir.path(), 2, |v| {
+        assert!(replace_first(v, "bob", "eve"));
+    });
+    let sm = open_in(dir.path());
+    let e = sm
+        .lookup()
+        .verify_state()
+        .expect_err("a full check finds it");
+    assert_eq!(e.index, 2, "{e}");
+}
