@@ -30,6 +30,8 @@ use crate::record::{
     AuthorizeRequest, Decision, DecisionRecord, Digest, PolicyVersion, policy_content_hash,
 };
 
+pub mod parallel;
+
 /// The policy state of a record's domain at its log position, as the export
 /// shows it.
 #[derive(Debug, Clone, Copy)]
@@ -185,6 +187,10 @@ pub enum Problem {
         recorded: String,
         recomputed: String,
     },
+    #[error(
+        "re-evaluating this record failed (the re-evaluator panicked); nothing from here on is verified"
+    )]
+    ReevaluationStopped,
     #[error("checkpoint at size {size}: {source}")]
     CheckpointSignature { size: u64, source: ProofError },
     #[error("header says the export has {header} records; it has {seen}")]
@@ -263,10 +269,19 @@ struct DomainPolicies {
     active: Option<u64>,
 }
 
+/// Whether and where decisions are recomputed.
+enum Reevaluation<'a> {
+    Off,
+    /// On the verifying thread, record by record.
+    Inline(Box<dyn Reevaluator + 'a>),
+    /// On worker threads, in batches (see [`parallel`]).
+    Pool(parallel::Pool),
+}
+
 /// The streaming verifier. See the module documentation.
 pub struct ExportVerifier<'a> {
     trust: &'a TrustFile,
-    reevaluator: Option<Box<dyn Reevaluator + 'a>>,
+    reevaluation: Reevaluation<'a>,
     /// Set by `new` when the trust file fails `TrustFile::check`; reported
     /// for line 1.
     trust_problem: Option<ProofError>,
@@ -293,7 +308,10 @@ impl fmt::Debug for ExportVerifier<'_> {
             .field("cluster_id", &self.trust.cluster_id)
             .field("line", &self.line)
             .field("records", &self.chain.records())
-            .field("reevaluating", &self.reevaluator.is_some())
+            .field(
+                "reevaluating",
+                &!matches!(self.reevaluation, Reevaluation::Off),
+            )
             .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
@@ -307,9 +325,24 @@ impl<'a> ExportVerifier<'a> {
         trust: &'a TrustFile,
         reevaluator: Option<Box<dyn Reevaluator + 'a>>,
     ) -> ExportVerifier<'a> {
+        let reevaluation = match reevaluator {
+            Some(r) => Reevaluation::Inline(r),
+            None => Reevaluation::Off,
+        };
+        ExportVerifier::with(trust, reevaluation)
+    }
+
+    /// A verifier that recomputes every decision on `pool`'s threads.
+    /// It reports exactly what [`ExportVerifier::new`] with one of the
+    /// pool's re-evaluators would: the first problem by line.
+    pub fn with_pool(trust: &'a TrustFile, pool: parallel::Pool) -> ExportVerifier<'a> {
+        ExportVerifier::with(trust, Reevaluation::Pool(pool))
+    }
+
+    fn with(trust: &'a TrustFile, reevaluation: Reevaluation<'a>) -> ExportVerifier<'a> {
         ExportVerifier {
             trust,
-            reevaluator,
+            reevaluation,
             trust_problem: trust.check().err(),
             failed: None,
             line: 0,
@@ -347,7 +380,15 @@ impl<'a> ExportVerifier<'a> {
             return Err(e.clone());
         }
         self.line += 1;
-        let result = self.check_line(line);
+        let mut result = self.check_line(line);
+        if result.is_err()
+            && let Reevaluation::Pool(pool) = &mut self.reevaluation
+            && let Err(earlier) = pool.drain()
+        {
+            // A record the pool has not yet reported on is on an earlier
+            // line than this one: its failure, if any, is the first.
+            result = Err(earlier);
+        }
         if let Err(e) = &result {
             self.failed = Some(e.clone());
         }
@@ -378,7 +419,7 @@ impl<'a> ExportVerifier<'a> {
             ExportLine::Header(_) => Err(self.fail(None, Problem::ExtraHeader)),
             ExportLine::Policy(p) => self.policy(p),
             ExportLine::Activation(a) => self.activation(a),
-            ExportLine::Record(r) => self.record(&r),
+            ExportLine::Record(r) => self.record(r),
             ExportLine::Checkpoint(c) => self.checkpoint(&c),
         }
     }
@@ -540,18 +581,18 @@ impl<'a> ExportVerifier<'a> {
         }
     }
 
-    fn record(&mut self, r: &DecisionRecord) -> Result<(), VerifyError> {
+    fn record(&mut self, r: DecisionRecord) -> Result<(), VerifyError> {
         let at = Some(r.index);
         // Index first, then log order, then the link and the hash: a record
         // out of sequence is reported as that, whatever else is wrong.
-        if let Err(e @ ChainError::RecordIndex { .. }) = self.chain.check(r) {
+        if let Err(e @ ChainError::RecordIndex { .. }) = self.chain.check(&r) {
             return Err(self.fail(at, e.into()));
         }
         self.log_order(r.log_index, at, Entry::Record)?;
-        self.chain.check(r).map_err(|e| self.fail(at, e.into()))?;
-        check_decision_reason(r).map_err(|p| self.fail(at, p))?;
+        self.chain.check(&r).map_err(|e| self.fail(at, e.into()))?;
+        check_decision_reason(&r).map_err(|p| self.fail(at, p))?;
         let policy = policy_at(&self.domains, &r.request.domain);
-        check_policy_fields(r, policy).map_err(|p| self.fail(at, p))?;
+        check_policy_fields(&r, policy).map_err(|p| self.fail(at, p))?;
         let candidate = match &r.shadow {
             None => None,
             Some(s) => Some(
@@ -569,21 +610,30 @@ impl<'a> ExportVerifier<'a> {
                     })?,
             ),
         };
-        if let Some(re) = self.reevaluator.as_mut() {
-            let recomputed = re.reevaluate(r, policy, candidate);
-            if let Some((field, recorded, recomputed)) = first_difference(r, &recomputed) {
-                return Err(self.fail(
-                    at,
-                    Problem::Reevaluation {
-                        field,
-                        recorded,
-                        recomputed,
-                    },
-                ));
+        match &mut self.reevaluation {
+            Reevaluation::Off => {}
+            Reevaluation::Inline(re) => {
+                let recomputed = re.reevaluate(&r, policy, candidate);
+                if let Some((field, recorded, recomputed)) = first_difference(&r, &recomputed) {
+                    return Err(self.fail(
+                        at,
+                        Problem::Reevaluation {
+                            field,
+                            recorded,
+                            recomputed,
+                        },
+                    ));
+                }
+                self.reevaluated += 1;
             }
-            self.reevaluated += 1;
+            Reevaluation::Pool(_) => {}
         }
-        self.chain.push(r).map_err(|e| self.fail(at, e.into()))?;
+        self.chain.push(&r).map_err(|e| self.fail(at, e.into()))?;
+        if let Reevaluation::Pool(pool) = &mut self.reevaluation {
+            // Everything else about the record verified; its decision is
+            // recomputed on a worker and reported by `drain`.
+            pool.submit(self.line, r, policy, candidate)?;
+        }
         Ok(())
     }
 
@@ -613,9 +663,13 @@ impl<'a> ExportVerifier<'a> {
 
     /// Ends verification: the header's record count and chain head must be
     /// what the export contained.
-    pub fn finish(self) -> Result<ExportSummary, VerifyError> {
+    pub fn finish(mut self) -> Result<ExportSummary, VerifyError> {
         if let Some(e) = self.failed {
             return Err(e);
+        }
+        if let Reevaluation::Pool(pool) = &mut self.reevaluation {
+            // Every record's re-evaluation, before any check of the whole.
+            self.reevaluated = pool.drain()?;
         }
         let at_header = |problem| VerifyError {
             line: 1,
@@ -958,6 +1012,7 @@ mod tests {
     };
     use crate::record::{AuthorizeRequest, GENESIS_HASH};
     use proptest::prelude::*;
+    use std::sync::Arc;
 
     const CLUSTER: &str = "test-cluster";
     const T0: u64 = 1_764_150_000_000;
@@ -1891,6 +1946,144 @@ mod tests {
                 lines.remove(i);
             }
             prop_assert!(verify(&lines, None).is_err(), "swap {} at line {}", swap, i + 1);
+        }
+    }
+
+    /// Flips every decision from record `0` on (a replica that diverges
+    /// part-way through the log).
+    struct FlipFrom(u64);
+    impl Reevaluator for FlipFrom {
+        fn reevaluate(
+            &mut self,
+            r: &DecisionRecord,
+            policy: PolicyAt<'_>,
+            c: Option<&PolicyVersion>,
+        ) -> DecisionRecord {
+            if r.index >= self.0 {
+                Flip.reevaluate(r, policy, c)
+            } else {
+                Honest.reevaluate(r, policy, c)
+            }
+        }
+    }
+
+    /// Panics on record `0`.
+    struct PanicAt(u64);
+    impl Reevaluator for PanicAt {
+        fn reevaluate(
+            &mut self,
+            r: &DecisionRecord,
+            policy: PolicyAt<'_>,
+            c: Option<&PolicyVersion>,
+        ) -> DecisionRecord {
+            assert!(
+                r.index != self.0,
+                "re-evaluator fault injected at {}",
+                self.0
+            );
+            Honest.reevaluate(r, policy, c)
+        }
+    }
+
+    fn verify_pooled(
+        lines: &[String],
+        jobs: usize,
+        batch: usize,
+        make: parallel::MakeReevaluator,
+    ) -> Result<ExportSummary, VerifyError> {
+        let trust = trust();
+        let mut v =
+            ExportVerifier::with_pool(&trust, parallel::Pool::with_batch(jobs, batch, make));
+        for l in lines {
+            v.feed_line(l)?;
+        }
+        v.finish()
+    }
+
+    /// The 1-based line of record `index`.
+    fn line_of_record(lines: &[String], index: u64) -> u64 {
+        let i = lines
+            .iter()
+            .position(|l| matches!(parsed(l), ExportLine::Record(r) if r.index == index))
+            .unwrap_or_else(|| panic!("no record {index}"));
+        i as u64 + 1
+    }
+
+    #[test]
+    fn pooled_reevaluation_passes_what_inline_passes() {
+        let lines = honest_cached();
+        let inline = verify(lines, Some(Box::new(Honest))).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(inline.reevaluated, 30);
+        for jobs in [1, 2, 3] {
+            for batch in [1, 4, 256] {
+                let pooled = verify_pooled(lines, jobs, batch, Arc::new(|| Box::new(Honest)));
+                assert_eq!(pooled.as_ref(), Ok(&inline), "jobs {jobs}, batch {batch}");
+            }
+        }
+    }
+
+    #[test]
+    fn pooled_reevaluation_reports_the_first_divergence_whichever_worker_finds_it() {
+        let lines = honest_cached();
+        for from in [1, 2, 13, 30] {
+            let inline = verify(lines, Some(Box::new(FlipFrom(from))));
+            let e = inline.clone().err().unwrap_or_else(|| panic!("passed"));
+            assert_eq!(e.line, line_of_record(lines, from));
+            assert_eq!(e.record, Some(from));
+            for (jobs, batch) in [(1, 1), (2, 1), (3, 2), (2, 256)] {
+                let pooled = verify_pooled(
+                    lines,
+                    jobs,
+                    batch,
+                    Arc::new(move || Box::new(FlipFrom(from))),
+                );
+                assert_eq!(pooled, inline, "from {from}, jobs {jobs}, batch {batch}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_reevaluator_that_panics_fails_verification_at_its_record() {
+        let lines = honest_cached();
+        for (jobs, batch) in [(1, 1), (3, 2)] {
+            let e = verify_pooled(lines, jobs, batch, Arc::new(|| Box::new(PanicAt(17))))
+                .err()
+                .unwrap_or_else(|| panic!("a panicking re-evaluator passed"));
+            assert_eq!(e.line, line_of_record(lines, 17), "{e}");
+            assert!(matches!(*e.problem, Problem::ReevaluationStopped), "{e}");
+        }
+        // A re-evaluator that cannot even be made verifies nothing.
+        let make: parallel::MakeReevaluator = Arc::new(|| panic!("no re-evaluator"));
+        let e = verify_pooled(lines, 2, 4, make)
+            .err()
+            .unwrap_or_else(|| panic!("passed without a re-evaluator"));
+        assert_eq!(e.line, line_of_record(lines, 1), "{e}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever is wrong, and wherever a replica starts to diverge, the
+        /// pool reports exactly what the inline verifier reports.
+        #[test]
+        fn pooled_reevaluation_reports_what_inline_reports(
+            m in prop::sample::select(vec![
+                Mutation::RecordHash, Mutation::Decision, Mutation::Principal,
+                Mutation::PolicyText, Mutation::PolicyHash, Mutation::CheckpointRoot,
+                Mutation::Cosignature, Mutation::PrevHash, Mutation::Index,
+            ]),
+            pick in any::<usize>(),
+            byte in any::<usize>(),
+            bit in any::<u8>(),
+            from in 1u64..=31,
+            jobs in 1usize..=3,
+            batch in 1usize..=5,
+        ) {
+            let mut lines = honest_cached().to_vec();
+            mutate(&mut lines, m, pick, byte, bit);
+            let inline = verify(&lines, Some(Box::new(FlipFrom(from))));
+            let pooled = verify_pooled(&lines, jobs, batch, Arc::new(move || Box::new(FlipFrom(from))));
+            prop_assert_eq!(pooled, inline);
         }
     }
 

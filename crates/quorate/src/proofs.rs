@@ -203,8 +203,16 @@ pub(crate) async fn export(endpoint: &str, out: Option<&Path>) -> anyhow::Result
 #[derive(Debug)]
 pub(crate) enum VerifyWhat {
     Receipt(PathBuf),
-    Log { path: PathBuf, reevaluate: bool },
-    Consistency { old: PathBuf, new: PathBuf },
+    Log {
+        path: PathBuf,
+        reevaluate: bool,
+        /// Re-evaluation threads; 0: on the reading thread.
+        jobs: usize,
+    },
+    Consistency {
+        old: PathBuf,
+        new: PathBuf,
+    },
 }
 
 /// `quorate verify`: exit 0 when valid, 1 when not (naming what failed),
@@ -243,7 +251,11 @@ pub(crate) fn verify(trust: &Path, what: VerifyWhat) -> anyhow::Result<ExitCode>
                 })
                 .map_err(|e| e.to_string())
         }
-        VerifyWhat::Log { path, reevaluate } => verify_log(&trust, &path, reevaluate)?,
+        VerifyWhat::Log {
+            path,
+            reevaluate,
+            jobs,
+        } => verify_log(&trust, &path, reevaluate, jobs)?,
     };
     match result {
         Ok(summary) => {
@@ -266,6 +278,7 @@ fn verify_log(
     trust: &TrustFile,
     path: &Path,
     reevaluate: bool,
+    jobs: usize,
 ) -> anyhow::Result<Result<serde_json::Value, String>> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -278,11 +291,18 @@ fn verify_log(
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_draw_target(indicatif::ProgressDrawTarget::stderr_with_hz(4));
-    let reevaluator: Option<Box<dyn quorate_core::verify::Reevaluator>> = reevaluate.then(|| {
+    let cedar = || {
         Box::new(quorate_policy::CedarReevaluator::new(Default::default()))
             as Box<dyn quorate_core::verify::Reevaluator>
-    });
-    let mut v = ExportVerifier::new(trust, reevaluator);
+    };
+    let mut v = match (reevaluate, jobs) {
+        (false, _) => ExportVerifier::new(trust, None),
+        (true, 0) => ExportVerifier::new(trust, Some(cedar())),
+        (true, n) => ExportVerifier::with_pool(
+            trust,
+            quorate_core::verify::parallel::Pool::new(n, std::sync::Arc::new(cedar)),
+        ),
+    };
     let started = Instant::now();
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     let mut line = String::new();
@@ -312,6 +332,10 @@ fn verify_log(
             let mut s = serde_json::to_value(&summary)?;
             if let Some(o) = s.as_object_mut() {
                 o.insert("seconds".into(), serde_json::json!(secs));
+                o.insert(
+                    "reevaluation_threads".into(),
+                    serde_json::json!(if reevaluate { jobs } else { 0 }),
+                );
                 o.insert(
                     "records_per_second".into(),
                     serde_json::json!((summary.records as f64 / secs.max(1e-9)).round()),
