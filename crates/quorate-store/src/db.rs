@@ -41,6 +41,13 @@ const ALL_CFS: [&str; 12] = [
     CF_ROLLOUTS,
 ];
 
+/// The block cache all column families share (data, index and filter blocks).
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
+/// All column families' memtables together; reaching it flushes the largest.
+const MEMTABLE_BUDGET: usize = 64 << 20;
+/// One column family's memtable before it is flushed.
+const CF_WRITE_BUFFER: usize = 16 << 20;
+
 /// Errors from opening or reading the store.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -161,9 +168,24 @@ impl Store {
         // dropped; corruption anywhere else refuses to open instead of
         // silently truncating acknowledged entries or a granted vote.
         opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
-        let cfs = ALL_CFS
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        // Memory is bounded whatever the history's length (a node holding
+        // 10 M decisions stays within its RSS budget, docs/BENCHMARKS.md):
+        // all column families share one block cache, which also holds the
+        // SSTs' index and filter blocks (by default those live outside any
+        // cache and grow with the data), and their memtables together are
+        // flushed at MEMTABLE_BUDGET instead of up to 2 × 64 MiB each.
+        opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut cf = Options::default();
+            cf.set_block_based_table_factory(&table);
+            cf.set_write_buffer_size(CF_WRITE_BUFFER);
+            ColumnFamilyDescriptor::new(*name, cf)
+        });
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         check_format(&db, dir)?;
         let snapshot_dir = dir.join("snapshots");
