@@ -6,6 +6,7 @@
 #   deploy/bench/etcd3.sh start [DIR]   # members on 127.0.0.1:2379, :22379, :32379
 #   deploy/bench/etcd3.sh stop  [DIR]
 #   deploy/bench/etcd3.sh endpoints     # prints the --peer-etcd value
+#   deploy/bench/etcd3.sh pids  [DIR]   # prints the --etcd-cpu-pids value
 #
 # DIR (default /tmp/quorate-bench-etcd) holds each member's data and log.
 # `start` wipes DIR first, so every run starts from an empty cluster. etcd
@@ -86,8 +87,9 @@ case "$cmd" in
     ;;
   stop) stop ;;
   endpoints) echo "$endpoints" ;;
+  pids) cat "$dir"/m0.pid "$dir"/m1.pid "$dir"/m2.pid | paste -sd, ;;
   *)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -42,7 +42,7 @@ const ALL_CFS: [&str; 12] = [
 ];
 
 /// The block cache all column families share (data, index and filter blocks).
-const BLOCK_CACHE_BYTES: usize = 64 << 20;
+const BLOCK_CACHE_BYTES: usize = 96 << 20;
 /// All column families' memtables together; reaching it flushes the largest.
 const MEMTABLE_BUDGET: usize = 64 << 20;
 /// One column family's memtable before it is flushed.
@@ -170,15 +170,24 @@ impl Store {
         opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
         // Memory is bounded whatever the history's length (a node holding
         // 10 M decisions stays within its RSS budget, docs/BENCHMARKS.md):
-        // all column families share one block cache, which also holds the
-        // SSTs' index and filter blocks (by default those live outside any
-        // cache and grow with the data), and their memtables together are
-        // flushed at MEMTABLE_BUDGET instead of up to 2 × 64 MiB each.
+        // all column families share one block cache, and the SSTs' index and
+        // filter blocks live in it too (by default they are held outside any
+        // cache and grow with the data). They are partitioned, so only the
+        // partitions a lookup needs are loaded, and only the small top level
+        // is pinned. Bloom filters let a lookup of an absent key (every new
+        // request id) skip the data blocks. Memtables together are flushed
+        // at MEMTABLE_BUDGET instead of up to 2 × 64 MiB per column family.
         opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
         let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let mut table = rocksdb::BlockBasedOptions::default();
         table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+        table.set_partition_filters(true);
+        table.set_metadata_block_size(4096);
         table.set_cache_index_and_filter_blocks(true);
+        table.set_cache_index_and_filter_blocks_with_high_priority(true);
+        table.set_pin_top_level_index_and_filter(true);
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut cf = Options::default();

@@ -72,9 +72,32 @@ pub(crate) struct BenchArgs {
     /// round of each target is reported, with every round in the JSON.
     #[arg(long, default_value_t = 1)]
     rounds: u32,
+    /// Also measure the CPU (user + system, all threads) these local processes
+    /// use during each measured quorate window, and report it per decision: the
+    /// per-core cost of a decision. For `quorate dev`: `--cpu-pids $(cut -d= -f2
+    /// DIR/pids | paste -sd,)`.
+    #[arg(long, value_name = "PIDS")]
+    cpu_pids: Option<String>,
+    /// The same for the etcd members' processes during each etcd window (with
+    /// --peer-etcd; `deploy/bench/etcd3.sh pids` prints them).
+    #[arg(long, value_name = "PIDS")]
+    etcd_cpu_pids: Option<String>,
     /// Print one JSON object (for scripts) instead of the text table.
     #[arg(long)]
     json: bool,
+}
+
+/// CPU used during a measured window.
+#[derive(Debug, Clone, Serialize)]
+struct CpuUse {
+    /// The measured processes together: CPU microseconds per operation.
+    us_per_op: f64,
+    /// ... and the cores they kept busy on average.
+    cores: f64,
+    /// CPU seconds of each measured process, by pid.
+    seconds_by_pid: std::collections::BTreeMap<u32, f64>,
+    /// The load generator's own CPU microseconds per operation.
+    client_us_per_op: f64,
 }
 
 /// What one run against one target measured.
@@ -103,6 +126,9 @@ struct RunResult {
     /// Open loop only: from when each request was sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     service_ms: Option<Percentiles>,
+    /// With --cpu-pids / --etcd-cpu-pids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu: Option<CpuUse>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -181,6 +207,12 @@ pub(crate) async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = &etcd {
         anyhow::ensure!(!e.is_empty(), "--peer-etcd is empty");
     }
+    let cpu_pids = pids(a.cpu_pids.as_deref(), "--cpu-pids")?;
+    let etcd_cpu_pids = pids(a.etcd_cpu_pids.as_deref(), "--etcd-cpu-pids")?;
+    anyhow::ensure!(
+        etcd_cpu_pids.is_empty() || etcd.is_some(),
+        "--etcd-cpu-pids needs --peer-etcd"
+    );
     let run_id = format!(
         "bench-{:x}",
         std::time::SystemTime::now()
@@ -201,20 +233,25 @@ pub(crate) async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut etcd_runs = Vec::new();
     for round in 0..a.rounds {
         let conns = quorate_conns(&endpoints, a.clients).await?;
-        quorate_runs.push(run_one("quorate", round, conns, &plan).await?);
+        quorate_runs.push(run_one("quorate", round, conns, &plan, &cpu_pids).await?);
         if let Some(e) = &etcd {
             let conns = etcd_conns(e, a.clients).await?;
-            etcd_runs.push(run_one("etcd", round, conns, &plan).await?);
+            etcd_runs.push(run_one("etcd", round, conns, &plan, &etcd_cpu_pids).await?);
         }
     }
     let quorate = median_round(&quorate_runs);
     let etcd_median = (!etcd_runs.is_empty()).then(|| median_round(&etcd_runs));
     let ratio = etcd_median.as_ref().map(|e| {
-        serde_json::json!({
+        let mut r = serde_json::json!({
             "ops_per_s": round2(quorate.ops_per_s / e.ops_per_s.max(f64::MIN_POSITIVE)),
             "p50": round2(quorate.latency_ms.p50 / e.latency_ms.p50.max(f64::MIN_POSITIVE)),
             "p99": round2(quorate.latency_ms.p99 / e.latency_ms.p99.max(f64::MIN_POSITIVE)),
-        })
+        });
+        if let (Some(q), Some(e)) = (&quorate.cpu, &e.cpu) {
+            r["cpu_per_op"] =
+                serde_json::json!(round2(q.us_per_op / e.us_per_op.max(f64::MIN_POSITIVE)));
+        }
+        r
     });
     if a.json {
         let out = serde_json::json!({
@@ -237,6 +274,60 @@ pub(crate) async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         print_text(&a, &quorate, etcd_median.as_ref(), ratio.as_ref());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The pids of `--cpu-pids`-style lists, each checked to be readable here.
+fn pids(list: Option<&str>, flag: &str) -> anyhow::Result<Vec<u32>> {
+    let Some(list) = list else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for p in split(list) {
+        let pid: u32 = p
+            .parse()
+            .with_context(|| format!("{flag}: {p:?} is not a process id"))?;
+        anyhow::ensure!(
+            cpu_seconds(&pid.to_string()).is_some(),
+            "{flag}: no process {pid} on this machine (give the local node or etcd processes' ids)"
+        );
+        out.push(pid);
+    }
+    Ok(out)
+}
+
+/// CPU seconds (user + system, all threads) a local process has used, from
+/// `/proc/PID/stat` (fields 14 and 15, in clock ticks).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (the state).
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+/// `sysconf(_SC_CLK_TCK)`, asked of `getconf`; Linux reports 100 on every
+/// common architecture.
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|t: &f64| *t > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
+/// CPU seconds of each of `pids` and of this process, now.
+fn cpu_now(pids: &[u32]) -> (Vec<Option<f64>>, Option<f64>) {
+    let each = pids.iter().map(|p| cpu_seconds(&p.to_string())).collect();
+    (each, cpu_seconds("self"))
 }
 
 fn split(s: &str) -> Vec<String> {
@@ -289,6 +380,7 @@ async fn run_one(
     round: u32,
     conns: Vec<Conn>,
     plan: &Plan,
+    cpu_pids: &[u32],
 ) -> anyhow::Result<RunResult> {
     let shared = Arc::new(Mutex::new(Shared {
         latency: Histogram::new_with_bounds(1, 120_000_000, 3).context("histogram")?,
@@ -365,6 +457,16 @@ async fn run_one(
             }
         }));
     }
+    // CPU over exactly the measured window.
+    let cpu = (!cpu_pids.is_empty()).then(|| {
+        let pids = cpu_pids.to_vec();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            let before = cpu_now(&pids);
+            tokio::time::sleep_until(end.into()).await;
+            (pids.clone(), before, cpu_now(&pids))
+        })
+    });
     let ticker = {
         let progress = progress.clone();
         tokio::spawn(async move {
@@ -382,6 +484,27 @@ async fn run_one(
     let s = shared.lock().await;
     let t = &s.tally;
     let ops = t.allow + t.deny + t.puts;
+    let cpu = match cpu {
+        None => None,
+        Some(task) => {
+            let (pids, (b, bs), (a, as_)) = task.await.context("CPU sampler")?;
+            let mut seconds_by_pid = std::collections::BTreeMap::new();
+            for ((pid, b), a) in pids.iter().zip(b).zip(a) {
+                let (Some(b), Some(a)) = (b, a) else {
+                    anyhow::bail!("process {pid} ended during the run: its CPU cannot be measured");
+                };
+                seconds_by_pid.insert(*pid, round2(a - b));
+            }
+            let total: f64 = seconds_by_pid.values().sum();
+            let per_op = |s: f64| round2(s * 1e6 / ops.max(1) as f64);
+            Some(CpuUse {
+                us_per_op: per_op(total),
+                cores: round2(total / plan.duration.as_secs_f64()),
+                seconds_by_pid,
+                client_us_per_op: per_op(as_.zip(bs).map_or(0.0, |(a, b)| a - b)),
+            })
+        }
+    };
     let quorate = target == "quorate";
     Ok(RunResult {
         target,
@@ -396,6 +519,7 @@ async fn run_one(
         missed: plan.rate.map(|_| t.missed),
         latency_ms: Percentiles::of(&s.latency),
         service_ms: plan.rate.map(|_| Percentiles::of(&s.service)),
+        cpu,
     })
 }
 
@@ -484,6 +608,14 @@ fn print_text(
             println!("  DENY {reason}: {n}");
         }
     }
+    for r in std::iter::once(q).chain(e) {
+        if let Some(c) = &r.cpu {
+            println!(
+                "{}: {} µs of CPU per operation on the measured processes ({} cores busy), {} µs in this client",
+                r.target, c.us_per_op, c.cores, c.client_us_per_op
+            );
+        }
+    }
     if let Some(missed) = q.missed.filter(|m| *m > 0) {
         println!("quorate: {missed} requests due but never sent: the rate is above capacity");
     }
@@ -492,5 +624,8 @@ fn print_text(
             "quorate / etcd: throughput x{}, p50 x{}, p99 x{}",
             r["ops_per_s"], r["p50"], r["p99"]
         );
+        if let Some(c) = r.get("cpu_per_op") {
+            println!("quorate / etcd: CPU per operation x{c}");
+        }
     }
 }
