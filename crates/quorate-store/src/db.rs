@@ -42,11 +42,11 @@ const ALL_CFS: [&str; 12] = [
 ];
 
 /// The block cache all column families share (data, index and filter blocks).
-const BLOCK_CACHE_BYTES: usize = 96 << 20;
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
 /// All column families' memtables together; reaching it flushes the largest.
-const MEMTABLE_BUDGET: usize = 64 << 20;
+const MEMTABLE_BUDGET: usize = 32 << 20;
 /// One column family's memtable before it is flushed.
-const CF_WRITE_BUFFER: usize = 16 << 20;
+const CF_WRITE_BUFFER: usize = 8 << 20;
 
 /// Errors from opening or reading the store.
 #[derive(Debug, Error)]
@@ -177,6 +177,8 @@ impl Store {
         // is pinned. Bloom filters let a lookup of an absent key (every new
         // request id) skip the data blocks. Memtables together are flushed
         // at MEMTABLE_BUDGET instead of up to 2 × 64 MiB per column family.
+        // (A follower installing a snapshot peaks near 150 MB with these;
+        // docs/BENCHMARKS.md, the 10 M-decision run.)
         opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
         let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let mut table = rocksdb::BlockBasedOptions::default();
