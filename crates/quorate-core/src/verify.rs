@@ -1885,6 +1885,21 @@ mod tests {
         LINES.get_or_init(honest)
     }
 
+    /// Every kind of single-field tamper the property tests draw from.
+    fn any_mutation() -> impl Strategy<Value = Mutation> {
+        prop::sample::select(vec![
+            Mutation::RecordHash,
+            Mutation::Decision,
+            Mutation::Principal,
+            Mutation::PolicyText,
+            Mutation::PolicyHash,
+            Mutation::CheckpointRoot,
+            Mutation::Cosignature,
+            Mutation::PrevHash,
+            Mutation::Index,
+        ])
+    }
+
     // Each case verifies a whole export, including ed25519 cosignatures,
     // which are slow in an unoptimised test build: the case counts keep the
     // suite under ~15 s. Raise them locally when changing the verifier.
@@ -1893,11 +1908,7 @@ mod tests {
 
         #[test]
         fn any_single_mutation_fails_at_its_line(
-            m in prop::sample::select(vec![
-                Mutation::RecordHash, Mutation::Decision, Mutation::Principal,
-                Mutation::PolicyText, Mutation::PolicyHash, Mutation::CheckpointRoot,
-                Mutation::Cosignature, Mutation::PrevHash, Mutation::Index,
-            ]),
+            m in any_mutation(),
             pick in any::<usize>(),
             byte in any::<usize>(),
             bit in any::<u8>(),
@@ -2067,11 +2078,7 @@ mod tests {
         /// pool reports exactly what the inline verifier reports.
         #[test]
         fn pooled_reevaluation_reports_what_inline_reports(
-            m in prop::sample::select(vec![
-                Mutation::RecordHash, Mutation::Decision, Mutation::Principal,
-                Mutation::PolicyText, Mutation::PolicyHash, Mutation::CheckpointRoot,
-                Mutation::Cosignature, Mutation::PrevHash, Mutation::Index,
-            ]),
+            m in any_mutation(),
             pick in any::<usize>(),
             byte in any::<usize>(),
             bit in any::<u8>(),
