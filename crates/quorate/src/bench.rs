@@ -299,13 +299,19 @@ fn pids(list: Option<&str>, flag: &str) -> anyhow::Result<Vec<u32>> {
 /// `/proc/PID/stat` (fields 14 and 15, in clock ticks).
 fn cpu_seconds(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces.
+    Some(stat_ticks(&stat)? / clock_ticks())
+}
+
+/// utime + stime, in clock ticks, from one `/proc/PID/stat` line.
+fn stat_ticks(stat: &str) -> Option<f64> {
+    // The command name (field 2) is in parentheses and may hold spaces and
+    // parentheses itself: the fields resume after the last ')'.
     let rest = stat.get(stat.rfind(')')? + 1..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts at field 3 (the state).
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clock_ticks())
+    Some(utime + stime)
 }
 
 /// `sysconf(_SC_CLK_TCK)`, asked of `getconf`; Linux reports 100 on every
@@ -627,5 +633,21 @@ fn print_text(
         if let Some(c) = r.get("cpu_per_op") {
             println!("quorate / etcd: CPU per operation x{c}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_ticks_reads_utime_and_stime_after_any_command_name() {
+        // Fields 14 and 15 are 700 and 45; the name holds ") S 1 2".
+        let line = "4242 (we) S 1 2 (x) R 1 4242 4242 0 -1 4194560 900 0 0 0 700 45 0 0 20 0 9 0 100 1000 50";
+        assert_eq!(stat_ticks(line), Some(745.0));
+        assert_eq!(stat_ticks("4242 (short) S 1 2"), None);
+        assert_eq!(stat_ticks("no parenthesis at all"), None);
+        // This process's own line parses.
+        assert!(cpu_seconds("self").is_some_and(|s| s >= 0.0));
     }
 }
