@@ -7,6 +7,11 @@
 #
 #   cargo build --release -p quorate --bins --examples
 #   deploy/bench/scale.sh 10000000 [DIR]
+#   PERF_SVG=docs/bench/flame-10m.svg deploy/bench/scale.sh ...   # also profile the leader
+#
+# Step 2 runs governed decisions and no-op entries (`--peer-noop`) with
+# the nodes' CPU per operation, and splits the CPU by thread name (tokio
+# workers, RocksDB compaction and flush, the WAL sync thread).
 #
 # DIR (default /tmp/quorate-scale) is wiped first; at 10 M decisions it
 # needs about 25 GiB. Nodes listen on the dev ports (7101-7103,
@@ -39,6 +44,26 @@ start_nodes() {
             >> "$D/node$n/node.log" 2>&1) &
         echo "node$n=$!" >> "$D/pids"
     done
+}
+# CPU seconds by thread name (digits dropped: "tokio-rt-worker",
+# "rocksdb:low"), summed over the given comma-separated pids, as JSON.
+threads_cpu() {
+    python3 - "$1" <<'PY'
+import glob, json, os, re, sys
+hz = os.sysconf("SC_CLK_TCK")
+out = {}
+for pid in sys.argv[1].split(","):
+    for stat in glob.glob(f"/proc/{pid}/task/*/stat"):
+        try:
+            line = open(stat).read()
+        except OSError:
+            continue
+        name = line[line.index("(") + 1 : line.rindex(")")]
+        fields = line[line.rindex(")") + 2 :].split()
+        key = re.sub(r"[0-9]+$", "", name).rstrip("-:")
+        out[key] = out.get(key, 0) + (int(fields[11]) + int(fields[12])) / hz
+print(json.dumps(out))
+PY
 }
 ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:720$1/readyz")" = 200 ]; }
 count() {
@@ -81,9 +106,35 @@ for _ in $(seq 3000); do
     [ "$c2" -ge "$N" ] && [ "$c3" -ge "$N" ] && break
     sleep 5
 done
-echo "== decisions on the grown history"
+echo "== decisions on the grown history (and no-op entries, for the ratio)"
+PIDS=$(cut -d= -f2 "$D/pids" | paste -sd,)
+threads_cpu "$PIDS" > "$D.threads.before"
+if [ -n "${PERF_SVG:-}" ]; then
+    leader=$(for n in 1 2 3; do
+        curl -s "http://127.0.0.1:720$n/status" | python3 -c \
+            'import json,sys; s=json.load(sys.stdin); print(s["node_id"]) if s.get("role")=="leader" else None' 2>/dev/null
+    done | head -1)
+    lpid=$(grep "^node${leader:-1}=" "$D/pids" | cut -d= -f2)
+    # The governed rounds' measured window: after the 2 s warm-up.
+    (sleep 3 && perf record -F 499 -g --call-graph dwarf,16384 -o "$D.perf.data" -p "$lpid" \
+        -- sleep 8 > /dev/null 2>&1) &
+fi
 "$Q" bench --endpoints 127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103 --clients 64 \
-    --duration 10 --warmup 2 2>&1 | tail -4
+    --duration 10 --warmup 2 --peer-noop --cpu-pids "$PIDS" 2>&1 | tail -12
+wait
+threads_cpu "$PIDS" > "$D.threads.after"
+echo "  CPU seconds by thread name over both runs (all three nodes):"
+python3 - "$D.threads.before" "$D.threads.after" <<'PY'
+import json, sys
+b, a = (json.load(open(f)) for f in sys.argv[1:3])
+d = {k: round(a.get(k, 0) - b.get(k, 0), 2) for k in a}
+for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:12]:
+    print(f"    {k:<24} {v:8.2f}")
+PY
+if [ -n "${PERF_SVG:-}" ] && [ -f "$D.perf.data" ]; then
+    perf script -i "$D.perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph > "$PERF_SVG" &&
+        echo "  leader flamegraph: $PERF_SVG"
+fi
 rss
 
 echo "== restart"

@@ -239,3 +239,117 @@ async fn t12_bad_input_is_rejected_and_changes_nothing() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Commit probes: through every node (followers forward), each commits and
+/// is applied, and none makes, records or attests a decision. A contained
+/// node refuses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t13_probes_commit_everywhere_change_nothing_and_fail_closed() -> anyhow::Result<()> {
+    let mut c = Cluster::start(ClusterOpts::default()).await?;
+    c.publish("docs", POLICY).await?;
+    assert!(is_allow(
+        &c.decide(0, request("docs", "before", "alice", "read"))
+            .await?
+    ));
+    c.wait_converged(1, Duration::from_secs(10)).await?;
+    let l = c.wait_leader(Duration::from_secs(10)).await?;
+    let export = c.export(l).await?;
+    let state = |s: &v1::StatusResponse| {
+        (
+            s.decision_count,
+            s.chain_head_hash.clone(),
+            s.last_final_checkpoint,
+        )
+    };
+    let before = state(&c.status(l).await?);
+
+    let mut last = 0;
+    for i in 0..3 {
+        let p = c
+            .client_as(i, "agent")
+            .await?
+            .probe(v1::ProbeRequest {})
+            .await?;
+        let p = p.into_inner();
+        assert!(p.log_index > last, "node {i}: {p:?} after index {last}");
+        assert_eq!(p.leader_id, c.nodes[l].id, "node {i}: {p:?}");
+        assert_eq!(p.served_by, c.nodes[i].id);
+        last = p.log_index;
+    }
+    // The CLI: three in a row, JSON, exit 0.
+    let (code, out, err) = quorate_e2e::cli(&[
+        "probe",
+        "--count",
+        "3",
+        "--endpoint",
+        &c.nodes[(l + 1) % 3].grpc,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(v["committed"], 3, "{out}");
+    let indexes: Vec<u64> = v["probes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["log_index"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(indexes.len(), 3, "{out}");
+    assert!(
+        indexes.windows(2).all(|w| w[0] < w[1]) && indexes[0] > last,
+        "{out}"
+    );
+    last = indexes[2];
+
+    // Applied everywhere, and nothing of the decision log moved: no record,
+    // no new head, no checkpoint; the exported log is byte for byte the same.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for i in 0..3 {
+        loop {
+            let s = c.status(i).await?;
+            if s.last_applied_index >= last {
+                assert_eq!(state(&s), before, "node {i}");
+                break;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "node {i} did not apply index {last}: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(c.export(i).await?, export, "node {i}");
+    }
+
+    // Fail closed: once the survivor of two crashes contains, its probes
+    // are refused with CONTAINED, and nothing is appended.
+    let survivor = l;
+    for i in 0..3 {
+        if i != survivor {
+            c.kill9(i);
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while c.status(survivor).await?.containment_reason != "NO_QUORUM" {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the survivor did not contain"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last_log = c.status(survivor).await?.last_log_index;
+    let e = c
+        .client_as(survivor, "agent")
+        .await?
+        .probe(v1::ProbeRequest {})
+        .await
+        .expect_err("a contained node committed a probe");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e}");
+    let code = e
+        .metadata()
+        .get(quorate_proto::CODE_METADATA_KEY)
+        .and_then(|v| v.to_str().ok());
+    assert_eq!(code, Some("CONTAINED"), "{e}");
+    assert!(e.message().contains("NO_QUORUM"), "{e}");
+    let (code, _, err) = quorate_e2e::cli(&["probe", "--endpoint", &c.nodes[survivor].grpc]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("CONTAINED"), "{err}");
+    assert_eq!(c.status(survivor).await?.last_log_index, last_log);
+    Ok(())
+}

@@ -181,6 +181,12 @@ impl quorate_proto::v1::governance_server::Governance for LyingNode {
     ) -> Result<tonic::Response<Self::WatchDecisionsStream>, tonic::Status> {
         Err(tonic::Status::unimplemented("stub"))
     }
+    async fn probe(
+        &self,
+        _: tonic::Request<quorate_proto::v1::ProbeRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::ProbeResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
     async fn publish_policy(
         &self,
         _: tonic::Request<quorate_proto::v1::PublishPolicyRequest>,

@@ -90,6 +90,20 @@ async fn t80_mtls_roles_and_refusals() -> anyhow::Result<()> {
         ),
         tonic::Code::PermissionDenied
     );
+    // Commit probes: agents and admins (through a follower, forwarded over
+    // mutual TLS with its node certificate); an auditor is refused.
+    let fa = c.nodes[f].grpc.clone();
+    assert_eq!(
+        code(auditor.probe(v1::ProbeRequest {}).await),
+        tonic::Code::PermissionDenied
+    );
+    for role in ["agent", "admin"] {
+        let p = connect_tls(&fa, &certs, role)?
+            .probe(v1::ProbeRequest {})
+            .await?
+            .into_inner();
+        assert_eq!(p.leader_id, c.nodes[l].id, "{role}: {p:?}");
+    }
     assert_eq!(decision_count(&c).await?, before);
     assert!(
         admin

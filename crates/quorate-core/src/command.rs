@@ -70,6 +70,13 @@ pub enum Command {
     /// Reactivates the pre-rollout version of every promoted domain, at this
     /// entry's log index, and ends the rollout.
     RollbackRollout { id: String, timestamp_ms: u64 },
+    /// A batch of commit probes (`quorate probe`, `quorate bench --peer-noop`):
+    /// committed and applied like every entry, through the same batcher and
+    /// replication as an authorize batch, and changes no state. It proves
+    /// the write path (leader, quorum, fsync, apply) end to end, and its
+    /// rate is the cluster's own ceiling that governed decisions are
+    /// measured against.
+    Probe { probes: u32, timestamp_ms: u64 },
 }
 
 /// The result of one authorization request within a batch.
@@ -128,6 +135,8 @@ pub enum CommandResponse {
     Cosigned(Cosigned),
     /// The rollout's state after the command.
     Rollout(Box<Rollout>),
+    /// A probe batch was applied: how many probes it carried.
+    Probed(u32),
     Rejected(Rejection),
 }
 
@@ -150,6 +159,7 @@ impl std::fmt::Display for Command {
                 write!(f, "PromoteRollout({id}, force={force})")
             }
             Command::RollbackRollout { id, .. } => write!(f, "RollbackRollout({id})"),
+            Command::Probe { probes, .. } => write!(f, "Probe(x{probes})"),
         }
     }
 }

@@ -1454,6 +1454,10 @@ mod regenerate {
             ],
             timestamp_ms: T0 + 9,
         };
+        let probe = Command::Probe {
+            probes: 3,
+            timestamp_ms: T0 + 10,
+        };
         fn case<T: serde::Serialize>(what: &str, kind: &str, v: &T) -> Value {
             json!({
                 "what": what,
@@ -1487,6 +1491,7 @@ mod regenerate {
                 case("the shadowed record of history-v1.json", "record", &shadowed),
                 case("a policy version (column family policies)", "policy", &policy),
                 case("an authorize batch of two requests (the command a raft_log entry carries)", "command", &command),
+                case("a batch of three commit probes (a raft_log entry that changes no state)", "command", &probe),
             ],
             "noncanonical_hex": hex::encode(padded),
         })
@@ -1555,7 +1560,7 @@ fn storage_vectors_match() {
         serde_json::from_str(include_str!("../../../docs/vectors/storage-v1.json"))
             .expect("storage vectors parse");
     let cases = v["cases"].as_array().expect("cases");
-    assert!(cases.len() >= 5);
+    assert!(cases.len() >= 6);
     fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(json: &str, stored: &[u8]) {
         let value: T = serde_json::from_str(json).expect("json form parses");
         assert_eq!(hex::encode(codec::encode(&value)), hex::encode(stored));

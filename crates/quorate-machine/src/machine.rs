@@ -363,6 +363,9 @@ impl Machine {
                 st.rollout = Some(r.clone());
                 Ok(CommandResponse::Rollout(Box::new(r)))
             }
+            // Nothing to decide and nothing to write: only the applied
+            // index moves, as for a blank entry.
+            Command::Probe { probes, .. } => Ok(CommandResponse::Probed(*probes)),
         }
     }
 

@@ -532,6 +532,28 @@ fn a_rollout_shadows_promotes_and_rolls_back() {
 }
 
 #[test]
+fn a_probe_is_answered_and_writes_and_changes_nothing() {
+    let mut r = Replica::new();
+    r.ok(&publish("docs", ALICE_ONLY, true));
+    r.ok(&authorize(vec![req("docs", "a", "alice")]));
+    let (rows, st) = (r.rows.clone(), r.st.clone());
+    let applied = r.ok(&Command::Probe {
+        probes: 7,
+        timestamp_ms: 99,
+    });
+    assert_eq!(applied.response, CommandResponse::Probed(7));
+    assert!(applied.writes.is_empty(), "{:?}", applied.writes);
+    assert_eq!((r.rows.clone(), r.st.clone()), (rows, st));
+    // The next decision chains on as if the probe had not been there.
+    let next = r.ok(&authorize(vec![req("docs", "b", "alice")]));
+    let mut plain = Replica::new();
+    plain.ok(&publish("docs", ALICE_ONLY, true));
+    plain.ok(&authorize(vec![req("docs", "a", "alice")]));
+    plain.log_index += 1;
+    assert_eq!(plain.ok(&authorize(vec![req("docs", "b", "alice")])), next);
+}
+
+#[test]
 fn replicas_fed_the_same_commands_write_the_same_rows() {
     let cmds = [
         publish("docs", ALICE_ONLY, true),

@@ -164,6 +164,20 @@ impl Governance for GovernanceApi {
         Ok(Response::new(answer_to_wire(&answer, self.node.id())))
     }
 
+    async fn probe(
+        &self,
+        req: Request<v1::ProbeRequest>,
+    ) -> Result<Response<v1::ProbeResponse>, Status> {
+        self.admit(&req, "Probe", Access::Probe)?;
+        let forwarded = req.metadata().contains_key(FORWARDED_METADATA_KEY);
+        let p = self.node.probe(forwarded).await?;
+        Ok(Response::new(v1::ProbeResponse {
+            log_index: p.log_index,
+            leader_id: p.leader,
+            served_by: self.node.id(),
+        }))
+    }
+
     async fn publish_policy(
         &self,
         req: Request<v1::PublishPolicyRequest>,

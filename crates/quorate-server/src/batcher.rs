@@ -1,8 +1,13 @@
-//! Group commit at the Raft level: authorization requests that arrive while
-//! earlier entries are in flight ride together in one Raft entry (one
-//! append, one fsync, one round of replication). The batch's timestamp is
-//! chosen here, on the leader, and carried in the entry so that applying it
-//! never reads a clock (invariant 3).
+//! Group commit at the Raft level: requests that arrive while earlier
+//! entries are in flight ride together in one Raft entry (one append, one
+//! fsync, one round of replication). The batch's timestamp is chosen here,
+//! on the leader, and carried in the entry so that applying it never reads
+//! a clock (invariant 3).
+//!
+//! Two kinds of batch take this one path: authorization requests, and
+//! commit probes (entries that change nothing). Both draw on the same
+//! in-flight budget, so probes measure the very pipeline decisions use and
+//! cannot bypass its backpressure.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,17 +30,93 @@ pub(crate) enum ProposeError {
     Unknown(String),
 }
 
-pub(crate) type Reply = oneshot::Sender<Result<AuthorizeOutcome, ProposeError>>;
-
-pub(crate) struct Pending {
-    pub(crate) request: AuthorizeRequest,
-    pub(crate) reply: Reply,
+/// What one kind of batch puts in its entry and reads back from the state
+/// machine's response.
+pub(crate) trait Kind: Send + 'static {
+    /// The `kind` label of this batcher's metrics.
+    const LABEL: &'static str;
+    type Item: Send + 'static;
+    type Outcome: Send + 'static;
+    fn command(items: Vec<Self::Item>, timestamp_ms: u64) -> Command;
+    /// One outcome per item, in order, or why the response cannot be one.
+    fn outcomes(
+        response: CommandResponse,
+        log_index: u64,
+        n: usize,
+    ) -> Result<Vec<Self::Outcome>, CommandResponse>;
 }
 
-/// Starts the batcher; requests sent to the returned channel are proposed.
-pub(crate) fn spawn(raft: QRaft, cfg: BatchConfig) -> mpsc::Sender<Pending> {
-    let (tx, mut rx) = mpsc::channel::<Pending>(cfg.max_requests * cfg.max_in_flight * 4);
-    let in_flight = Arc::new(Semaphore::new(cfg.max_in_flight));
+/// Authorization requests: one `Command::Authorize` per batch, decided in
+/// order at apply time.
+pub(crate) struct Decisions;
+
+impl Kind for Decisions {
+    const LABEL: &'static str = "decisions";
+    type Item = AuthorizeRequest;
+    type Outcome = AuthorizeOutcome;
+    fn command(requests: Vec<AuthorizeRequest>, timestamp_ms: u64) -> Command {
+        Command::Authorize {
+            requests,
+            timestamp_ms,
+        }
+    }
+    fn outcomes(
+        response: CommandResponse,
+        _: u64,
+        n: usize,
+    ) -> Result<Vec<AuthorizeOutcome>, CommandResponse> {
+        match response {
+            CommandResponse::Authorized(outcomes) if outcomes.len() == n => Ok(outcomes),
+            other => Err(other),
+        }
+    }
+}
+
+/// Commit probes: one `Command::Probe` per batch; each probe's outcome is
+/// the log index of the entry that carried it.
+pub(crate) struct Probes;
+
+impl Kind for Probes {
+    const LABEL: &'static str = "probes";
+    type Item = ();
+    type Outcome = u64;
+    fn command(items: Vec<()>, timestamp_ms: u64) -> Command {
+        Command::Probe {
+            probes: u32::try_from(items.len()).unwrap_or(u32::MAX),
+            timestamp_ms,
+        }
+    }
+    fn outcomes(
+        response: CommandResponse,
+        log_index: u64,
+        n: usize,
+    ) -> Result<Vec<u64>, CommandResponse> {
+        match response {
+            CommandResponse::Probed(p) if p as usize == n => Ok(vec![log_index; n]),
+            other => Err(other),
+        }
+    }
+}
+
+pub(crate) type Reply<K> = oneshot::Sender<Result<<K as Kind>::Outcome, ProposeError>>;
+
+pub(crate) struct Pending<K: Kind> {
+    pub(crate) item: K::Item,
+    pub(crate) reply: Reply<K>,
+}
+
+/// The in-flight budget the batchers of one node share.
+pub(crate) fn in_flight(cfg: &BatchConfig) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(cfg.max_in_flight))
+}
+
+/// Starts a batcher; items sent to the returned channel are proposed.
+pub(crate) fn spawn<K: Kind>(
+    raft: QRaft,
+    cfg: BatchConfig,
+    in_flight: Arc<Semaphore>,
+) -> mpsc::Sender<Pending<K>> {
+    let (tx, mut rx) = mpsc::channel::<Pending<K>>(cfg.max_requests * cfg.max_in_flight * 4);
     tokio::spawn(async move {
         let mut last_ts = 0u64;
         while let Some(first) = rx.recv().await {
@@ -60,33 +141,21 @@ pub(crate) fn spawn(raft: QRaft, cfg: BatchConfig) -> mpsc::Sender<Pending> {
             last_ts = last_ts.max(now);
             let timestamp_ms = last_ts;
             let raft = raft.clone();
-            metrics::histogram!("quorate_batch_size").record(batch.len() as f64);
+            metrics::histogram!("quorate_batch_size", "kind" => K::LABEL)
+                .record(batch.len() as f64);
             tokio::spawn(async move {
-                let (requests, replies): (Vec<_>, Vec<_>) =
-                    batch.into_iter().map(|p| (p.request, p.reply)).unzip();
-                let n = requests.len();
-                let result = raft
-                    .client_write(Command::Authorize {
-                        requests,
-                        timestamp_ms,
-                    })
-                    .await;
+                let (items, replies): (Vec<_>, Vec<_>) =
+                    batch.into_iter().map(|p| (p.item, p.reply)).unzip();
+                let n = items.len();
+                let proposed = std::time::Instant::now();
+                let result = raft.client_write(K::command(items, timestamp_ms)).await;
                 drop(permit);
-                match result {
-                    Ok(resp) => match resp.data {
-                        CommandResponse::Authorized(outcomes) if outcomes.len() == n => {
-                            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                                let _ = reply.send(Ok(outcome));
-                            }
-                        }
-                        other => {
-                            let msg = format!("state machine answered {other:?} to a batch of {n}");
-                            tracing::error!("{msg}");
-                            for reply in replies {
-                                let _ = reply.send(Err(ProposeError::Unknown(msg.clone())));
-                            }
-                        }
-                    },
+                // Proposal to applied on this leader: append, replication to
+                // a quorum, commit, apply (the latency profile's Raft part).
+                metrics::histogram!("quorate_propose_seconds", "kind" => K::LABEL)
+                    .record(proposed.elapsed().as_secs_f64());
+                let resp = match result {
+                    Ok(resp) => resp,
                     Err(e) => {
                         let err = match e.api_error() {
                             Some(ClientWriteError::ForwardToLeader(f)) => {
@@ -96,6 +165,21 @@ pub(crate) fn spawn(raft: QRaft, cfg: BatchConfig) -> mpsc::Sender<Pending> {
                         };
                         for reply in replies {
                             let _ = reply.send(Err(err.clone()));
+                        }
+                        return;
+                    }
+                };
+                match K::outcomes(resp.data, resp.log_id.index, n) {
+                    Ok(outcomes) => {
+                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                            let _ = reply.send(Ok(outcome));
+                        }
+                    }
+                    Err(other) => {
+                        let msg = format!("state machine answered {other:?} to a batch of {n}");
+                        tracing::error!("{msg}");
+                        for reply in replies {
+                            let _ = reply.send(Err(ProposeError::Unknown(msg.clone())));
                         }
                     }
                 }

@@ -1,7 +1,10 @@
 //! `quorate bench`: drives a running cluster with governed decisions from
 //! concurrent clients and reports decisions/s and latency percentiles; with
 //! `--peer-etcd`, puts the same shape of load on an etcd cluster in the same
-//! run, in interleaved rounds, and reports the ratio.
+//! run, in interleaved rounds, and reports the ratio; with `--peer-noop`,
+//! does the same with commit probes (entries that change nothing, on the
+//! same batcher and replication path) on the same cluster: the governed
+//! rate as a fraction of the cluster's own ceiling.
 //!
 //! Two ways to load:
 //! - closed loop (default): each client keeps one request in flight and
@@ -37,7 +40,8 @@ quorate bench                                    # 64 clients, closed loop, 10 s
 quorate bench --clients 1 --duration 20\n  \
 quorate bench --rate 2000                        # open loop: 2000 decisions/s on a fixed schedule\n  \
 deploy/bench/etcd3.sh start                      # a 3-member etcd on loopback (installs etcd-server)\n  \
-quorate bench --peer-etcd 127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379 --rounds 3 --json\n\n\
+quorate bench --peer-etcd 127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379 --rounds 3 --json\n  \
+quorate bench --peer-noop --rounds 3              # governed decisions vs no-op entries, same cluster\n\n\
 Measure release builds (`cargo build --release -p quorate`); docs/BENCHMARKS.md has the method.")]
 pub(crate) struct BenchArgs {
     /// Comma-separated gRPC addresses; clients are spread across them round-robin.
@@ -65,6 +69,12 @@ pub(crate) struct BenchArgs {
     /// report quorate's figures as ratios of etcd's.
     #[arg(long, value_name = "ENDPOINTS")]
     peer_etcd: Option<String>,
+    /// Also load the same cluster with commit probes (`quorate probe`: entries
+    /// that change nothing, through the same batcher, forwarding and
+    /// replication), in interleaved rounds, and report governed decisions as
+    /// ratios of it: what governance costs over the write path itself.
+    #[arg(long)]
+    peer_noop: bool,
     /// Bytes per etcd value (the size of a small decision record's payload).
     #[arg(long, default_value_t = 256)]
     etcd_value_size: usize,
@@ -156,6 +166,7 @@ impl Percentiles {
 /// One client's connection to the target under test.
 enum Conn {
     Quorate(GovernanceClient<Channel>),
+    Probe(GovernanceClient<Channel>),
     Etcd(KvClient<Channel>),
 }
 
@@ -164,6 +175,7 @@ enum Outcome {
     Allow { receipt: bool },
     Deny(String),
     Put,
+    Probed,
 }
 
 #[derive(Default)]
@@ -172,6 +184,7 @@ struct Tally {
     receipts: u64,
     deny: u64,
     puts: u64,
+    probes: u64,
     errors: u64,
     missed: u64,
     reasons: std::collections::BTreeMap<String, u64>,
@@ -230,29 +243,25 @@ pub(crate) async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         run_id,
     };
     let mut quorate_runs = Vec::new();
+    let mut noop_runs = Vec::new();
     let mut etcd_runs = Vec::new();
     for round in 0..a.rounds {
-        let conns = quorate_conns(&endpoints, a.clients).await?;
+        let conns = quorate_conns(&endpoints, a.clients, Conn::Quorate).await?;
         quorate_runs.push(run_one("quorate", round, conns, &plan, &cpu_pids).await?);
+        if a.peer_noop {
+            let conns = quorate_conns(&endpoints, a.clients, Conn::Probe).await?;
+            noop_runs.push(run_one("noop", round, conns, &plan, &cpu_pids).await?);
+        }
         if let Some(e) = &etcd {
             let conns = etcd_conns(e, a.clients).await?;
             etcd_runs.push(run_one("etcd", round, conns, &plan, &etcd_cpu_pids).await?);
         }
     }
     let quorate = median_round(&quorate_runs);
+    let noop_median = (!noop_runs.is_empty()).then(|| median_round(&noop_runs));
     let etcd_median = (!etcd_runs.is_empty()).then(|| median_round(&etcd_runs));
-    let ratio = etcd_median.as_ref().map(|e| {
-        let mut r = serde_json::json!({
-            "ops_per_s": round2(quorate.ops_per_s / e.ops_per_s.max(f64::MIN_POSITIVE)),
-            "p50": round2(quorate.latency_ms.p50 / e.latency_ms.p50.max(f64::MIN_POSITIVE)),
-            "p99": round2(quorate.latency_ms.p99 / e.latency_ms.p99.max(f64::MIN_POSITIVE)),
-        });
-        if let (Some(q), Some(e)) = (&quorate.cpu, &e.cpu) {
-            r["cpu_per_op"] =
-                serde_json::json!(round2(q.us_per_op / e.us_per_op.max(f64::MIN_POSITIVE)));
-        }
-        r
-    });
+    let ratio = etcd_median.as_ref().map(|e| ratios(&quorate, e));
+    let noop_ratio = noop_median.as_ref().map(|n| ratios(&quorate, n));
     if a.json {
         let out = serde_json::json!({
             "mode": if a.rate.is_some() { "open" } else { "closed" },
@@ -265,15 +274,40 @@ pub(crate) async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             "warmup_s": a.warmup,
             "rounds": a.rounds,
             "quorate": quorate,
+            "noop": noop_median,
+            "quorate_over_noop": noop_ratio,
             "etcd": etcd_median,
             "quorate_over_etcd": ratio,
-            "all_rounds": quorate_runs.iter().chain(etcd_runs.iter()).collect::<Vec<_>>(),
+            "all_rounds": quorate_runs
+                .iter()
+                .chain(noop_runs.iter())
+                .chain(etcd_runs.iter())
+                .collect::<Vec<_>>(),
         });
         crate::client::print_json(&out)?;
     } else {
-        print_text(&a, &quorate, etcd_median.as_ref(), ratio.as_ref());
+        let peers: Vec<(&RunResult, serde_json::Value)> = noop_median
+            .iter()
+            .zip(noop_ratio)
+            .chain(etcd_median.iter().zip(ratio))
+            .collect();
+        print_text(&a, &quorate, &peers);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// quorate's median round as ratios of a peer's (etcd, or no-op entries).
+fn ratios(q: &RunResult, peer: &RunResult) -> serde_json::Value {
+    let over = |a: f64, b: f64| round2(a / b.max(f64::MIN_POSITIVE));
+    let mut r = serde_json::json!({
+        "ops_per_s": over(q.ops_per_s, peer.ops_per_s),
+        "p50": over(q.latency_ms.p50, peer.latency_ms.p50),
+        "p99": over(q.latency_ms.p99, peer.latency_ms.p99),
+    });
+    if let (Some(q), Some(p)) = (&q.cpu, &peer.cpu) {
+        r["cpu_per_op"] = serde_json::json!(over(q.us_per_op, p.us_per_op));
+    }
+    r
 }
 
 /// The pids of `--cpu-pids`-style lists, each checked to be readable here.
@@ -347,12 +381,14 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-async fn quorate_conns(endpoints: &[String], clients: usize) -> anyhow::Result<Vec<Conn>> {
+async fn quorate_conns(
+    endpoints: &[String],
+    clients: usize,
+    kind: fn(GovernanceClient<Channel>) -> Conn,
+) -> anyhow::Result<Vec<Conn>> {
     let mut out = Vec::with_capacity(clients);
     for i in 0..clients {
-        out.push(Conn::Quorate(
-            connect(&endpoints[i % endpoints.len()]).await?,
-        ));
+        out.push(kind(connect(&endpoints[i % endpoints.len()]).await?));
     }
     Ok(out)
 }
@@ -453,6 +489,7 @@ async fn run_one(
                                 *s.tally.reasons.entry(reason).or_default() += 1;
                             }
                             Outcome::Put => s.tally.puts += 1,
+                            Outcome::Probed => s.tally.probes += 1,
                         }
                         let micros = |d: Duration| (d.as_micros() as u64).max(1);
                         let _ = s.latency.record(micros(done - due));
@@ -489,7 +526,7 @@ async fn run_one(
     progress.finish_and_clear();
     let s = shared.lock().await;
     let t = &s.tally;
-    let ops = t.allow + t.deny + t.puts;
+    let ops = t.allow + t.deny + t.puts + t.probes;
     let cpu = match cpu {
         None => None,
         Some(task) => {
@@ -531,8 +568,8 @@ async fn run_one(
 
 impl Conn {
     /// Operation `k` of client `i`: a governed decision with a fresh request
-    /// id (3 in 4 ALLOW, 1 in 4 DENY under the demo policy), or a put of a
-    /// fresh key.
+    /// id (3 in 4 ALLOW, 1 in 4 DENY under the demo policy), a commit probe,
+    /// or a put of a fresh key.
     async fn op(&mut self, plan: &Plan, i: usize, k: u64) -> Result<Outcome, tonic::Status> {
         match self {
             Conn::Quorate(c) => {
@@ -556,6 +593,10 @@ impl Conn {
                 } else {
                     Outcome::Deny(resp.reason)
                 })
+            }
+            Conn::Probe(c) => {
+                c.probe(v1::ProbeRequest {}).await?;
+                Ok(Outcome::Probed)
             }
             Conn::Etcd(c) => {
                 let req = PutRequest {
@@ -583,12 +624,8 @@ fn median_round(runs: &[RunResult]) -> RunResult {
     sorted[sorted.len() / 2].clone()
 }
 
-fn print_text(
-    a: &BenchArgs,
-    q: &RunResult,
-    e: Option<&RunResult>,
-    ratio: Option<&serde_json::Value>,
-) {
+/// The table, then quorate's ratios to each peer run (no-op entries, etcd).
+fn print_text(a: &BenchArgs, q: &RunResult, peers: &[(&RunResult, serde_json::Value)]) {
     let mode = match a.rate {
         None => format!("closed loop, {} clients", a.clients),
         Some(r) => format!("open loop at {r}/s, {} clients", a.clients),
@@ -601,7 +638,8 @@ fn print_text(
         "{:<8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
         "target", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p999 ms", "max ms", "errors"
     );
-    for r in std::iter::once(q).chain(e) {
+    let all = || std::iter::once(q).chain(peers.iter().map(|(r, _)| *r));
+    for r in all() {
         let l = r.latency_ms;
         println!(
             "{:<8} {:>10} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7}",
@@ -614,7 +652,7 @@ fn print_text(
             println!("  DENY {reason}: {n}");
         }
     }
-    for r in std::iter::once(q).chain(e) {
+    for r in all() {
         if let Some(c) = &r.cpu {
             println!(
                 "{}: {} µs of CPU per operation on the measured processes ({} cores busy), {} µs in this client",
@@ -625,13 +663,13 @@ fn print_text(
     if let Some(missed) = q.missed.filter(|m| *m > 0) {
         println!("quorate: {missed} requests due but never sent: the rate is above capacity");
     }
-    if let Some(r) = ratio {
+    for (peer, r) in peers {
         println!(
-            "quorate / etcd: throughput x{}, p50 x{}, p99 x{}",
-            r["ops_per_s"], r["p50"], r["p99"]
+            "quorate / {}: throughput x{}, p50 x{}, p99 x{}",
+            peer.target, r["ops_per_s"], r["p50"], r["p99"]
         );
         if let Some(c) = r.get("cpu_per_op") {
-            println!("quorate / etcd: CPU per operation x{c}");
+            println!("quorate / {}: CPU per operation x{c}", peer.target);
         }
     }
 }

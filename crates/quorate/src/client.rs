@@ -657,6 +657,29 @@ pub(crate) async fn status(endpoint: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `quorate probe`: `count` commit probes in sequence; stops at the first
+/// that does not commit.
+pub(crate) async fn probe(endpoint: &str, count: u32) -> anyhow::Result<ExitCode> {
+    let mut c = connect(endpoint).await?;
+    let mut probes = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let sent = std::time::Instant::now();
+        let r = c.probe(v1::ProbeRequest {}).await.map_err(|s| {
+            status_error(&s).context(format!("probe {} of {count} did not commit", i + 1))
+        })?;
+        let ms = sent.elapsed().as_secs_f64() * 1e3;
+        let r = r.into_inner();
+        probes.push(serde_json::json!({
+            "log_index": r.log_index,
+            "leader_id": r.leader_id,
+            "served_by": r.served_by,
+            "latency_ms": (ms * 1000.0).round() / 1000.0,
+        }));
+    }
+    print_json(&serde_json::json!({ "committed": probes.len(), "probes": probes }))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

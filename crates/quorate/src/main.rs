@@ -123,6 +123,23 @@ enum Cmd {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Check the write path end to end: commit entries that change nothing.
+    ///
+    /// Each probe goes through the same batching, forwarding to the leader,
+    /// replication, fsync and apply as a decision, and is answered once
+    /// applied; no decision is made or recorded. Prints the log index and
+    /// latency of each (JSON). Exit 0 when every probe committed, 2 when one
+    /// did not (contained node, no quorum, commit timeout: the error says which).
+    #[command(
+        after_help = "Examples:\n  quorate probe\n  quorate probe --count 20 --endpoint 127.0.0.1:7102"
+    )]
+    Probe {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// Probes to send, one after another.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        count: u32,
+    },
     /// Load a running cluster with authorization requests and report decisions/s and latency.
     Bench(bench::BenchArgs),
     /// Make and export ed25519 keys: publisher keys, and the trust file verifiers need.
@@ -474,7 +491,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Without explicit certificates, the dev cluster's are used with the
     // role the command needs: agents decide, admins do everything else.
     let role = match &cli.command {
-        Cmd::Authorize(_) | Cmd::Bench(_) => "agent",
+        Cmd::Authorize(_) | Cmd::Bench(_) | Cmd::Probe { .. } => "agent",
         _ => "admin",
     };
     client::set_transport(
@@ -559,6 +576,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Policy(p) => client::policy(p).await,
         Cmd::Log(l) => client::log(l).await,
         Cmd::Status { endpoint } => client::status(&endpoint.endpoint).await,
+        Cmd::Probe { endpoint, count } => client::probe(&endpoint.endpoint, count).await,
         Cmd::Cluster(c) => federation::cluster(c).await,
         Cmd::Rollout(r) => federation::rollout(r).await,
         Cmd::Bench(b) => bench::run(b).await,

@@ -8,6 +8,9 @@ use super::*;
 pub enum Access {
     /// Authorize: agents, and nodes forwarding for their clients.
     Decide,
+    /// Commit probes: agents (who may already write decisions, which cost
+    /// more), admins (operators checking the write path) and nodes.
+    Probe,
     /// Publish, activate, rollouts, membership: admins.
     Administer,
     /// Logs, receipts, exports, the watch stream, rollout status:
@@ -75,18 +78,22 @@ impl Node {
         }
         let allowed = match (&id.principal, access) {
             (_, Access::Read | Access::OwnReceipt) => true,
-            (Principal::Node(_), Access::Decide | Access::Audit) => true,
+            (Principal::Node(_), Access::Decide | Access::Probe | Access::Audit) => true,
             (Principal::Node(_), Access::Administer) => false,
             (Principal::Client { role, .. }, a) => matches!(
                 (role, a),
-                (Role::Agent, Access::Decide)
-                    | (Role::Admin, Access::Administer | Access::Audit)
+                (Role::Agent, Access::Decide | Access::Probe)
+                    | (
+                        Role::Admin,
+                        Access::Administer | Access::Audit | Access::Probe
+                    )
                     | (Role::Auditor, Access::Audit)
             ),
         };
         if !allowed {
             let needs = match access {
                 Access::Decide => "an agent certificate",
+                Access::Probe => "an agent or admin certificate",
                 Access::Administer => "an admin certificate",
                 Access::Audit => {
                     "an auditor or admin certificate (agents may fetch receipts of \

@@ -33,14 +33,7 @@ impl Node {
         }
         let started = std::time::Instant::now();
         let deadline = self.commit_timeout();
-        // Read only what routing needs under the metrics borrow, instead of
-        // cloning the whole RaftMetrics (membership maps included) per request.
-        let route = {
-            let m = self.inner.raft.metrics();
-            let m = m.borrow_watched();
-            (m.state != ServerState::Leader).then(|| self.leader_addr(&m))
-        };
-        if let Some(leader) = route {
+        if let Some(leader) = self.route() {
             if forwarded {
                 // Never forward twice: the sender thought we led; we do not.
                 return Answer::deny(
@@ -64,7 +57,7 @@ impl Node {
         }
         let (tx, rx) = oneshot::channel();
         let pending = Pending {
-            request: req.clone(),
+            item: req.clone(),
             reply: tx,
         };
         // One deadline covers queueing and commit: a full queue behind a
@@ -120,7 +113,10 @@ impl Node {
             return Answer::deny(DenyReason::IntegrityFailure, "ALLOW without a record");
         };
         let index = record.index;
-        let Some(cp) = self.inner.attestations.covering(index, left).await else {
+        let waited = std::time::Instant::now();
+        let covering = self.inner.attestations.covering(index, left).await;
+        metrics::histogram!("quorate_attest_wait_seconds").record(waited.elapsed().as_secs_f64());
+        let Some(cp) = covering else {
             metrics::counter!("quorate_unattested_total").increment(1);
             self.set_unattested(index);
             return Answer::deny(
@@ -179,13 +175,15 @@ impl Node {
             Err(e) => return Answer::deny(DenyReason::NoQuorum, format!("leader {leader}: {e}")),
         };
         metrics::counter!("quorate_authorize_forwarded_total").increment(1);
-        match send_forward(
+        let sent = std::time::Instant::now();
+        let relayed = send_forward(
             channel,
             quorate_proto::request_to_wire(&req),
             self.commit_timeout(),
         )
-        .await
-        {
+        .await;
+        metrics::histogram!("quorate_forward_seconds").record(sent.elapsed().as_secs_f64());
+        match relayed {
             Ok(resp) => self.check_relayed(crate::api::answer_from_wire(&resp, &req)),
             Err(ForwardFailure::NotSent(e)) => Answer::deny(
                 DenyReason::NoQuorum,

@@ -9,6 +9,7 @@
 //!   `crate::containment`), recorded evidence, the leadership task;
 //! - `authorize`: the governed path, forwarding, relayed-answer checks;
 //! - `admin`: policy writes, checkpoint persistence, linearizable reads;
+//! - `probe`: commit probes, entries that change nothing on the same path;
 //! - `access`: client roles; `peer`: what peers may ask; `status`: reports.
 
 use std::collections::BTreeMap;
@@ -40,7 +41,7 @@ use quorate_store::{ChainHead, DecisionLookup, LogStore, StateMachine, Store};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::attest::Attestations;
-use crate::batcher::{self, Pending, ProposeError};
+use crate::batcher::{self, Decisions, Pending, Probes, ProposeError};
 use crate::config::{AnswerMode, NodeConfig};
 use crate::error::{ApiError, from_status};
 
@@ -49,12 +50,14 @@ mod admin;
 mod authorize;
 mod contain;
 mod peer;
+mod probe;
 mod start;
 mod status;
 #[cfg(test)]
 mod tests;
 
 pub use access::Access;
+pub use probe::ProbeAnswer;
 pub use status::{MemberStatus, NodeStatus};
 
 /// The openraft instance of a quorate node.
@@ -150,7 +153,10 @@ pub(crate) struct Inner {
     pub(crate) lookup: DecisionLookup,
     pub(crate) contact: LeaderContact,
     pub(crate) channels: Channels,
-    pub(crate) batcher: mpsc::Sender<Pending>,
+    pub(crate) batcher: mpsc::Sender<Pending<Decisions>>,
+    /// Commit probes: the same path as `batcher`, with entries that change
+    /// nothing.
+    pub(crate) probes: mpsc::Sender<Pending<Probes>>,
     /// Set when this node's stored state failed verification; it then denies
     /// everything until repaired (invariant 6).
     pub(crate) integrity: RwLock<Option<String>>,
@@ -283,6 +289,16 @@ impl Node {
         let leader = m.current_leader?;
         let node = m.membership_config.membership().get_node(&leader)?;
         Some((leader, node.addr.clone()))
+    }
+
+    /// `None` on the leader; otherwise the leader to forward to, if one is
+    /// known. Reads only what routing needs under the metrics borrow,
+    /// instead of cloning the whole RaftMetrics (membership maps included)
+    /// per request.
+    fn route(&self) -> Option<Option<(u64, String)>> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow_watched();
+        (m.state != ServerState::Leader).then(|| self.leader_addr(&m))
     }
 
     fn commit_timeout(&self) -> Duration {

@@ -114,7 +114,9 @@ impl Node {
         .map_err(|e| NodeError::Raft(e.to_string()))?;
         quorum_clock.set(raft.metrics());
         let contact = LeaderContact::default();
-        let batcher = batcher::spawn(raft.clone(), cfg.batch.clone());
+        let in_flight = batcher::in_flight(&cfg.batch);
+        let batcher = batcher::spawn(raft.clone(), cfg.batch.clone(), in_flight.clone());
+        let probes = batcher::spawn(raft.clone(), cfg.batch.clone(), in_flight);
         let node = Node {
             inner: Arc::new(Inner {
                 id: cfg.node_id,
@@ -124,6 +126,7 @@ impl Node {
                 contact: contact.clone(),
                 channels,
                 batcher,
+                probes,
                 integrity: RwLock::new(integrity),
                 unconfirmed: std::sync::Mutex::new(None),
                 limits,
