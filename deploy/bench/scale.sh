@@ -14,7 +14,8 @@
 # workers, RocksDB compaction and flush, the WAL sync thread).
 #
 # DIR (default /tmp/quorate-scale) is wiped first; at 10 M decisions it
-# needs about 25 GiB. Nodes listen on the dev ports (7101-7103,
+# needs about 25 GiB. KEEP_HISTORY=1 keeps node 1's grown history from an
+# earlier run and measures the rest again. Nodes listen on the dev ports (7101-7103,
 # 7201-7203): stop any dev cluster first.
 set -uo pipefail
 
@@ -79,16 +80,21 @@ wait_ready() {
     done
 }
 
-rm -rf "$D"
-"$Q" dev --data-dir "$D" --detach > "$D.dev.log" 2>&1 || { cat "$D.dev.log"; exit 1; }
-stop
 export QUORATE_CA=$D/certs/ca.pem QUORATE_CERT=$D/certs/agent.pem QUORATE_KEY=$D/certs/agent.key
-
-echo "== grow node 1 by $N decisions"
-/usr/bin/time -v "$T/examples/grow_history" --dev-dir "$D" --node 1 --records "$N" \
-    2> "$D.grow.time" || { cat "$D.grow.time"; exit 1; }
-grep -E "Maximum resident|Elapsed" "$D.grow.time"
-du -sh "$D/node1/db" "$D/node1/db/snapshots"
+if [ -n "${KEEP_HISTORY:-}" ] && [ -d "$D/node1/db" ]; then
+    # Re-measure the catch-up and restart on node 1's existing history
+    # (another build, say): only nodes 2 and 3 start over.
+    echo "== keeping node 1's history in $D"
+else
+    rm -rf "$D"
+    "$Q" dev --data-dir "$D" --detach > "$D.dev.log" 2>&1 || { cat "$D.dev.log"; exit 1; }
+    stop
+    echo "== grow node 1 by $N decisions"
+    /usr/bin/time -v "$T/examples/grow_history" --dev-dir "$D" --node 1 --records "$N" \
+        2> "$D.grow.time" || { cat "$D.grow.time"; exit 1; }
+    grep -E "Maximum resident|Elapsed" "$D.grow.time"
+    du -sh "$D/node1/db" "$D/node1/db/snapshots"
+fi
 
 # Two members that kept their old log would be a majority electing one of
 # them: they start empty (keys kept, the membership names them) and join.
@@ -118,10 +124,12 @@ if [ -n "${PERF_SVG:-}" ]; then
     # The governed rounds' measured window: after the 2 s warm-up.
     (sleep 3 && perf record -F 499 -g --call-graph dwarf,16384 -o "$D.perf.data" -p "$lpid" \
         -- sleep 8 > /dev/null 2>&1) &
+    perf_job=$!
 fi
 "$Q" bench --endpoints 127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103 --clients 64 \
     --duration 10 --warmup 2 --peer-noop --cpu-pids "$PIDS" 2>&1 | tail -12
-wait
+# Only the profiler: the nodes are background jobs of this script too.
+[ -n "${perf_job:-}" ] && wait "$perf_job"
 threads_cpu "$PIDS" > "$D.threads.after"
 echo "  CPU seconds by thread name over both runs (all three nodes):"
 python3 - "$D.threads.before" "$D.threads.after" <<'PY'

@@ -4,7 +4,8 @@
 //! Named by priority, as openraft's tests are: t10 the basic decision path,
 //! t20 crashes and quorum loss, t30 determinism, t40 the CLI contract, t50
 //! proofs (receipts, exports, consistency, signed policies), t60 tamper
-//! evidence and repair, t70 federation (learners, watch, membership).
+//! evidence and repair, t70 federation (learners, watch, membership), t80
+//! transport security, t90 what operators scrape.
 
 mod t10_decision_path;
 mod t20_crashes;
@@ -15,3 +16,4 @@ mod t60_tamper;
 mod t70_federation;
 mod t71_rollout;
 mod t80_tls;
+mod t90_operations;

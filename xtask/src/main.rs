@@ -280,8 +280,16 @@ fn test() -> Result<(), String> {
     // and this build (no dev-dependencies) relinks the binary without them.
     cargo(&["build", "--workspace", "--bins"])?;
     // Each cluster test starts three real nodes; one test at a time keeps
-    // two cores from starving their heartbeats.
-    cargo(&["test", "-p", "quorate-e2e", "--", "--test-threads", "1"])?;
+    // two cores from starving their heartbeats. promtool lints what the
+    // nodes export on /metrics (t90).
+    let promtool = ensure_promtool()?;
+    ensure_rocksdb_prebuilt()?;
+    run_cargo_with(
+        &["test", "-p", "quorate-e2e", "--", "--test-threads", "1"],
+        true,
+        &target_dir(),
+        &[("QUORATE_PROMTOOL", promtool.to_string_lossy().into_owned())],
+    )?;
     // The whole-product deterministic simulation: 1,000 seeds under network,
     // crash, power-loss, disk and evaluation faults; built for exact replay.
     sim_cargo(&[
@@ -420,6 +428,70 @@ fn fuzz_smoke() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Prometheus's `promtool`, for linting `/metrics`: on PATH, or taken once
+/// from Debian's `prometheus` package into the cache beside the build
+/// directory (`apt-get download` and `dpkg-deb -x`: nothing is installed,
+/// no server is started).
+fn ensure_promtool() -> Result<PathBuf, String> {
+    if let Ok(out) = Command::new("promtool").arg("--version").output()
+        && out.status.success()
+    {
+        return Ok(PathBuf::from("promtool"));
+    }
+    let parent = target_dir()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = parent.join("promtool");
+    let bin = dir.join("promtool");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    eprintln!("xtask: fetching promtool from Debian's prometheus package (once)");
+    let work = dir.join("deb");
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let download = || {
+        Command::new("apt-get")
+            .args(["download", "-qq", "prometheus"])
+            .current_dir(&work)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !download() {
+        // The package lists may be missing on a fresh machine.
+        let _ = Command::new("apt-get")
+            .args(["update", "-qq"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+        if !download() {
+            return Err(
+                "cannot download Debian's prometheus package for promtool; install it with                  `apt-get install prometheus` or put promtool on PATH"
+                    .into(),
+            );
+        }
+    }
+    let deb = std::fs::read_dir(&work)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or("apt-get download left no .deb")?;
+    let root = work.join("root");
+    let ok = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&root)
+        .status()
+        .is_ok_and(|s| s.success());
+    let found = root.join("usr/bin/promtool");
+    if !ok || !found.exists() {
+        return Err(format!("{} holds no usr/bin/promtool", deb.display()));
+    }
+    std::fs::rename(&found, &bin).map_err(|e| format!("{}: {e}", bin.display()))?;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(bin)
 }
 
 /// True when a libclang shared library can be found where bindgen looks.

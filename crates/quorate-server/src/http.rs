@@ -11,18 +11,35 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use crate::node::Node;
+use crate::telemetry;
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Installs the process-wide Prometheus recorder (once). Returns false if
+/// Installs the process-wide Prometheus recorder (once), with every metric
+/// of `telemetry::METRICS` described and registered. Returns false if
 /// another recorder was installed first.
 pub fn install_metrics_recorder() -> bool {
     if PROMETHEUS.get().is_some() {
         return true;
     }
-    match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+    let mut builder = metrics_exporter_prometheus::PrometheusBuilder::new();
+    for m in telemetry::METRICS
+        .iter()
+        .filter(|m| m.kind == telemetry::Kind::Histogram)
+    {
+        let matcher = metrics_exporter_prometheus::Matcher::Full(m.name.into());
+        builder = match builder.set_buckets_for_metric(matcher, telemetry::buckets(m)) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("metrics recorder not installed: {e}");
+                return false;
+            }
+        };
+    }
+    match builder.install_recorder() {
         Ok(handle) => {
             let _ = PROMETHEUS.set(handle);
+            telemetry::describe_all();
             true
         }
         Err(e) => {

@@ -1,6 +1,7 @@
 //! quorate-server owns a running node: it opens the store, starts openraft,
 //! serves the public gRPC API (`quorate.v1.Governance`), the Raft transport
-//! and the HTTP endpoints (/metrics, /healthz, /readyz, /status), batches
+//! and the HTTP endpoints (/metrics, /healthz, /readyz, /status) with the
+//! table of every metric it exports (`telemetry`), batches
 //! authorization requests into Raft entries, and gathers the facts from
 //! which `quorate_machine::containment` decides when the node must contain.
 //!
@@ -21,6 +22,7 @@ pub mod identity;
 pub mod node;
 mod proofs;
 mod ratelimit;
+pub mod telemetry;
 
 pub use config::{ConfigError, NodeConfig};
 pub use error::ApiError;
