@@ -55,21 +55,7 @@ impl Node {
                 ),
             };
         }
-        let (tx, rx) = oneshot::channel();
-        let pending = Pending {
-            item: req.clone(),
-            reply: tx,
-        };
-        // One deadline covers queueing and commit: a full queue behind a
-        // stalled leader must time out, not hang.
-        let outcome = tokio::time::timeout(deadline, async {
-            if self.inner.batcher.send(pending).await.is_err() {
-                return None;
-            }
-            rx.await.ok()
-        })
-        .await;
-        match outcome {
+        match propose(&self.inner.batcher, req.clone(), deadline).await {
             Err(_) => Answer::deny(
                 DenyReason::CommitTimeout,
                 format!(

@@ -41,7 +41,7 @@ use quorate_store::{ChainHead, DecisionLookup, LogStore, StateMachine, Store};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::attest::Attestations;
-use crate::batcher::{self, Decisions, Pending, Probes, ProposeError};
+use crate::batcher::{self, Decisions, Kind, Pending, Probes, ProposeError};
 use crate::config::{AnswerMode, NodeConfig};
 use crate::error::{ApiError, from_status};
 
@@ -304,4 +304,21 @@ impl Node {
     fn commit_timeout(&self) -> Duration {
         Duration::from_millis(self.inner.cfg.commit_timeout_ms)
     }
+}
+
+/// Hands `item` to a batcher and waits for its outcome. One deadline covers
+/// queueing and commit: a full queue behind a stalled leader must time out,
+/// not hang. `Err` on the deadline, `Ok(None)` when the batcher is gone
+/// (the node is stopping).
+async fn propose<K: Kind>(
+    batcher: &mpsc::Sender<Pending<K>>,
+    item: K::Item,
+    deadline: Duration,
+) -> Result<Option<Result<K::Outcome, ProposeError>>, tokio::time::error::Elapsed> {
+    let (reply, rx) = oneshot::channel();
+    tokio::time::timeout(deadline, async {
+        batcher.send(Pending { item, reply }).await.ok()?;
+        rx.await.ok()
+    })
+    .await
 }

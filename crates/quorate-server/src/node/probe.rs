@@ -37,19 +37,7 @@ impl Node {
             };
             return self.forward_probe(leader, &addr, deadline).await;
         }
-        let (tx, rx) = oneshot::channel();
-        let pending = Pending {
-            item: (),
-            reply: tx,
-        };
-        let outcome = tokio::time::timeout(deadline, async {
-            if self.inner.probes.send(pending).await.is_err() {
-                return None;
-            }
-            rx.await.ok()
-        })
-        .await;
-        match outcome {
+        match propose(&self.inner.probes, (), deadline).await {
             Err(_) => Err(ApiError::new(
                 ErrorCode::CommitTimeout,
                 format!(

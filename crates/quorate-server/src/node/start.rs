@@ -67,7 +67,8 @@ impl Node {
             election_timeout_min: r.election_timeout_min_ms,
             election_timeout_max: r.election_timeout_max_ms,
             install_snapshot_timeout: 60_000,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
+            // Snapshots are triggered by `snapshot_task` (entries and growth).
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: r.keep_entries_after_snapshot,
             // Pre-vote keeps a node that was cut off from disrupting a healthy
             // leader with inflated terms when it comes back.
@@ -234,6 +235,10 @@ impl Node {
             shutdown_rx.clone(),
         )));
         tasks.push(tokio::spawn(leadership_task(
+            node.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(snapshot_task(
             node.clone(),
             shutdown_rx.clone(),
         )));
@@ -419,5 +424,72 @@ async fn tls_reload_task(
                 tracing::error!("TLS reload refused, keeping the previous certificates: {e}");
             }
         }
+    }
+}
+
+/// When to build a snapshot: at least `snapshot_after_entries` entries
+/// applied since the last one, and the decision log grown by at least
+/// `snapshot_after_growth_percent` of the size it had then.
+pub(crate) fn snapshot_due(
+    r: &crate::config::RaftConfig,
+    entries_since: u64,
+    records_now: u64,
+    records_at_last: u64,
+) -> bool {
+    let grown = records_now.saturating_sub(records_at_last);
+    let needed = records_at_last.saturating_mul(r.snapshot_after_growth_percent) / 100;
+    entries_since >= r.snapshot_after_entries && grown >= needed
+}
+
+/// Builds snapshots by `snapshot_due` (openraft's own policy is off): one at
+/// a time; the next is considered once the last is in the metrics (or ten
+/// minutes after asking, if it never came).
+async fn snapshot_task(node: Node, mut shutdown: watch::Receiver<bool>) {
+    const GIVE_UP: Duration = Duration::from_secs(600);
+    let r = node.config().raft.clone();
+    let raft = node.inner.raft.clone();
+    let snapshot_index = |raft: &QRaft| {
+        let m = raft.metrics();
+        let m = m.borrow_watched();
+        (
+            m.last_applied.map(|l| l.index).unwrap_or(0),
+            m.snapshot.map(|l| l.index),
+        )
+    };
+    // The decision log's size at the last snapshot is not stored: after a
+    // restart, the size now if there is a snapshot (none is due until the
+    // log grows from here), nothing otherwise.
+    let mut seen = snapshot_index(&raft).1;
+    let mut records_at_last = if seen.is_some() {
+        node.lookup().tree_head().0
+    } else {
+        0
+    };
+    let mut asked: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let (applied, snapshot) = snapshot_index(&raft);
+        let records = node.lookup().tree_head().0;
+        if snapshot != seen {
+            // Built here or installed from the leader.
+            seen = snapshot;
+            records_at_last = records;
+            asked = None;
+        }
+        if asked.is_some_and(|t| t.elapsed() < GIVE_UP) {
+            continue;
+        }
+        let since = applied.saturating_sub(snapshot.unwrap_or(0));
+        if !snapshot_due(&r, since, records, records_at_last) {
+            continue;
+        }
+        tracing::info!(applied, records, records_at_last, "building a snapshot");
+        if raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+        asked = Some(std::time::Instant::now());
     }
 }

@@ -187,3 +187,27 @@ async fn a_leader_that_cannot_be_reached_was_sent_nothing() {
     let r = send_forward(ch, wire(), Duration::from_secs(3)).await;
     assert!(matches!(r, Err(ForwardFailure::NotSent(_))), "{r:?}");
 }
+
+#[test]
+fn snapshots_are_spaced_by_entries_and_by_the_history_they_hold() {
+    let r = crate::config::RaftConfig {
+        snapshot_after_entries: 100,
+        snapshot_after_growth_percent: 25,
+        ..Default::default()
+    };
+    use super::start::snapshot_due;
+    // A young log: entries decide.
+    assert!(!snapshot_due(&r, 99, 50, 0));
+    assert!(snapshot_due(&r, 100, 50, 0));
+    // 10 M decisions at the last snapshot: 2.5 M more are needed, however
+    // many entries went by.
+    assert!(!snapshot_due(&r, 1_000_000, 12_499_999, 10_000_000));
+    assert!(snapshot_due(&r, 1_000_000, 12_500_000, 10_000_000));
+    assert!(!snapshot_due(&r, 99, 12_500_000, 10_000_000));
+    // 0: entries alone.
+    let entries_only = crate::config::RaftConfig {
+        snapshot_after_growth_percent: 0,
+        ..r
+    };
+    assert!(snapshot_due(&entries_only, 100, 10_000_000, 10_000_000));
+}
