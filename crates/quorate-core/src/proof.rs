@@ -383,6 +383,11 @@ impl TrustFile {
     /// A signature that does not verify is an error, not merely uncounted:
     /// a checkpoint carrying a forged cosignature is evidence of tampering.
     pub fn verify_checkpoint(&self, cp: &Checkpoint) -> Result<(), ProofError> {
+        // Fail closed on a trust file the format forbids (FORMATS.md §10):
+        // one key listed under two node ids would let one signer count
+        // twice towards a majority. Checked here, on every use, so that no
+        // caller of the library can skip it.
+        self.check()?;
         if cp.cluster_id != self.cluster_id {
             return Err(ProofError::WrongCluster {
                 expected: self.cluster_id.clone(),
@@ -714,6 +719,26 @@ mod voter_set_tests {
         // A checkpoint without named voters: the current voters.
         t.verify_checkpoint(&cp(250, &[], &[1, 4]))
             .expect("current voters");
+    }
+
+    #[test]
+    fn a_trust_file_listing_one_key_twice_vouches_for_nothing() {
+        // Node 5 listed with node 4's key: one signer would count twice.
+        let mut dup = trust();
+        dup.nodes[4].public_key = key(4).public();
+        let mut c = cp(150, &[1, 2, 3, 4, 5], &[3, 4]);
+        c.cosignatures.push(Cosignature {
+            node_id: 5,
+            signature: key(4).sign(&c.message()),
+        });
+        assert!(dup.check().is_err());
+        // Checked on every use, not only by callers that remember to.
+        assert!(matches!(
+            dup.verify_checkpoint(&c),
+            Err(ProofError::Malformed { .. })
+        ));
+        // The honest file judges the same two real signers: not final.
+        assert!(trust().verify_checkpoint(&c).is_err());
     }
 
     #[test]

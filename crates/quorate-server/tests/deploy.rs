@@ -1,0 +1,212 @@
+//! The deployment files in deploy/ agree with the node they run: the
+//! Kubernetes manifest's rendered configs load and pass the node's own
+//! checks, its ports, probes, data volume and certificate secret line up
+//! with those configs, and the systemd unit and container image use the
+//! same ports and data directory.
+
+use std::path::{Path, PathBuf};
+
+use quorate_server::NodeConfig;
+use serde_yaml::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn read(rel: &str) -> String {
+    let p = repo().join(rel);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The manifest's documents by kind.
+fn manifest() -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(&read("deploy/kubernetes/quorate.yaml"))
+        .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("YAML: {e}")))
+        .collect()
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in deploy/kubernetes/quorate.yaml"))
+}
+
+fn port(v: &Value, key: &str) -> u16 {
+    v[key]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or_else(|| panic!("{key} is not a port: {v:?}"))
+}
+
+#[test]
+fn the_kubernetes_manifest_runs_nodes_that_start_and_are_probed_on_readyz() {
+    let docs = manifest();
+    let svc = of_kind(&docs, "Service");
+    let cm = of_kind(&docs, "ConfigMap");
+    let sts = of_kind(&docs, "StatefulSet");
+    let replicas = sts["spec"]["replicas"].as_u64().unwrap_or(0);
+    assert!(
+        replicas >= 3 && replicas % 2 == 1,
+        "an odd number of voters: {replicas}"
+    );
+    let template = cm["data"]["node.toml.tmpl"]
+        .as_str()
+        .expect("ConfigMap data node.toml.tmpl");
+
+    // Each pod's rendered config loads and passes the node's checks.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut configs = Vec::new();
+    for id in 1..=replicas {
+        let path = dir.path().join(format!("node{id}.toml"));
+        std::fs::write(&path, template.replace("NODE_ID", &id.to_string())).expect("write");
+        let cfg = NodeConfig::load(&path).unwrap_or_else(|e| panic!("pod {id}: {e}"));
+        cfg.check().unwrap_or_else(|e| panic!("pod {id}: {e}"));
+        assert_eq!(cfg.node_id, id);
+        assert!(!cfg.insecure, "the manifest must run mutual TLS");
+        configs.push(cfg);
+    }
+    let cfg = &configs[0];
+    let (grpc, http) = (cfg.grpc_addr.port(), cfg.http_addr.port());
+    // Every member is a pod of the StatefulSet behind the headless Service,
+    // on the gRPC port.
+    let service = svc["metadata"]["name"].as_str().unwrap_or_default();
+    assert_eq!(sts["spec"]["serviceName"].as_str(), Some(service));
+    assert_eq!(svc["spec"]["clusterIP"].as_str(), Some("None"), "headless");
+    let name = sts["metadata"]["name"].as_str().unwrap_or_default();
+    for (i, m) in cfg.members.iter().enumerate() {
+        assert_eq!(m.addr, format!("{name}-{i}.{service}:{grpc}"));
+    }
+    assert_eq!(cfg.members.len() as u64, replicas);
+
+    // Ports: the Service's and the container's are the config's.
+    let svc_ports: Vec<(String, u16)> = svc["spec"]["ports"]
+        .as_sequence()
+        .expect("service ports")
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or("").to_string(),
+                port(p, "port"),
+            )
+        })
+        .collect();
+    assert!(svc_ports.contains(&("grpc".into(), grpc)), "{svc_ports:?}");
+    assert!(svc_ports.contains(&("http".into(), http)), "{svc_ports:?}");
+    let pod = &sts["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let c_ports: Vec<(String, u16)> = c["ports"]
+        .as_sequence()
+        .expect("container ports")
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or("").to_string(),
+                port(p, "containerPort"),
+            )
+        })
+        .collect();
+    assert!(c_ports.contains(&("grpc".into(), grpc)), "{c_ports:?}");
+    assert!(c_ports.contains(&("http".into(), http)), "{c_ports:?}");
+
+    // Readiness is quorum (/readyz on the HTTP port); liveness is /healthz.
+    assert_eq!(
+        c["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"]["port"].as_str(),
+        Some("http")
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    let annotations = &sts["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(
+        annotations["prometheus.io/port"].as_str(),
+        Some(http.to_string().as_str())
+    );
+    assert_eq!(annotations["prometheus.io/path"].as_str(), Some("/metrics"));
+
+    // The data volume is a claim per pod, mounted where --data-dir points.
+    let args = c["args"][0].as_str().unwrap_or_default();
+    let data_dir = args
+        .split_whitespace()
+        .skip_while(|w| *w != "--data-dir")
+        .nth(1)
+        .expect("--data-dir in the container's command");
+    let mounts = c["volumeMounts"].as_sequence().expect("volume mounts");
+    let mount = |name: &str| {
+        mounts
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("no volume mount {name}"))
+    };
+    assert_eq!(mount("data")["mountPath"].as_str(), Some(data_dir));
+    let claims = sts["spec"]["volumeClaimTemplates"]
+        .as_sequence()
+        .expect("claims");
+    assert!(claims.iter().any(|t| t["metadata"]["name"] == "data"));
+
+    // The certificates come from the Secret, read-only, at the paths the
+    // config names, one node certificate per pod.
+    let certs = mount("certs");
+    assert_eq!(certs["readOnly"].as_bool(), Some(true));
+    let at = Path::new(certs["mountPath"].as_str().unwrap_or_default());
+    let volumes = pod["volumes"].as_sequence().expect("volumes");
+    let secret = volumes
+        .iter()
+        .find(|v| v["name"] == "certs")
+        .map(|v| &v["secret"])
+        .expect("a certs volume");
+    assert_eq!(secret["secretName"].as_str(), Some("quorate-certs"));
+    for (i, cfg) in configs.iter().enumerate() {
+        let tls = cfg.tls.as_ref().expect("[tls]");
+        for f in [&tls.ca_file, &tls.cert_file, &tls.key_file] {
+            assert!(
+                f.starts_with(at),
+                "pod {i}: {} outside {}",
+                f.display(),
+                at.display()
+            );
+        }
+        assert!(tls.cert_file.ends_with(format!("node-{}.pem", i + 1)));
+        assert!(tls.key_file.ends_with(format!("node-{}.key", i + 1)));
+    }
+}
+
+#[test]
+fn the_systemd_unit_and_the_container_use_the_same_ports_and_data_dir() {
+    let unit = read("deploy/systemd/quorate@.service");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    assert!(exec.contains(" node --config "), "{exec}");
+    let data = exec
+        .split_whitespace()
+        .skip_while(|w| *w != "--data-dir")
+        .nth(1)
+        .expect("--data-dir");
+    let writable = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ReadWritePaths="))
+        .expect("ReadWritePaths");
+    assert!(data.starts_with(writable), "{data} is not under {writable}");
+    assert!(unit.contains("KillSignal=SIGTERM"));
+
+    let image = read("deploy/container/Containerfile");
+    let expose = image
+        .lines()
+        .find_map(|l| l.strip_prefix("EXPOSE "))
+        .expect("EXPOSE");
+    let prod = NodeConfig::load(&repo().join("config/production/node.toml"))
+        .unwrap_or_else(|e| panic!("config/production/node.toml: {e}"));
+    for p in [prod.grpc_addr.port(), prod.http_addr.port()] {
+        assert!(
+            expose.split_whitespace().any(|e| e == p.to_string()),
+            "EXPOSE {expose} lacks {p}"
+        );
+    }
+    assert!(image.contains("VOLUME [\"/var/lib/quorate\"]"));
+}
