@@ -38,6 +38,15 @@ fn port(v: &Value, key: &str) -> u16 {
         .unwrap_or_else(|| panic!("{key} is not a port: {v:?}"))
 }
 
+/// A list of `{name, <key>: port}` as (name, port) pairs.
+fn named_ports(list: &Value, key: &str) -> Vec<(String, u16)> {
+    list.as_sequence()
+        .unwrap_or_else(|| panic!("no list of ports: {list:?}"))
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap_or("").to_string(), port(p, key)))
+        .collect()
+}
+
 #[test]
 fn the_kubernetes_manifest_runs_nodes_that_start_and_are_probed_on_readyz() {
     let docs = manifest();
@@ -79,32 +88,12 @@ fn the_kubernetes_manifest_runs_nodes_that_start_and_are_probed_on_readyz() {
     assert_eq!(cfg.members.len() as u64, replicas);
 
     // Ports: the Service's and the container's are the config's.
-    let svc_ports: Vec<(String, u16)> = svc["spec"]["ports"]
-        .as_sequence()
-        .expect("service ports")
-        .iter()
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap_or("").to_string(),
-                port(p, "port"),
-            )
-        })
-        .collect();
+    let svc_ports = named_ports(&svc["spec"]["ports"], "port");
     assert!(svc_ports.contains(&("grpc".into(), grpc)), "{svc_ports:?}");
     assert!(svc_ports.contains(&("http".into(), http)), "{svc_ports:?}");
     let pod = &sts["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
-    let c_ports: Vec<(String, u16)> = c["ports"]
-        .as_sequence()
-        .expect("container ports")
-        .iter()
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap_or("").to_string(),
-                port(p, "containerPort"),
-            )
-        })
-        .collect();
+    let c_ports = named_ports(&c["ports"], "containerPort");
     assert!(c_ports.contains(&("grpc".into(), grpc)), "{c_ports:?}");
     assert!(c_ports.contains(&("http".into(), http)), "{c_ports:?}");
 
