@@ -275,6 +275,9 @@ fn test() -> Result<(), String> {
         "--test-threads",
         "2",
     ])?;
+    // The console's in-browser verifier (RFC 9162 proofs, Ed25519 and
+    // SHA-256 in WebCrypto) against the same vectors as the Rust verifier.
+    console_tests()?;
     // The end-to-end tests run the `quorate` binary. Build it now, after the
     // unit tests: their dev-dependencies switch on test-only fault features,
     // and this build (no dev-dependencies) relinks the binary without them.
@@ -428,6 +431,43 @@ fn fuzz_smoke() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `node --test` over the console's JavaScript tests. Installs Debian's
+/// nodejs when there is no `node` (Node 18 or later has the test runner).
+fn console_tests() -> Result<(), String> {
+    let has_node = || {
+        Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !has_node() && is_root() {
+        eprintln!("xtask: installing nodejs with apt-get (once)");
+        for args in [
+            &["update", "-qq"][..],
+            &["install", "-y", "-qq", "--no-install-recommends", "nodejs"][..],
+        ] {
+            let _ = Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status();
+        }
+    }
+    if !has_node() {
+        return Err("the console tests need Node.js 18 or later: apt-get install nodejs".into());
+    }
+    eprintln!("xtask: node --test crates/quorate-server/console/tests/");
+    let ok = Command::new("node")
+        .args(["--test", "crates/quorate-server/console/tests/"])
+        .current_dir(workspace_root())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Ok(())
+    } else {
+        Err("the console's JavaScript tests failed (node --test crates/quorate-server/console/tests/)".into())
+    }
 }
 
 /// Prometheus's `promtool`, for linting `/metrics`: on PATH, or taken once
