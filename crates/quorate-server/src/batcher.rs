@@ -150,12 +150,15 @@ pub(crate) fn spawn<K: Kind>(
                 let proposed = std::time::Instant::now();
                 let result = raft.client_write(K::command(items, timestamp_ms)).await;
                 drop(permit);
-                // Proposal to applied on this leader: append, replication to
-                // a quorum, commit, apply (the latency profile's Raft part).
-                metrics::histogram!("quorate_propose_seconds", "kind" => K::LABEL)
-                    .record(proposed.elapsed().as_secs_f64());
                 let resp = match result {
-                    Ok(resp) => resp,
+                    Ok(resp) => {
+                        // Proposal to applied on this leader: append,
+                        // replication to a quorum, commit, apply (the
+                        // latency profile's Raft part); failures not timed.
+                        metrics::histogram!("quorate_propose_seconds", "kind" => K::LABEL)
+                            .record(proposed.elapsed().as_secs_f64());
+                        resp
+                    }
                     Err(e) => {
                         let err = match e.api_error() {
                             Some(ClientWriteError::ForwardToLeader(f)) => {
