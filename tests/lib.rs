@@ -532,3 +532,104 @@ pub async fn metric_value(http: &str, name: &str) -> anyhow::Result<f64> {
         .filter_map(|v| v.trim().parse::<f64>().ok())
         .sum())
 }
+
+/// An HTTP answer: status code and body.
+#[derive(Debug, Clone)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// The body as JSON (Null when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// How a test reaches a node's HTTP port.
+#[derive(Debug, Clone, Default)]
+pub struct HttpCall<'a> {
+    /// TLS against `certs/ca.pem`, presenting `certs/ROLE.pem` when `role`
+    /// is set; plaintext when `certs` is None.
+    pub certs: Option<&'a Path>,
+    pub role: Option<&'a str>,
+    /// `Authorization: Bearer` token.
+    pub token: Option<&'a str>,
+    /// POST this JSON body (GET when None).
+    pub post: Option<&'a str>,
+}
+
+/// One HTTP/1.0 request to `addr` (TLS with the cluster's CA when
+/// `call.certs` is set), read to the end.
+pub async fn http(addr: &str, path: &str, call: HttpCall<'_>) -> anyhow::Result<HttpAnswer> {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    let mut req = match call.post {
+        Some(body) => format!(
+            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ),
+        None => format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n"),
+    };
+    if let Some(t) = call.token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(call.post.unwrap_or(""));
+    async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+        mut s: S,
+        req: &str,
+    ) -> anyhow::Result<Vec<u8>> {
+        s.write_all(req.as_bytes()).await?;
+        s.flush().await?;
+        let mut out = Vec::new();
+        // A TLS peer may close without close_notify once it has answered.
+        let _ = s.read_to_end(&mut out).await;
+        Ok(out)
+    }
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let raw = match call.certs {
+        None => exchange(tcp, &req).await?,
+        Some(dir) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls::pki_types::CertificateDer::pem_file_iter(dir.join("ca.pem"))? {
+                roots.add(c?)?;
+            }
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let builder = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots);
+            let mut cfg = match call.role {
+                Some(role) => {
+                    let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(
+                        dir.join(format!("{role}.pem")),
+                    )?
+                    .collect::<Result<_, _>>()?;
+                    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(
+                        dir.join(format!("{role}.key")),
+                    )?;
+                    builder.with_client_auth_cert(chain, key)?
+                }
+                None => builder.with_no_client_auth(),
+            };
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+            let name = rustls::pki_types::ServerName::try_from("localhost")?;
+            let tls = connector.connect(name, tcp).await?;
+            exchange(tls, &req).await?
+        }
+    };
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .map(|(h, b)| (h.to_string(), b.to_string()))
+        .unwrap_or((text.clone(), String::new()));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("no HTTP status in {head:?}"))?;
+    Ok(HttpAnswer { status, head, body })
+}

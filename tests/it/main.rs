@@ -5,7 +5,8 @@
 //! t20 crashes and quorum loss, t30 determinism, t40 the CLI contract, t50
 //! proofs (receipts, exports, consistency, signed policies), t60 tamper
 //! evidence and repair, t70 federation (learners, watch, membership), t80
-//! transport security, t90 what operators scrape.
+//! transport security, t90 what operators scrape, t95 what people see
+//! (the console's API; its pages in a real browser).
 
 mod t10_decision_path;
 mod t20_crashes;
@@ -17,3 +18,4 @@ mod t70_federation;
 mod t71_rollout;
 mod t80_tls;
 mod t90_operations;
+mod t95_console;

@@ -211,6 +211,12 @@ impl quorate_proto::v1::governance_server::Governance for LyingNode {
     ) -> Result<tonic::Response<quorate_proto::v1::DecisionRecord>, tonic::Status> {
         Err(tonic::Status::unimplemented("stub"))
     }
+    async fn get_lineage(
+        &self,
+        _: tonic::Request<quorate_proto::v1::GetLineageRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::LineageResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
     async fn status(
         &self,
         _: tonic::Request<quorate_proto::v1::StatusRequest>,

@@ -36,6 +36,37 @@ pub enum PolicyError {
     Validation(String),
 }
 
+/// One policy of a version's text, as the console's "why" shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Statement {
+    /// The id decisions name in `determining_policies`.
+    pub id: String,
+    /// `permit` or `forbid`.
+    pub effect: &'static str,
+    /// The policy's Cedar text.
+    pub text: String,
+}
+
+/// The policies of `policy_text` by id, in id order (the ids are those
+/// Cedar gives them at evaluation: `@id` annotations are not ids; Cedar
+/// numbers policies `policy0`, `policy1`, ... in text order).
+pub fn statements(policy_text: &str) -> Result<Vec<Statement>, PolicyError> {
+    let set = PolicySet::from_str(policy_text).map_err(|e| PolicyError::Parse(render(&e)))?;
+    let mut out: Vec<Statement> = set
+        .policies()
+        .map(|p| Statement {
+            id: p.id().to_string(),
+            effect: match p.effect() {
+                cedar_policy::Effect::Permit => "permit",
+                cedar_policy::Effect::Forbid => "forbid",
+            },
+            text: p.to_string(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
 /// A policy version ready to evaluate. Compiling is deterministic, so every
 /// replica compiles the same text to an equivalent set.
 #[derive(Debug, Clone)]

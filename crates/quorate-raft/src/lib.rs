@@ -12,6 +12,7 @@ use std::sync::Arc;
 pub mod network;
 pub mod service;
 pub mod tls;
+pub mod token;
 
 openraft::declare_raft_types!(
     /// quorate's Raft types: commands in, command responses out, u64 node

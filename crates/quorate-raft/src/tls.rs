@@ -201,8 +201,16 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Loaded configurations and the identity they present.
 struct Loaded {
     server: Arc<ServerConfig>,
+    /// The HTTP port's: the same certificate, client certificates asked for
+    /// and verified when presented, but not required (browsers).
+    http: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+    /// Verifies client certificate chains against the CA (also for console
+    /// tokens).
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     own: PeerIdentity,
+    /// When this party's certificate expires (ms since the epoch).
+    not_after_ms: Option<u64>,
 }
 
 fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
@@ -218,17 +226,29 @@ fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
         .map(identity_of)
         .transpose()?
         .ok_or_else(|| TlsError::Identity("no certificate".into()))?;
+    let not_after_ms = chain.first().and_then(not_after_ms);
     let key = key(&files.key)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let optional = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+        .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let mut server = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(cfg)?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(chain.clone(), key.clone_key())
         .map_err(cfg)?;
     server.alpn_protocols = vec![b"h2".to_vec()];
+    let mut http = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(cfg)?
+        .with_client_cert_verifier(optional)
+        .with_single_cert(chain.clone(), key.clone_key())
+        .map_err(cfg)?;
+    http.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let mut client = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(cfg)?
@@ -238,9 +258,20 @@ fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
     client.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Loaded {
         server: Arc::new(server),
+        http: Arc::new(http),
         client: Arc::new(client),
+        verifier,
         own,
+        not_after_ms,
     })
+}
+
+/// A certificate's notAfter, in ms since the epoch.
+fn not_after_ms(cert: &CertificateDer<'_>) -> Option<u64> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, x) = X509Certificate::from_der(cert.as_ref()).ok()?;
+    let secs = x.validity().not_after.timestamp();
+    u64::try_from(secs).ok()?.checked_mul(1000)
 }
 
 /// The TLS material of one party, reloadable.
@@ -306,6 +337,28 @@ impl TlsContext {
     /// certificates required and verified against the CA).
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         tokio_rustls::TlsAcceptor::from(self.current().server.clone())
+    }
+
+    /// An acceptor for the HTTP port: the node's certificate; a client
+    /// certificate is verified when the browser presents one, and not
+    /// required.
+    pub fn http_acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.current().http.clone())
+    }
+
+    /// When this party's certificate expires, in ms since the epoch.
+    pub fn not_after_ms(&self) -> Option<u64> {
+        self.current().not_after_ms
+    }
+
+    /// Judges console tokens against the current CA for `cluster_id`,
+    /// accepting lifetimes up to `max_ttl_ms`.
+    pub fn token_verifier(&self, cluster_id: &str, max_ttl_ms: u64) -> crate::token::TokenVerifier {
+        crate::token::TokenVerifier {
+            verifier: self.current().verifier.clone(),
+            cluster_id: cluster_id.to_string(),
+            max_ttl_ms,
+        }
     }
 
     /// A connector with the current client configuration (this party's
@@ -449,6 +502,9 @@ pub struct PeerInfo {
     /// Set on TLS connections: the identity the CA-verified client
     /// certificate names. `None` on plaintext (`insecure`) connections.
     pub identity: Option<PeerIdentity>,
+    /// The connection is TLS (on the HTTP port a TLS node also takes
+    /// plaintext, for scrapers and probes).
+    pub tls: bool,
 }
 
 enum Io {
@@ -527,6 +583,33 @@ pub fn incoming(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<TlsContext>>,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<ServerConn>> {
+    incoming_with(listener, tls, ClientAuth::Required)
+}
+
+/// Whether a connection must present a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// The gRPC port: no certificate, no connection.
+    Required,
+    /// The HTTP port: verified when presented (`PeerInfo::identity` then
+    /// names it), else the connection is anonymous and its requests are
+    /// judged by what they carry (a console token) or refused.
+    Optional,
+}
+
+impl ServerConn {
+    /// Who is at the other end.
+    pub fn info(&self) -> &PeerInfo {
+        &self.info
+    }
+}
+
+/// `incoming`, with the client-certificate rule of `auth`.
+pub fn incoming_with(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<TlsContext>>,
+    auth: ClientAuth,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<ServerConn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
@@ -548,6 +631,7 @@ pub fn incoming(
                     info: PeerInfo {
                         remote: Some(remote),
                         identity: None,
+                        tls: false,
                     },
                 };
                 if tx.send(Ok(conn)).await.is_err() {
@@ -557,8 +641,35 @@ pub fn incoming(
             };
             let tx = tx.clone();
             tokio::spawn(async move {
-                let accepted =
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(tcp)).await;
+                // The HTTP port also takes plaintext (Prometheus, probes):
+                // a TLS connection opens with a handshake record (0x16),
+                // an HTTP/1 or h2c one with ASCII. A plaintext connection
+                // has no identity and `tls: false`; the HTTP service serves
+                // it only what needs none.
+                if auth == ClientAuth::Optional {
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
+                        Ok(Ok(1)) if first[0] != 0x16 => {
+                            let conn = ServerConn {
+                                io: Io::Plain(tcp),
+                                info: PeerInfo {
+                                    remote: Some(remote),
+                                    identity: None,
+                                    tls: false,
+                                },
+                            };
+                            let _ = tx.send(Ok(conn)).await;
+                            return;
+                        }
+                        Ok(Ok(1)) => {}
+                        _ => return,
+                    }
+                }
+                let acceptor = match auth {
+                    ClientAuth::Required => tls.acceptor(),
+                    ClientAuth::Optional => tls.http_acceptor(),
+                };
+                let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
                 let stream = match accepted {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
@@ -577,20 +688,22 @@ pub fn incoming(
                     .peer_certificates()
                     .and_then(|c| c.first())
                     .map(identity_of);
-                let identity = match identity {
-                    Some(Ok(id)) => id,
-                    Some(Err(e)) => {
+                let identity = match (identity, auth) {
+                    (Some(Ok(id)), _) => Some(id),
+                    (Some(Err(e)), _) => {
                         metrics::counter!("quorate_tls_handshake_failures_total").increment(1);
                         tracing::info!(%remote, "client certificate refused: {e}");
                         return;
                     }
-                    None => return,
+                    (None, ClientAuth::Required) => return,
+                    (None, ClientAuth::Optional) => None,
                 };
                 let conn = ServerConn {
                     io: Io::Tls(Box::new(stream)),
                     info: PeerInfo {
                         remote: Some(remote),
-                        identity: Some(identity),
+                        identity,
+                        tls: true,
                     },
                 };
                 let _ = tx.send(Ok(conn)).await;

@@ -305,6 +305,35 @@ impl Governance for GovernanceApi {
         )))
     }
 
+    async fn get_lineage(
+        &self,
+        req: Request<v1::GetLineageRequest>,
+    ) -> Result<Response<v1::LineageResponse>, Status> {
+        self.admit(&req, "GetLineage", Access::Audit)?;
+        let r = req.into_inner();
+        let limit = if r.limit == 0 { 200 } else { r.limit as usize };
+        self.node.linearize().await?;
+        let l = match r.of {
+            Some(v1::get_lineage_request::Of::Index(i)) => self.node.lineage_of(i, limit)?,
+            Some(v1::get_lineage_request::Of::TraceId(t)) if !t.is_empty() => {
+                self.node.trace(&t, r.after, limit)?
+            }
+            _ => return Err(ApiError::invalid("give a decision index or a trace id").into()),
+        };
+        Ok(Response::new(v1::LineageResponse {
+            records: l.records.iter().map(record_to_wire).collect(),
+            edges: l
+                .edges
+                .iter()
+                .map(|&(parent, child)| v1::LineageEdge { parent, child })
+                .collect(),
+            focus: l.focus,
+            root: l.root,
+            truncated: l.truncated,
+            next_after: l.next_after,
+        }))
+    }
+
     async fn status(
         &self,
         req: Request<v1::StatusRequest>,
@@ -331,6 +360,10 @@ impl Governance for GovernanceApi {
             cluster_id: s.cluster_id,
             public_key: s.public_key,
             last_final_checkpoint: s.last_final_checkpoint,
+            commit_index: s.commit_index,
+            contained_since_ms: s.contained_since_ms,
+            last_final_cosigners: s.last_final_cosigners,
+            tls_cert_expiry_ms: s.tls_cert_expiry_ms,
         }))
     }
 

@@ -110,6 +110,29 @@ pub struct SecurityConfig {
     pub trusted_publishers: Vec<PublisherConfig>,
 }
 
+/// The governance console on the HTTP port (docs/CONSOLE.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve the console (`/`, `/console/...`). Off: those paths are 404.
+    pub enabled: bool,
+    /// Serve the health dashboard's data to callers with no identity. The
+    /// other views always need a role that may read them over gRPC.
+    pub public_health: bool,
+    /// The longest console-token lifetime this node accepts, in seconds.
+    pub token_max_ttl_s: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> ConsoleConfig {
+        ConsoleConfig {
+            enabled: true,
+            public_health: false,
+            token_max_ttl_s: 8 * 3600,
+        }
+    }
+}
+
 /// Mutual TLS for every connection, node to node and client to node
 /// (`quorate certs init` makes the files). Relative paths are relative to
 /// the config file.
@@ -272,6 +295,8 @@ pub struct NodeConfig {
     pub security: SecurityConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// Mutual TLS; required unless `insecure`.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -343,6 +368,11 @@ impl NodeConfig {
         if r.election_timeout_max_ms <= r.election_timeout_min_ms {
             return Err(ConfigError::Invalid(
                 "raft.election_timeout_max_ms must exceed raft.election_timeout_min_ms".into(),
+            ));
+        }
+        if self.console.token_max_ttl_s == 0 || self.console.token_max_ttl_s > 7 * 24 * 3600 {
+            return Err(ConfigError::Invalid(
+                "console.token_max_ttl_s must be between 1 and 604800 (a week)".into(),
             ));
         }
         if self.commit_timeout_ms == 0 {

@@ -1,5 +1,10 @@
-//! HTTP endpoints for operators and orchestrators: Prometheus metrics,
-//! liveness, readiness that reflects quorum, and status as JSON.
+//! The HTTP port: Prometheus metrics, liveness, readiness that reflects
+//! quorum, and status as JSON, for operators and orchestrators; and the
+//! governance console (`crate::console`). On a TLS node the port speaks
+//! both: TLS with the node's certificate (client certificates verified when
+//! a browser presents one) and plaintext, which gets only what needs no
+//! identity (/metrics, /healthz, /readyz, loopback /status) and a pointer
+//! to https for the console.
 
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
@@ -49,13 +54,94 @@ pub fn install_metrics_recorder() -> bool {
     }
 }
 
+/// Who is at the other end of an HTTP connection (axum's connect info).
+#[derive(Debug, Clone)]
+pub struct HttpPeer(pub quorate_raft::tls::PeerInfo);
+
+impl HttpPeer {
+    /// The caller's address (loopback when unknown: it cannot be).
+    pub fn addr(&self) -> SocketAddr {
+        self.0
+            .remote
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, HttpListener>>
+    for HttpPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, HttpListener>) -> HttpPeer {
+        stream.remote_addr().clone()
+    }
+}
+
+/// The HTTP port's connections, TLS or plain (`tls::incoming_with`).
+pub struct HttpListener {
+    incoming: tokio_stream::wrappers::ReceiverStream<std::io::Result<ServerConn>>,
+    local: SocketAddr,
+}
+
+use quorate_raft::tls::ServerConn;
+
+impl HttpListener {
+    pub fn new(
+        listener: tokio::net::TcpListener,
+        tls: Option<std::sync::Arc<quorate_raft::tls::TlsContext>>,
+    ) -> HttpListener {
+        let local = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        HttpListener {
+            incoming: quorate_raft::tls::incoming_with(
+                listener,
+                tls,
+                quorate_raft::tls::ClientAuth::Optional,
+            ),
+            local,
+        }
+    }
+}
+
+impl axum::serve::Listener for HttpListener {
+    type Io = ServerConn;
+    type Addr = HttpPeer;
+
+    async fn accept(&mut self) -> (ServerConn, HttpPeer) {
+        use tokio_stream::StreamExt;
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(conn)) => {
+                    let peer = HttpPeer(conn.info().clone());
+                    return (conn, peer);
+                }
+                Some(Err(e)) => tracing::debug!("HTTP accept: {e}"),
+                // The accept loop ended (shutdown): accept nothing more.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<HttpPeer> {
+        Ok(HttpPeer(quorate_raft::tls::PeerInfo {
+            remote: Some(self.local),
+            identity: None,
+            tls: false,
+        }))
+    }
+}
+
 pub fn router(node: Node) -> Router {
-    Router::new()
+    let ops = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/status", get(status))
-        .with_state(node)
+        .route("/status", get(status));
+    let app = if node.config().console.enabled {
+        ops.merge(crate::console::routes())
+    } else {
+        ops
+    };
+    app.with_state(node)
 }
 
 async fn metrics_text() -> impl IntoResponse {
@@ -91,9 +177,9 @@ async fn readyz(State(node): State<Node>) -> impl IntoResponse {
 /// which goes through mutual TLS.
 async fn status(
     State(node): State<Node>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<HttpPeer>,
 ) -> axum::response::Response {
-    if !status_visible(peer, node.config().public_status) {
+    if !status_visible(peer.addr(), node.config().public_status) {
         return (
             StatusCode::FORBIDDEN,
             Json(serde_json::json!({

@@ -15,6 +15,7 @@ pub mod api;
 mod attest;
 mod batcher;
 pub mod config;
+mod console;
 pub mod error;
 mod federation;
 pub mod http;

@@ -57,6 +57,7 @@ pub const RPCS: &[&str] = &[
     "GetPolicy",
     "GetDecision",
     "ListDecisions",
+    "GetLineage",
     "Status",
     "GetReceipt",
     "GetCheckpoint",
@@ -195,6 +196,13 @@ pub const METRICS: &[Metric] = &[
         unit: "",
         labels: &[],
         help: "Checkpoints this node applied as final (cosigned by a majority of voters in the log).",
+    },
+    Metric {
+        name: "quorate_console_tokens_refused_total",
+        kind: Counter,
+        unit: "",
+        labels: &[],
+        help: "Console requests refused for a token that did not verify (forged, edited, expired, another cluster's).",
     },
     Metric {
         name: "quorate_contained",

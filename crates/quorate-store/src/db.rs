@@ -19,6 +19,7 @@ pub(crate) const CF_MERKLE: &str = "merkle";
 pub(crate) const CF_CHECKPOINTS: &str = "checkpoints";
 pub(crate) const CF_ACTIVATIONS: &str = "activations";
 pub(crate) const CF_ROLLOUTS: &str = "rollouts";
+pub(crate) const CF_LINEAGE: &str = "lineage";
 
 /// `raft_meta/format`: the encoding of every stored row (FORMATS.md §6.0).
 /// A database without it that holds anything was written by a build that
@@ -26,7 +27,7 @@ pub(crate) const CF_ROLLOUTS: &str = "rollouts";
 const FORMAT_KEY: &[u8] = b"format";
 pub(crate) const FORMAT: &str = "quorate-store/2 msgpack";
 
-const ALL_CFS: [&str; 12] = [
+const ALL_CFS: [&str; 13] = [
     CF_LOG,
     CF_RAFT_META,
     CF_SM_META,
@@ -39,6 +40,7 @@ const ALL_CFS: [&str; 12] = [
     CF_CHECKPOINTS,
     CF_ACTIVATIONS,
     CF_ROLLOUTS,
+    CF_LINEAGE,
 ];
 
 /// The block cache all column families share (data, index and filter blocks).

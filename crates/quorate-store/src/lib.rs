@@ -21,6 +21,7 @@
 mod db;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+mod lineage;
 mod log_store;
 mod machine;
 mod proofs;

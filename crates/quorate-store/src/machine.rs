@@ -293,6 +293,65 @@ impl DecisionLookup {
         }
     }
 
+    /// Indexes of the decisions of `domain` naming request id `parent` as
+    /// their parent, above `after`, in log order, at most `limit`.
+    pub fn children(
+        &self,
+        domain: &str,
+        parent: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        crate::lineage::children(&self.store, domain, parent, after, limit)
+    }
+
+    /// Indexes of the decisions carrying `trace_id`, above `after`, in log
+    /// order, at most `limit`.
+    pub fn trace(&self, trace_id: &str, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
+        crate::lineage::trace(&self.store, trace_id, after, limit)
+    }
+
+    /// The decision index of (domain, request id), if one was decided.
+    pub fn index_of_request(
+        &self,
+        domain: &str,
+        request_id: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        self.store
+            .get_json(CF_REQUEST_IDS, &request_key(domain, request_id))
+    }
+
+    /// Every rollout, in id order.
+    pub fn rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
+        scan_all(&self.store, CF_ROLLOUTS)
+    }
+
+    /// Records with index < `before` (0 = the newest), newest first, at
+    /// most `limit`.
+    pub fn decisions_before(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<DecisionRecord>, StoreError> {
+        let cf = self.store.cf(CF_DECISIONS)?;
+        let start = if before == 0 {
+            u64::MAX >> 1
+        } else {
+            before - 1
+        };
+        let key = u64_key(start);
+        let it = self
+            .store
+            .db
+            .iterator_cf(&cf, IteratorMode::From(&key, rocksdb::Direction::Reverse));
+        let mut out = Vec::new();
+        for kv in it.take(limit) {
+            let (k, v) = kv?;
+            out.push(decode(CF_DECISIONS, &k, &v)?);
+        }
+        Ok(out)
+    }
+
     /// Records with index >= `from`, in order, at most `limit` (0 = all),
     /// only of `domain` when given.
     pub fn decisions(
@@ -942,6 +1001,9 @@ impl StateMachine {
     /// Loads the applied state from `store`.
     pub fn open(store: Store, limits: Limits) -> Result<StateMachine, StoreError> {
         let state = load_state(&store)?;
+        // A database from before the lineage index gets it once, before
+        // anything is applied or read.
+        crate::lineage::backfill(&store)?;
         let applied = state.last_applied.map(|l| l.index).unwrap_or(0);
         let (applied_tx, applied_rx) = watch::channel(applied);
         let (checkpoints_tx, checkpoints_rx) = watch::channel(CheckpointProgress::default());
@@ -1032,6 +1094,7 @@ impl StateMachine {
                         );
                     }
                     batch.put_cf(&self.store.cf(CF_DECISIONS)?, u64_key(r.index), encode(r));
+                    crate::lineage::put_rows(&self.store, batch, r)?;
                     metrics::counter!(
                         "quorate_decisions_total",
                         "decision" => match r.decision {

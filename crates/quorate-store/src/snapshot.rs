@@ -25,9 +25,9 @@ use rocksdb::{IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{
-    CF_ACTIVATIONS, CF_CHECKPOINTS, CF_DECISIONS, CF_DOMAINS, CF_LOG, CF_MERKLE, CF_POLICIES,
-    CF_RAFT_META, CF_REQUEST_IDS, CF_ROLLOUTS, CF_SM_META, CF_SNAPSHOT, Store, StoreError, decode,
-    encode, u64_key,
+    CF_ACTIVATIONS, CF_CHECKPOINTS, CF_DECISIONS, CF_DOMAINS, CF_LINEAGE, CF_LOG, CF_MERKLE,
+    CF_POLICIES, CF_RAFT_META, CF_REQUEST_IDS, CF_ROLLOUTS, CF_SM_META, CF_SNAPSHOT, Store,
+    StoreError, decode, encode, u64_key,
 };
 use crate::log_store::KEY_PURGED;
 use crate::machine::{
@@ -834,7 +834,7 @@ fn apply_verified(
         CF_ROLLOUTS,
     ];
     if keep.count == 0 {
-        replaced.extend([CF_DECISIONS, CF_REQUEST_IDS, CF_MERKLE]);
+        replaced.extend([CF_DECISIONS, CF_REQUEST_IDS, CF_MERKLE, CF_LINEAGE]);
     }
     for cf in replaced {
         let handle = store.cf(cf)?;
@@ -890,6 +890,7 @@ fn apply_verified(
                         request_key(&rec.request.domain, &rec.request.request_id),
                         encode(&rec.index),
                     );
+                    crate::lineage::put_rows(store, &mut batch, rec)?;
                 }
             }
             Item::Checkpoint(c) => {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use quorate_core::DecisionRecord;
+use quorate_core::{Decision, DecisionRecord};
 use quorate_proto::v1::{self, governance_client::GovernanceClient};
 use quorate_proto::{CODE_METADATA_KEY, record_from_wire};
 use quorate_server::{Node, NodeConfig};
@@ -596,6 +596,53 @@ pub(crate) async fn log(l: LogCmd) -> anyhow::Result<ExitCode> {
         } => {
             return crate::federation::watch(&endpoint.endpoint, from, domain, limit).await;
         }
+        LogCmd::Lineage {
+            endpoint,
+            index,
+            trace_id,
+            limit,
+            after,
+            json,
+        } => {
+            let of = match (index, trace_id) {
+                (Some(i), _) => v1::get_lineage_request::Of::Index(i),
+                (None, Some(t)) => v1::get_lineage_request::Of::TraceId(t),
+                (None, None) => bail!("give --index N or --trace-id ID"),
+            };
+            let mut c = connect(&endpoint.endpoint).await?;
+            let l = c
+                .get_lineage(v1::GetLineageRequest {
+                    of: Some(of),
+                    limit,
+                    after,
+                })
+                .await
+                .map_err(|s| status_error(&s))?
+                .into_inner();
+            let mut records = Vec::with_capacity(l.records.len());
+            for w in &l.records {
+                records.push(record_from_wire(w).map_err(|e| anyhow!("malformed record: {e}"))?);
+            }
+            let edges: Vec<(u64, u64)> = l.edges.iter().map(|e| (e.parent, e.child)).collect();
+            if json {
+                print_json(&serde_json::json!({
+                    "focus": l.focus,
+                    "root": l.root,
+                    "truncated": l.truncated,
+                    "next_after": l.next_after,
+                    "records": records,
+                    "edges": edges.iter().map(|(p, c)| serde_json::json!({"parent": p, "child": c})).collect::<Vec<_>>(),
+                }))?;
+            } else {
+                print!("{}", lineage_tree(&records, &edges, l.focus));
+                if l.truncated {
+                    println!("(more descendants than --limit {limit}; raise it, up to 1000)");
+                }
+                if let Some(n) = l.next_after {
+                    println!("(more in this trace: add --after {n})");
+                }
+            }
+        }
         LogCmd::Get { endpoint, key } => {
             let key = decision_key(key)?;
             let mut c = connect(&endpoint.endpoint).await?;
@@ -609,6 +656,82 @@ pub(crate) async fn log(l: LogCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The records as a forest: each root (a record whose parent is not among
+/// them) in log order, its children indented below it.
+pub(crate) fn lineage_tree(
+    records: &[DecisionRecord],
+    edges: &[(u64, u64)],
+    focus: Option<u64>,
+) -> String {
+    use std::collections::{BTreeMap, BTreeSet};
+    let by_index: BTreeMap<u64, &DecisionRecord> = records.iter().map(|r| (r.index, r)).collect();
+    let mut children: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    let mut has_parent = BTreeSet::new();
+    for &(p, c) in edges {
+        children.entry(p).or_default().push(c);
+        has_parent.insert(c);
+    }
+    let line = |r: &DecisionRecord| {
+        let outcome = match (&r.decision, &r.reason) {
+            (Decision::Allow, _) => "ALLOW".to_string(),
+            (Decision::Deny, Some(reason)) => format!("DENY {}", reason.code()),
+            (Decision::Deny, None) => "DENY".to_string(),
+        };
+        let mark = if Some(r.index) == focus { "  ◀" } else { "" };
+        format!(
+            "#{} {outcome} {} {} {} {} {}{mark}",
+            r.index,
+            r.request.domain,
+            r.request.request_id,
+            r.request.principal,
+            r.request.action,
+            r.request.resource
+        )
+    };
+    let mut out = String::new();
+    let mut seen = BTreeSet::new();
+    // (index, prefix for its children, prefix of its own line)
+    let mut stack: Vec<(u64, String, String)> = by_index
+        .keys()
+        .filter(|i| !has_parent.contains(i))
+        .rev()
+        .map(|i| (*i, String::new(), String::new()))
+        .collect();
+    // Records only on a cycle have a parent among them but no root: start
+    // from the lowest of those as well, so nothing is left out.
+    let mut pending: Vec<u64> = by_index.keys().rev().copied().collect();
+    loop {
+        let Some((i, indent, lead)) = stack.pop() else {
+            match pending.pop() {
+                Some(i) if !seen.contains(&i) => {
+                    stack.push((i, String::new(), String::new()));
+                    continue;
+                }
+                Some(_) => continue,
+                None => break,
+            }
+        };
+        if !seen.insert(i) {
+            continue;
+        }
+        let Some(r) = by_index.get(&i) else { continue };
+        out.push_str(&lead);
+        out.push_str(&line(r));
+        out.push('\n');
+        let kids: Vec<u64> = children
+            .get(&i)
+            .map(|k| k.iter().copied().filter(|k| !seen.contains(k)).collect())
+            .unwrap_or_default();
+        for (n, k) in kids.iter().enumerate().rev() {
+            let last = n + 1 == kids.len();
+            let lead = format!("{indent}{}", if last { "└── " } else { "├── " });
+            let next = format!("{indent}{}", if last { "    " } else { "│   " });
+            stack.push((*k, next, lead));
+        }
+    }
+    out
 }
 
 fn decision_key(k: DecisionKeyArgs) -> anyhow::Result<v1::get_decision_request::Key> {

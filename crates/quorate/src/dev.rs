@@ -25,7 +25,7 @@ const DEV_CLUSTER_ID: &str = "quorate-dev";
 /// CLI looks for dev certificates there.
 pub(crate) const DEFAULT_DATA_DIR: &str = ".quorate/dev";
 
-fn spawn_node(exe: &Path, data_dir: &Path, n: usize) -> anyhow::Result<Child> {
+pub(crate) fn spawn_node(exe: &Path, data_dir: &Path, n: usize) -> anyhow::Result<Child> {
     let cfg_path = data_dir.join(format!("node{n}.toml"));
     std::fs::write(&cfg_path, NODE_CONFIGS[n - 1])
         .with_context(|| format!("cannot write {}", cfg_path.display()))?;
@@ -180,6 +180,23 @@ pub(crate) async fn run(data_dir: PathBuf, detach: bool) -> anyhow::Result<ExitC
         .iter()
         .map(|(n, c)| format!("node{n}={}", c.id().unwrap_or(0)))
         .collect();
+    // The console, signed in as admin for as long as the dev nodes accept
+    // (console.token_max_ttl_s in config/dev).
+    let console =
+        match crate::console::token(&certs.join("admin.pem"), &certs.join("admin.key"), 8 * 3600) {
+            Ok(t) => crate::console::login_url(crate::console::DEFAULT_CONSOLE_URL, &t),
+            Err(e) => format!(
+                "{} (no sign-in link: {e:#})",
+                crate::console::DEFAULT_CONSOLE_URL
+            ),
+        };
+    eprintln!(
+        "\nquorate dev: the governance console (every node serves it; this link signs you in \
+         as admin for 8 h):\n  {console}\n  The dev CA is made here, so the browser warns once: \
+         accept, or import {}/ca.pem. `quorate console login --role auditor` signs in as an \
+         auditor.",
+        certs.display()
+    );
     eprintln!(
         "\nquorate dev: cluster quorate; node {} leads (term {}). {what}.\n\
          nodes: {} (logs in {}/nodeN/node.log)\n\n\

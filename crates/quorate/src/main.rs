@@ -8,6 +8,8 @@
 mod bench;
 mod certs;
 mod client;
+mod console;
+mod demo;
 mod dev;
 mod federation;
 mod proofs;
@@ -113,6 +115,26 @@ enum Cmd {
         #[arg(long)]
         detach: bool,
     },
+    /// The runtime governance demo: a narrated story against the dev cluster.
+    ///
+    /// Starts the dev cluster (or uses the one running in --data-dir), opens
+    /// the console, then plays: an AI agent asking before each tool call
+    /// (some allowed, some denied by policy), a payment whose approvals link
+    /// to it, a policy rollout in shadow then promoted at one log index, two
+    /// nodes killed (every answer DENY NO_QUORUM), recovery, and an offline
+    /// verification of the whole log. Each step says what to look at in the
+    /// console. The cluster keeps running afterwards.
+    Demo {
+        /// The dev cluster's data directory.
+        #[arg(long, default_value = dev::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Do not try to open a browser (the link is printed either way).
+        #[arg(long)]
+        no_open: bool,
+        /// Pause between steps, in milliseconds, so you can watch the console.
+        #[arg(long, default_value_t = 1500)]
+        pace_ms: u64,
+    },
     /// Ask whether an operation may execute. Exit 0 on ALLOW, 1 on DENY, 2 on error.
     Authorize(AuthorizeArgs),
     /// Publish and activate policy versions.
@@ -127,6 +149,10 @@ enum Cmd {
     /// Staged policy rollouts across domains: shadow, promote, roll back.
     #[command(subcommand)]
     Rollout(federation::RolloutCmd),
+    /// The governance console every node serves on its HTTP port (`/`):
+    /// sign a browser in.
+    #[command(subcommand)]
+    Console(ConsoleCmd),
     /// Show a node's view of the cluster (JSON).
     Status {
         #[command(flatten)]
@@ -380,6 +406,32 @@ enum PolicyCmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum ConsoleCmd {
+    /// Print a URL that signs a browser into the console as ROLE.
+    ///
+    /// Signs a short-lived token with a client certificate of that role
+    /// (--cert/--key, or the dev cluster's when run where `quorate dev`
+    /// keeps its data). Any node of the cluster accepts it until it expires;
+    /// it grants exactly what the certificate grants over gRPC: auditor
+    /// reads the log, lineage, proofs and policies; admin also acts.
+    Login {
+        /// admin, auditor or agent.
+        #[arg(long, default_value = "auditor", value_parser = ["admin", "auditor", "agent"])]
+        role: String,
+        /// Lifetime in minutes (nodes refuse tokens longer-lived than their
+        /// console.token_max_ttl_s).
+        #[arg(long, default_value_t = 60)]
+        ttl_minutes: u64,
+        /// The console's address: a node's HTTP port.
+        #[arg(long, default_value = console::DEFAULT_CONSOLE_URL)]
+        url: String,
+        /// Print the identity, URL and token as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum LogCmd {
     /// Decision records as JSON lines, from an index.
     List(LogArgs),
@@ -439,6 +491,29 @@ enum LogCmd {
         /// Stop after this many records (0 = follow forever).
         #[arg(long, default_value_t = 0)]
         limit: u64,
+    },
+    /// Decisions linked by `parent` and `trace_id`, drawn as a tree: a
+    /// decision with its ancestors and descendants (--index), or every
+    /// decision of a trace (--trace-id, paginated with --after). --json for
+    /// scripts. Auditor or admin.
+    #[command(group(clap::ArgGroup::new("of").required(true).args(["index", "trace_id"])))]
+    Lineage {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        #[arg(long)]
+        index: Option<u64>,
+        #[arg(long)]
+        trace_id: Option<String>,
+        /// At most this many decisions (the node caps it at 1000).
+        #[arg(long, default_value_t = 200)]
+        limit: u32,
+        /// Trace pages: only decisions above this index (the `next_after`
+        /// the previous page printed).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// One JSON document instead of the tree.
+        #[arg(long)]
+        json: bool,
     },
     /// One decision, by index or by request id.
     Get {
@@ -503,6 +578,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Authorize(_) | Cmd::Bench(_) | Cmd::Probe { .. } => "agent",
         _ => "admin",
     };
+    if let Cmd::Console(ConsoleCmd::Login {
+        role,
+        ttl_minutes,
+        url,
+        json,
+    }) = &cli.command
+    {
+        return console::login(
+            cli.tls.cert,
+            cli.tls.key,
+            role,
+            ttl_minutes.saturating_mul(60),
+            url,
+            *json,
+        );
+    }
     client::set_transport(
         cli.tls.ca,
         cli.tls.cert,
@@ -581,6 +672,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             proofs::verify(&trust, what)
         }
         Cmd::Dev { data_dir, detach } => dev::run(data_dir, detach).await,
+        Cmd::Demo {
+            data_dir,
+            no_open,
+            pace_ms,
+        } => {
+            demo::run(
+                data_dir,
+                !no_open,
+                std::time::Duration::from_millis(pace_ms),
+            )
+            .await
+        }
         Cmd::Authorize(a) => client::authorize(a).await,
         Cmd::Policy(p) => client::policy(p).await,
         Cmd::Log(l) => client::log(l).await,
@@ -589,5 +692,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Cluster(c) => federation::cluster(c).await,
         Cmd::Rollout(r) => federation::rollout(r).await,
         Cmd::Bench(b) => bench::run(b).await,
+        Cmd::Console(_) => unreachable_console(),
     }
+}
+
+/// `console` commands are handled before a transport is chosen.
+fn unreachable_console() -> anyhow::Result<ExitCode> {
+    anyhow::bail!("internal: console commands run before the transport is set up")
 }

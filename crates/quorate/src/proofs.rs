@@ -48,7 +48,19 @@ pub(crate) async fn keys_export(endpoint: &str) -> anyhow::Result<ExitCode> {
         .into_inner();
     let trust: TrustFile = serde_json::from_str(&doc.json)?;
     print_json(&trust)?;
+    eprintln!(
+        "fingerprint: {} (SHA-256 of the trust file's canonical JSON; the console's proof viewer \
+         shows the same for the same file)",
+        trust_fingerprint(&trust)?
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The SHA-256 (hex) of a trust file's canonical JSON (docs/FORMATS.md §1).
+pub(crate) fn trust_fingerprint(trust: &TrustFile) -> anyhow::Result<String> {
+    let value = serde_json::to_value(trust)?;
+    let canon = quorate_core::canonical::canonical_json(&value);
+    Ok(quorate_core::Digest(quorate_core::canonical::sha256(canon.as_bytes())).to_hex())
 }
 
 /// Reads a policy and optional schema the way `policy publish` sends them.

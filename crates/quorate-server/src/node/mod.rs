@@ -10,6 +10,7 @@
 //! - `authorize`: the governed path, forwarding, relayed-answer checks;
 //! - `admin`: policy writes, checkpoint persistence, linearizable reads;
 //! - `probe`: commit probes, entries that change nothing on the same path;
+//! - `lineage`: ancestors, descendants and traces of decisions;
 //! - `access`: client roles; `peer`: what peers may ask; `status`: reports.
 
 use std::collections::BTreeMap;
@@ -49,6 +50,7 @@ mod access;
 mod admin;
 mod authorize;
 mod contain;
+mod lineage;
 mod peer;
 mod probe;
 mod start;
@@ -57,6 +59,7 @@ mod status;
 mod tests;
 
 pub use access::Access;
+pub use lineage::{Lineage, MAX_LINEAGE};
 pub use probe::ProbeAnswer;
 pub use status::{MemberStatus, NodeStatus};
 
@@ -181,6 +184,10 @@ pub(crate) struct Inner {
     /// The last checkpoint whose cosignatures this node verified on a
     /// relayed answer: an entry's answers share one, so it is checked once.
     pub(crate) relayed_checkpoint: std::sync::Mutex<Option<Checkpoint>>,
+    /// The containment reason this node last reported, and since when.
+    pub(crate) contained_since: std::sync::Mutex<Option<(DenyReason, u64)>>,
+    /// The console's health timeline: one sample a second.
+    pub(crate) timeline: std::sync::Mutex<std::collections::VecDeque<crate::console::Sample>>,
 }
 
 /// A handle to the node's operations. Cheap to clone.

@@ -141,6 +141,8 @@ impl Node {
                 unattested: std::sync::Mutex::new(None),
                 electable: std::sync::atomic::AtomicBool::new(true),
                 relayed_checkpoint: std::sync::Mutex::new(None),
+                contained_since: std::sync::Mutex::new(None),
+                timeline: std::sync::Mutex::new(std::collections::VecDeque::new()),
             }),
         };
 
@@ -164,6 +166,7 @@ impl Node {
 
         let mut tasks = Vec::new();
         let tls_for_server = tls.clone();
+        let tls_for_http = tls.clone();
         if let Some(t) = tls.clone() {
             tasks.push(tokio::spawn(tls_reload_task(
                 t,
@@ -211,9 +214,10 @@ impl Node {
         let mut rx = shutdown_rx.clone();
         let http_node = node.clone();
         tasks.push(tokio::spawn(async move {
-            let app =
-                crate::http::router(http_node).into_make_service_with_connect_info::<SocketAddr>();
-            let r = axum::serve(http_listener, app)
+            let app = crate::http::router(http_node)
+                .into_make_service_with_connect_info::<crate::http::HttpPeer>();
+            let listener = crate::http::HttpListener::new(http_listener, tls_for_http);
+            let r = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = rx.wait_for(|s| *s).await;
                 })
@@ -245,8 +249,13 @@ impl Node {
         let metrics_node = node.clone();
         let mut rx = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
+            let mut tick = 0u64;
             loop {
                 metrics_node.publish_gauges();
+                tick += 1;
+                if tick % 2 == 0 {
+                    metrics_node.sample_timeline();
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     _ = rx.wait_for(|s| *s) => break,

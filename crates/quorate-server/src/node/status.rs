@@ -15,13 +15,23 @@ pub struct NodeStatus {
     pub quorate: bool,
     pub containment_reason: Option<DenyReason>,
     pub containment_message: String,
+    /// Since when (ms since the epoch) this node has been contained for
+    /// `containment_reason`, as this node observed it (to about half a
+    /// second).
+    pub contained_since_ms: Option<u64>,
     pub last_log_index: u64,
+    /// The last log index this node knows to be committed.
+    pub commit_index: u64,
     pub last_applied_index: u64,
     pub decision_count: u64,
     pub chain_head_hash: String,
     pub public_key: String,
     /// Records covered by the largest final (quorum-cosigned) checkpoint.
     pub last_final_checkpoint: u64,
+    /// The voters whose cosignatures that checkpoint carries.
+    pub last_final_cosigners: Vec<u64>,
+    /// When this node's TLS certificate expires (ms since the epoch).
+    pub tls_cert_expiry_ms: Option<u64>,
     pub members: Vec<MemberStatus>,
 }
 
@@ -87,15 +97,55 @@ impl Node {
             term: m.current_term,
             leader_id: m.current_leader,
             quorate: containment.is_none(),
+            contained_since_ms: self.contained_since(containment.as_ref().map(|c| c.0)),
             containment_reason: containment.as_ref().map(|c| c.0),
             containment_message: containment.map(|c| c.1).unwrap_or_default(),
             last_log_index: m.last_log_index.unwrap_or(0),
+            commit_index: m.local_committed.map(|l| l.index).unwrap_or(0),
             last_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             decision_count: head.count,
             chain_head_hash: head.hash.to_hex(),
             public_key: self.inner.key.public().to_hex(),
             last_final_checkpoint: self.inner.lookup.last_final(),
+            last_final_cosigners: self
+                .inner
+                .lookup
+                .latest_final_checkpoint()
+                .ok()
+                .flatten()
+                .map(|c| {
+                    c.checkpoint
+                        .cosignatures
+                        .iter()
+                        .map(|s| s.node_id)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            tls_cert_expiry_ms: self.inner.tls.as_ref().and_then(|t| t.not_after_ms()),
             members,
+        }
+    }
+
+    /// Since when this node has been contained for `reason`: the first
+    /// time a report saw this reason with nothing else in between (the
+    /// gauges task reports every 500 ms).
+    fn contained_since(&self, reason: Option<DenyReason>) -> Option<u64> {
+        let mut g = self
+            .inner
+            .contained_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match (reason, *g) {
+            (None, _) => {
+                *g = None;
+                None
+            }
+            (Some(r), Some((was, since))) if was == r => Some(since),
+            (Some(r), _) => {
+                let now = now_ms();
+                *g = Some((r, now));
+                Some(now)
+            }
         }
     }
 

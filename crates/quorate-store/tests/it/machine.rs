@@ -1322,3 +1322,113 @@ async fn a_node_that_installed_a_snapshot_restarts_from_its_final_checkpoint() {
         .expect_err("a full check finds it");
     assert_eq!(e.index, 2, "{e}");
 }
+
+/// A payment, two approvals naming it as their parent, one grandchild, all
+/// in trace "t-1"; a same-named parent in another domain; one request with
+/// no lineage at all.
+fn lineage_history() -> Vec<quorate_raft::Entry> {
+    let with = |domain: &str, rid: &str, parent: Option<&str>, trace: Option<&str>| {
+        let mut r = req(domain, rid, "alice");
+        r.parent = parent.map(Into::into);
+        r.trace_id = trace.map(Into::into);
+        r
+    };
+    vec![
+        entry(1, publish(true)),
+        entry(
+            2,
+            authorize(
+                vec![
+                    with("demo", "pay", None, Some("t-1")),
+                    with("demo", "approve-a", Some("pay"), Some("t-1")),
+                    with("other", "elsewhere", Some("pay"), None),
+                ],
+                20,
+            ),
+        ),
+        entry(
+            3,
+            authorize(
+                vec![
+                    with("demo", "approve-b", Some("pay"), Some("t-1")),
+                    with("demo", "plain", None, None),
+                    with("demo", "notify", Some("approve-a"), Some("t-1")),
+                ],
+                21,
+            ),
+        ),
+    ]
+}
+
+/// What the lineage index answers about `lineage_history`, as one value.
+fn lineage_answers(sm: &StateMachine) -> Vec<Vec<u64>> {
+    let l = sm.lookup();
+    vec![
+        l.children("demo", "pay", 0, 100).expect("children"),
+        l.children("demo", "pay", 2, 100).expect("children after 2"),
+        l.children("demo", "pay", 0, 1).expect("children, one page"),
+        l.children("other", "pay", 0, 100).expect("other domain"),
+        l.children("demo", "approve-a", 0, 100).expect("grandchild"),
+        l.children("demo", "plain", 0, 100).expect("no children"),
+        l.children("demo", "pa", 0, 100)
+            .expect("a prefix is not a parent"),
+        l.trace("t-1", 0, 100).expect("trace"),
+        l.trace("t-1", 4, 100).expect("trace after 4"),
+        l.trace("t-", 0, 100).expect("a prefix is not a trace"),
+    ]
+}
+
+#[tokio::test]
+async fn lineage_is_indexed_at_apply_in_snapshots_and_for_older_databases() {
+    let expected: Vec<Vec<u64>> = vec![
+        vec![2, 4],
+        vec![4],
+        vec![2],
+        vec![3],
+        vec![6],
+        vec![],
+        vec![],
+        vec![1, 2, 4, 6],
+        vec![6],
+        vec![],
+    ];
+    let (d1, d2) = (
+        tempfile::tempdir().expect("t"),
+        tempfile::tempdir().expect("t"),
+    );
+    let mut a = open(d1.path());
+    apply(&mut a, lineage_history()).await;
+    assert_eq!(lineage_answers(&a), expected, "indexed as applied");
+    assert_eq!(
+        a.lookup().index_of_request("demo", "pay").expect("read"),
+        Some(1)
+    );
+
+    // A replica that catches up from a snapshot answers the same.
+    let mut builder = a.get_snapshot_builder().await;
+    let snap = builder.build_snapshot().await.expect("build");
+    let mut b = open(d2.path());
+    b.install_snapshot(&snap.meta, snap.snapshot.clone())
+        .await
+        .expect("install");
+    assert_eq!(lineage_answers(&b), expected, "indexed from a snapshot");
+
+    // A database written before the index existed: its rows and mark gone,
+    // the index is built when it is opened, and only then.
+    drop((a, builder));
+    {
+        let db = rocksdb::DB::open_cf(
+            &rocksdb::Options::default(),
+            d1.path(),
+            rocksdb::DB::list_cf(&rocksdb::Options::default(), d1.path()).expect("cfs"),
+        )
+        .expect("raw open");
+        let cf = db.cf_handle("lineage").expect("lineage cf");
+        db.delete_range_cf(&cf, [].as_slice(), [0xffu8; 64].as_slice())
+            .expect("drop rows");
+        let meta = db.cf_handle("sm_meta").expect("sm_meta cf");
+        db.delete_cf(&meta, b"lineage_index").expect("drop mark");
+    }
+    let a = open(d1.path());
+    assert_eq!(lineage_answers(&a), expected, "rebuilt on open");
+}
