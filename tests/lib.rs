@@ -5,6 +5,8 @@
 //! It must not reach into a node's internals: everything goes through the
 //! binary, the gRPC API or the files a stopped node leaves behind.
 
+pub mod browser;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

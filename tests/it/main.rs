@@ -19,3 +19,5 @@ mod t71_rollout;
 mod t80_tls;
 mod t90_operations;
 mod t95_console;
+mod t96_browser;
+mod t97_demo;

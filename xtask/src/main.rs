@@ -286,13 +286,29 @@ fn test() -> Result<(), String> {
     // two cores from starving their heartbeats. promtool lints what the
     // nodes export on /metrics (t90).
     let promtool = ensure_promtool()?;
+    // The console is tested as people see it: headless Chromium against a
+    // real cluster (t96), screenshots kept beside the build cache.
+    let chromium = ensure_chromium()?;
+    let artifacts = target_dir().join("artifacts");
     ensure_rocksdb_prebuilt()?;
     run_cargo_with(
         &["test", "-p", "quorate-e2e", "--", "--test-threads", "1"],
         true,
         &target_dir(),
-        &[("QUORATE_PROMTOOL", promtool.to_string_lossy().into_owned())],
+        &[
+            ("QUORATE_PROMTOOL", promtool.to_string_lossy().into_owned()),
+            ("QUORATE_CHROMIUM", chromium.to_string_lossy().into_owned()),
+            ("QUORATE_REQUIRE_BROWSER", "1".into()),
+            (
+                "QUORATE_ARTIFACTS",
+                artifacts.to_string_lossy().into_owned(),
+            ),
+        ],
     )?;
+    eprintln!(
+        "xtask: console screenshots in {}",
+        artifacts.join("console").display()
+    );
     // The whole-product deterministic simulation: 1,000 seeds under network,
     // crash, power-loss, disk and evaluation faults; built for exact replay.
     sim_cargo(&[
@@ -468,6 +484,49 @@ fn console_tests() -> Result<(), String> {
     } else {
         Err("the console's JavaScript tests failed (node --test crates/quorate-server/console/tests/)".into())
     }
+}
+
+/// Headless Chromium for the console's browser tests: on PATH, or Debian's
+/// `chromium` package installed once (about 80 MB), with fonts.
+fn ensure_chromium() -> Result<PathBuf, String> {
+    let found = || {
+        ["chromium", "chromium-browser", "google-chrome"]
+            .into_iter()
+            .find(|b| {
+                Command::new(b)
+                    .arg("--version")
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .map(PathBuf::from)
+    };
+    if let Some(b) = found() {
+        return Ok(b);
+    }
+    if is_root() {
+        eprintln!("xtask: installing chromium with apt-get (once)");
+        for args in [
+            &["update", "-qq"][..],
+            &[
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "chromium",
+                // Text in the screenshots, on a machine with no fonts yet.
+                "fonts-dejavu-core",
+                "fonts-liberation",
+            ][..],
+        ] {
+            let _ = Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status();
+        }
+    }
+    found().ok_or_else(|| {
+        "the console's browser tests need Chromium: apt-get install chromium".to_string()
+    })
 }
 
 /// Prometheus's `promtool`, for linting `/metrics`: on PATH, or taken once

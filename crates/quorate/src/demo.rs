@@ -416,7 +416,7 @@ pub(crate) async fn run(data_dir: PathBuf, open: bool, pace: Duration) -> anyhow
     .await
     .map_err(|s| status_error(&s))?;
     demo.say("v2 (refunds only below 50) is evaluated beside v1 on every replica, never enforced:");
-    for (n, amount) in [(0, 40), (1, 45), (2, 30)] {
+    for (n, amount) in [(0, 40), (1, 70), (2, 80)] {
         demo.ask(
             "agents",
             &demo.id(&format!("shadow-{n}")),
