@@ -14,6 +14,7 @@ mod t30_determinism;
 mod t40_cli;
 mod t50_proofs;
 mod t60_tamper;
+mod t61_backup;
 mod t70_federation;
 mod t71_rollout;
 mod t80_tls;

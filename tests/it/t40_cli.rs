@@ -217,6 +217,12 @@ impl quorate_proto::v1::governance_server::Governance for LyingNode {
     ) -> Result<tonic::Response<quorate_proto::v1::LineageResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("stub"))
     }
+    async fn backup(
+        &self,
+        _: tonic::Request<quorate_proto::v1::BackupRequest>,
+    ) -> Result<tonic::Response<quorate_proto::v1::BackupResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stub"))
+    }
     async fn status(
         &self,
         _: tonic::Request<quorate_proto::v1::StatusRequest>,

@@ -334,6 +334,17 @@ impl Governance for GovernanceApi {
         }))
     }
 
+    async fn backup(
+        &self,
+        req: Request<v1::BackupRequest>,
+    ) -> Result<Response<v1::BackupResponse>, Status> {
+        self.admit(&req, "Backup", Access::Administer)?;
+        let m = self.node.backup(req.into_inner().dir).await?;
+        let manifest_json =
+            serde_json::to_string(&m).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(v1::BackupResponse { manifest_json }))
+    }
+
     async fn status(
         &self,
         req: Request<v1::StatusRequest>,

@@ -59,6 +59,7 @@ pub const RPCS: &[&str] = &[
     "ListDecisions",
     "GetLineage",
     "Status",
+    "Backup",
     "GetReceipt",
     "GetCheckpoint",
     "GetConsistencyProof",

@@ -18,6 +18,7 @@
 //! it). The vote is written with sync. State-machine writes share the same
 //! WAL, so a synced log also carries every applied change before it.
 
+pub mod backup;
 mod db;
 #[cfg(feature = "fault-injection")]
 pub mod fault;

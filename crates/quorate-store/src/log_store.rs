@@ -15,8 +15,8 @@ use rocksdb::{IteratorMode, WriteBatch, WriteOptions};
 
 use crate::db::{CF_LOG, CF_RAFT_META, Store, decode, encode, key_u64, u64_key};
 
-const KEY_VOTE: &[u8] = b"vote";
-const KEY_COMMITTED: &[u8] = b"committed";
+pub(crate) const KEY_VOTE: &[u8] = b"vote";
+pub(crate) const KEY_COMMITTED: &[u8] = b"committed";
 pub(crate) const KEY_PURGED: &[u8] = b"last_purged";
 
 /// The Raft log storage of one node.

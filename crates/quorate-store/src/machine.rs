@@ -321,6 +321,12 @@ impl DecisionLookup {
             .get_json(CF_REQUEST_IDS, &request_key(domain, request_id))
     }
 
+    /// A consistent RocksDB checkpoint of this database in `dir` (which
+    /// must not exist): see `crate::backup`.
+    pub fn checkpoint_to(&self, dir: &std::path::Path) -> Result<(), StoreError> {
+        crate::backup::checkpoint_to(&self.store, dir)
+    }
+
     /// Every rollout, in id order.
     pub fn rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
         scan_all(&self.store, CF_ROLLOUTS)

@@ -5,6 +5,7 @@
 //!
 //! This is the binary edge: `anyhow` is used here and nowhere else.
 
+mod backup;
 mod bench;
 mod certs;
 mod client;
@@ -153,6 +154,39 @@ enum Cmd {
     /// sign a browser in.
     #[command(subcommand)]
     Console(ConsoleCmd),
+    /// Write a verified backup of a running node into a new directory on
+    /// its machine.
+    ///
+    /// The node takes a consistent RocksDB checkpoint, opens it and verifies
+    /// it whole (chain, Merkle tree, checkpoints, policy hashes) before
+    /// answering its manifest; a backup that does not verify is removed.
+    /// Backups hold no secrets (not the node key). Admin.
+    Backup {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// Absolute path on the node's machine; must not exist yet.
+        #[arg(long)]
+        out: String,
+    },
+    /// Seed a new cluster from a backup, offline (the node is stopped).
+    ///
+    /// For when the cluster the backup came from is gone. The backup is
+    /// copied into the node's empty data directory and verified; the node
+    /// becomes the only voter of a cluster that continues the backed-up
+    /// history (same cluster id, same node id and key). A node is never
+    /// restored in place into a running cluster: its old vote could let it
+    /// vote twice in one term. A lost member rejoins as a learner instead.
+    Restore {
+        /// The backup directory (with backup.json and db/).
+        #[arg(long)]
+        from: PathBuf,
+        /// The node's TOML config (cluster_id, node_id, key_file, address).
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides `data_dir` from the config; its db/ must be empty.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Show a node's view of the cluster (JSON).
     Status {
         #[command(flatten)]
@@ -693,6 +727,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Rollout(r) => federation::rollout(r).await,
         Cmd::Bench(b) => bench::run(b).await,
         Cmd::Console(_) => unreachable_console(),
+        Cmd::Backup { endpoint, out } => backup::backup(&endpoint.endpoint, &out).await,
+        Cmd::Restore {
+            from,
+            config,
+            data_dir,
+        } => backup::restore(&from, &config, data_dir),
     }
 }
 

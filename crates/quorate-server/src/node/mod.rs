@@ -9,6 +9,7 @@
 //!   `crate::containment`), recorded evidence, the leadership task;
 //! - `authorize`: the governed path, forwarding, relayed-answer checks;
 //! - `admin`: policy writes, checkpoint persistence, linearizable reads;
+//! - `backup`: verified online backups;
 //! - `probe`: commit probes, entries that change nothing on the same path;
 //! - `lineage`: ancestors, descendants and traces of decisions;
 //! - `access`: client roles; `peer`: what peers may ask; `status`: reports.
@@ -49,6 +50,7 @@ use crate::error::{ApiError, from_status};
 mod access;
 mod admin;
 mod authorize;
+mod backup;
 mod contain;
 mod lineage;
 mod peer;
@@ -59,6 +61,7 @@ mod status;
 mod tests;
 
 pub use access::Access;
+pub use backup::{BACKUP_FORMAT, BackupManifest};
 pub use lineage::{Lineage, MAX_LINEAGE};
 pub use probe::ProbeAnswer;
 pub use status::{MemberStatus, NodeStatus};
