@@ -198,6 +198,18 @@ async fn t96_console_in_a_real_browser() -> anyhow::Result<()> {
         "filters are in the link: {hash}"
     );
 
+    // The live tail: a decision made now appears without a reload.
+    open(&page, "#/decisions", "decisions")?;
+    page.wait_for("document.querySelectorAll('[data-test=decision-row]').length >= 5", LOAD)?;
+    page.eval("document.querySelector('[data-test=tail-toggle]').click()")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.decide(2, request("pay", "tailed", "alice", "read")).await?; // 6
+    page.wait_for(
+        "document.querySelector('[data-test=decision-row][data-index=\"6\"]')",
+        LOAD,
+    )?;
+    page.eval("document.querySelector('[data-test=tail-toggle]').click()")?;
+
     // One decision and its why.
     open(&page, "#/decision/2", "decision")?;
     assert_eq!(
