@@ -635,3 +635,70 @@ pub async fn http(addr: &str, path: &str, call: HttpCall<'_>) -> anyhow::Result<
         .ok_or_else(|| anyhow!("no HTTP status in {head:?}"))?;
     Ok(HttpAnswer { status, head, body })
 }
+
+/// `--ca CA --cert ROLE.pem --key ROLE.key` for the CLI, from a
+/// `quorate certs init` directory.
+pub fn cert_args(certs: &Path, role: &str) -> Vec<String> {
+    let d = certs.display();
+    vec![
+        "--ca".into(),
+        format!("{d}/ca.pem"),
+        "--cert".into(),
+        format!("{d}/{role}.pem"),
+        "--key".into(),
+        format!("{d}/{role}.key"),
+    ]
+}
+
+/// A console token for `role` from `quorate console login`, valid
+/// `minutes`; the printed sign-in URL must carry it in its fragment.
+pub fn console_token(certs: &Path, role: &str, minutes: &str) -> anyhow::Result<String> {
+    let tls = cert_args(certs, role);
+    let mut args = vec![
+        "console",
+        "login",
+        "--role",
+        role,
+        "--ttl-minutes",
+        minutes,
+        "--json",
+    ];
+    args.extend(tls.iter().map(String::as_str));
+    let (code, out, err) = cli(&args);
+    anyhow::ensure!(code == 0, "console login: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let token = v["token"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no token in {v}"))?
+        .to_string();
+    anyhow::ensure!(
+        v["url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(&format!("/#token={token}"))),
+        "{v}"
+    );
+    Ok(token)
+}
+
+/// Decisions in domain `pay` (with `POLICY` published there): a payment,
+/// two approvals naming it as their parent (the second, bob's, a DENY), a
+/// child of the first approval, all in trace "t-pay"; then one unrelated
+/// decision. Indexes 1 to 5 in that order.
+pub async fn payment_tree(c: &Cluster) -> anyhow::Result<()> {
+    let with = |rid: &str, who: &str, parent: Option<&str>| {
+        let mut r = request("pay", rid, who, "read");
+        r.parent = parent.map(Into::into);
+        r.trace_id = Some("t-pay".into());
+        r
+    };
+    c.decide(0, with("payment", "alice", None)).await?;
+    c.decide(1, with("approve-a", "alice", Some("payment")))
+        .await?;
+    c.decide(2, with("approve-b", "bob", Some("payment")))
+        .await?;
+    c.decide(0, with("notify", "alice", Some("approve-a")))
+        .await?;
+    c.decide(1, request("pay", "unrelated", "alice", "read"))
+        .await?;
+    Ok(())
+}

@@ -7,65 +7,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use quorate_e2e::{Cluster, ClusterOpts, HttpCall, POLICY, cli, http, request};
+use quorate_e2e::{
+    Cluster, ClusterOpts, HttpCall, POLICY, cert_args, cli, console_token, http, payment_tree,
+};
 use quorate_proto::v1;
-
-/// A payment whose approvals name it as their parent; one approval has a
-/// child of its own. All in trace "t-pay"; one unrelated decision.
-async fn payment_tree(c: &Cluster) -> anyhow::Result<()> {
-    let with = |rid: &str, who: &str, parent: Option<&str>| {
-        let mut r = request("pay", rid, who, "read");
-        r.parent = parent.map(Into::into);
-        r.trace_id = Some("t-pay".into());
-        r
-    };
-    c.decide(0, with("payment", "alice", None)).await?; // 1
-    c.decide(1, with("approve-a", "alice", Some("payment")))
-        .await?; // 2
-    c.decide(2, with("approve-b", "bob", Some("payment")))
-        .await?; // 3 (DENY)
-    c.decide(0, with("notify", "alice", Some("approve-a")))
-        .await?; // 4
-    c.decide(1, request("pay", "unrelated", "alice", "read"))
-        .await?; // 5
-    Ok(())
-}
-
-fn login(certs: &Path, role: &str, minutes: &str) -> anyhow::Result<String> {
-    let dir = certs.to_string_lossy().into_owned();
-    let (ca, cert, key) = (
-        format!("{dir}/ca.pem"),
-        format!("{dir}/{role}.pem"),
-        format!("{dir}/{role}.key"),
-    );
-    let (code, out, err) = cli(&[
-        "console",
-        "login",
-        "--role",
-        role,
-        "--ttl-minutes",
-        minutes,
-        "--json",
-        "--ca",
-        &ca,
-        "--cert",
-        &cert,
-        "--key",
-        &key,
-    ]);
-    anyhow::ensure!(code == 0, "console login: {err}");
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    anyhow::ensure!(
-        v["url"]
-            .as_str()
-            .is_some_and(|u| u.contains("/#token=qct1.")),
-        "{v}"
-    );
-    v["token"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("no token in {v}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t95_console_lineage_access_and_what_if() -> anyhow::Result<()> {
@@ -131,26 +76,11 @@ async fn t95_console_lineage_access_and_what_if() -> anyhow::Result<()> {
     );
 
     // --- The CLI draws the tree.
-    let dir = certs.to_string_lossy().into_owned();
-    let (ca, cert, key) = (
-        format!("{dir}/ca.pem"),
-        format!("{dir}/auditor.pem"),
-        format!("{dir}/auditor.key"),
-    );
-    let (code, out, err) = cli(&[
-        "log",
-        "lineage",
-        "--endpoint",
-        &c.nodes[0].grpc,
-        "--index",
-        "1",
-        "--ca",
-        &ca,
-        "--cert",
-        &cert,
-        "--key",
-        &key,
-    ]);
+    let endpoint = c.nodes[0].grpc.clone();
+    let mut args = vec!["log", "lineage", "--endpoint", &endpoint, "--index", "1"];
+    let auditor_tls = cert_args(&certs, "auditor");
+    args.extend(auditor_tls.iter().map(String::as_str));
+    let (code, out, err) = cli(&args);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("#1 ALLOW pay payment"), "{out}");
@@ -258,7 +188,7 @@ async fn t95_console_lineage_access_and_what_if() -> anyhow::Result<()> {
     assert_eq!(recs[0]["request"]["request_id"], "approve-b");
 
     // --- Tokens: an auditor's token reads what the auditor reads.
-    let token = login(&certs, "auditor", "10")?;
+    let token = console_token(&certs, "auditor", "10")?;
     fn bearer<'a>(certs: Option<&'a Path>, t: &'a str) -> HttpCall<'a> {
         HttpCall {
             certs,
@@ -479,7 +409,7 @@ async fn t95_console_lineage_access_and_what_if() -> anyhow::Result<()> {
     );
 
     // --- An admin's token acts, as `quorate policy activate` would.
-    let admin_token = login(&certs, "admin", "10")?;
+    let admin_token = console_token(&certs, "admin", "10")?;
     let leader = c.wait_leader(Duration::from_secs(10)).await?;
     let a = http(
         &c.nodes[leader].http,

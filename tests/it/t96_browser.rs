@@ -6,11 +6,13 @@
 //! shows containment within seconds of two nodes being killed. Screenshots
 //! of every view go to $QUORATE_ARTIFACTS (default: a temp dir).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use quorate_e2e::browser::{Browser, Page};
-use quorate_e2e::{Cluster, ClusterOpts, POLICY, cli, request};
+use quorate_e2e::{
+    Cluster, ClusterOpts, POLICY, cert_args, cli, console_token, payment_tree, request,
+};
 use quorate_proto::v1;
 
 const LOAD: Duration = Duration::from_secs(20);
@@ -22,31 +24,6 @@ fn artifacts() -> anyhow::Result<PathBuf> {
         .join("console");
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
-}
-
-fn certs_args(certs: &Path, role: &str) -> [String; 6] {
-    let d = certs.display();
-    [
-        "--ca".into(),
-        format!("{d}/ca.pem"),
-        "--cert".into(),
-        format!("{d}/{role}.pem"),
-        "--key".into(),
-        format!("{d}/{role}.key"),
-    ]
-}
-
-fn token(certs: &Path, role: &str) -> anyhow::Result<String> {
-    let tls = certs_args(certs, role);
-    let mut args = vec!["console", "login", "--role", role, "--json"];
-    args.extend(tls.iter().map(String::as_str));
-    let (code, out, err) = cli(&args);
-    anyhow::ensure!(code == 0, "console login: {err}");
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    v["token"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("{v}"))
 }
 
 /// Goes to `route` (a hash route) and waits until the view has loaded.
@@ -109,21 +86,7 @@ async fn t96_console_in_a_real_browser() -> anyhow::Result<()> {
     .await?;
     let certs = c.certs.clone().ok_or_else(|| anyhow::anyhow!("no certs"))?;
     c.publish("pay", POLICY).await?;
-    let with = |rid: &str, who: &str, parent: Option<&str>| {
-        let mut r = request("pay", rid, who, "read");
-        r.parent = parent.map(Into::into);
-        r.trace_id = Some("t-pay".into());
-        r
-    };
-    c.decide(0, with("payment", "alice", None)).await?; // 1
-    c.decide(1, with("approve-a", "alice", Some("payment")))
-        .await?; // 2
-    c.decide(2, with("approve-b", "bob", Some("payment")))
-        .await?; // 3 DENY
-    c.decide(0, with("notify", "alice", Some("approve-a")))
-        .await?; // 4
-    c.decide(1, request("pay", "unrelated", "alice", "read"))
-        .await?; // 5
+    payment_tree(&c).await?;
     let l = c.wait_leader(Duration::from_secs(10)).await?;
     let mut admin = c.client_as(l, "admin").await?;
     admin
@@ -141,7 +104,7 @@ async fn t96_console_in_a_real_browser() -> anyhow::Result<()> {
     // The browser talks to the node that will survive the kills below.
     let survivor = 0;
     let base = format!("https://{}/", c.nodes[survivor].http);
-    let auditor = token(&certs, "auditor")?;
+    let auditor = console_token(&certs, "auditor", "30")?;
     let page = browser.new_page(1280, 860)?;
     page.navigate(&format!("{base}#token={auditor}"))?;
     page.wait_for(
@@ -200,10 +163,14 @@ async fn t96_console_in_a_real_browser() -> anyhow::Result<()> {
 
     // The live tail: a decision made now appears without a reload.
     open(&page, "#/decisions", "decisions")?;
-    page.wait_for("document.querySelectorAll('[data-test=decision-row]').length >= 5", LOAD)?;
+    page.wait_for(
+        "document.querySelectorAll('[data-test=decision-row]').length >= 5",
+        LOAD,
+    )?;
     page.eval("document.querySelector('[data-test=tail-toggle]').click()")?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    c.decide(2, request("pay", "tailed", "alice", "read")).await?; // 6
+    c.decide(2, request("pay", "tailed", "alice", "read"))
+        .await?; // 6
     page.wait_for(
         "document.querySelector('[data-test=decision-row][data-index=\"6\"]')",
         LOAD,
@@ -255,7 +222,7 @@ async fn t96_console_in_a_real_browser() -> anyhow::Result<()> {
     page.eval("document.querySelector('[data-test=pin-trust]').click()")?;
     page.wait_for("document.querySelector('[data-test=pinned-trust]')", LOAD)?;
     let pinned = attrs(&page, "[data-test=pinned-trust]", "data-sha256")?;
-    let tls = certs_args(&certs, "auditor");
+    let tls = cert_args(&certs, "auditor");
     let mut args = vec!["keys", "export", "--endpoint", c.nodes[1].grpc.as_str()];
     args.extend(tls.iter().map(String::as_str));
     let (code, _, err) = cli(&args);
@@ -314,7 +281,7 @@ async fn t96_console_in_a_real_browser() -> anyhow::Result<()> {
     shot(&page, "policies")?;
 
     // An agent's browser is refused the log, and shown why.
-    let agent = token(&certs, "agent")?;
+    let agent = console_token(&certs, "agent", "30")?;
     let agent_page = browser.new_page(1280, 860)?;
     agent_page.navigate(&format!("{base}#token={agent}"))?;
     agent_page.wait_for("document.body.dataset.loaded === 'true'", LOAD)?;

@@ -460,15 +460,7 @@ fn console_tests() -> Result<(), String> {
     };
     if !has_node() && is_root() {
         eprintln!("xtask: installing nodejs with apt-get (once)");
-        for args in [
-            &["update", "-qq"][..],
-            &["install", "-y", "-qq", "--no-install-recommends", "nodejs"][..],
-        ] {
-            let _ = Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status();
-        }
+        let _ = apt_install(&["nodejs"]);
     }
     if !has_node() {
         return Err("the console tests need Node.js 18 or later: apt-get install nodejs".into());
@@ -505,24 +497,8 @@ fn ensure_chromium() -> Result<PathBuf, String> {
     }
     if is_root() {
         eprintln!("xtask: installing chromium with apt-get (once)");
-        for args in [
-            &["update", "-qq"][..],
-            &[
-                "install",
-                "-y",
-                "-qq",
-                "--no-install-recommends",
-                "chromium",
-                // Text in the screenshots, on a machine with no fonts yet.
-                "fonts-dejavu-core",
-                "fonts-liberation",
-            ][..],
-        ] {
-            let _ = Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status();
-        }
+        // With fonts, for text in the screenshots on a machine with none yet.
+        let _ = apt_install(&["chromium", "fonts-dejavu-core", "fonts-liberation"]);
     }
     found().ok_or_else(|| {
         "the console's browser tests need Chromium: apt-get install chromium".to_string()
@@ -647,28 +623,7 @@ fn setup() -> Result<(), String> {
         ));
     }
     eprintln!("xtask: libclang is missing; installing libclang-dev with apt-get (needed once)");
-    for args in [
-        &["update", "-qq"][..],
-        &[
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "libclang-dev",
-        ][..],
-    ] {
-        let status = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .map_err(|e| format!("could not run apt-get: {e}"))?;
-        if !status.success() {
-            return Err(format!(
-                "`apt-get {}` failed ({status}); run `{how}` by hand",
-                args.join(" ")
-            ));
-        }
-    }
+    apt_install(&["libclang-dev"]).map_err(|e| format!("{e}; run `{how}` by hand"))?;
     if has_libclang() {
         Ok(())
     } else {
@@ -676,4 +631,22 @@ fn setup() -> Result<(), String> {
             "installed libclang-dev but still cannot find libclang.so; set LIBCLANG_PATH or run `{how}`"
         ))
     }
+}
+
+/// `apt-get update` then `apt-get install` of `packages` (no recommends,
+/// non-interactive). Err says which step failed.
+fn apt_install(packages: &[&str]) -> Result<(), String> {
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend_from_slice(packages);
+    for args in [&["update", "-qq"][..], &install[..]] {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map_err(|e| format!("could not run apt-get: {e}"))?;
+        if !status.success() {
+            return Err(format!("`apt-get {}` failed ({status})", args.join(" ")));
+        }
+    }
+    Ok(())
 }

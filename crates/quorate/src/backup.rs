@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
 use quorate_proto::v1;
-use quorate_server::NodeConfig;
 use quorate_server::node::{BACKUP_FORMAT, BackupManifest};
 
 use crate::client::{connect, print_json, status_error};
@@ -44,13 +43,7 @@ pub(crate) fn restore(
     config: &Path,
     data_dir: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let cfg = NodeConfig::load(config)?;
-    let dir = data_dir.or_else(|| cfg.data_dir.clone()).ok_or_else(|| {
-        anyhow!(
-            "no data directory: set data_dir in {} or pass --data-dir",
-            config.display()
-        )
-    })?;
+    let (cfg, dir) = crate::proofs::offline_node(config, data_dir)?;
     let manifest_path = from.join("backup.json");
     let text = std::fs::read_to_string(&manifest_path).with_context(|| {
         format!(

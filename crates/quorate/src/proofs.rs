@@ -405,13 +405,12 @@ const REPAIR_ROUNDS: usize = 5;
 /// `quorate node repair`: the node must be stopped. Verifies the local
 /// state; if it is damaged (or diverged), replaces it with a verified
 /// snapshot from a healthy peer.
-pub(crate) async fn repair(
+/// A stopped node's config and data directory (`--data-dir` over the
+/// config's `data_dir`), for the commands that open its store offline.
+pub(crate) fn offline_node(
     config: &Path,
     data_dir: Option<PathBuf>,
-    from: Option<String>,
-    force: bool,
-    trust: Option<PathBuf>,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<(NodeConfig, PathBuf)> {
     let cfg = NodeConfig::load(config)?;
     let dir = data_dir.or_else(|| cfg.data_dir.clone()).ok_or_else(|| {
         anyhow!(
@@ -419,6 +418,17 @@ pub(crate) async fn repair(
             config.display()
         )
     })?;
+    Ok((cfg, dir))
+}
+
+pub(crate) async fn repair(
+    config: &Path,
+    data_dir: Option<PathBuf>,
+    from: Option<String>,
+    force: bool,
+    trust: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let (cfg, dir) = offline_node(config, data_dir)?;
     let db_dir = dir.join("db");
     let store = quorate_store::Store::open(&db_dir).with_context(|| {
         format!(
