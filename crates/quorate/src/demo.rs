@@ -141,27 +141,7 @@ impl Demo {
 /// Publishes and activates `text` in `domain` unless a version is active.
 async fn ensure_policy(domain: &str, text: &str) -> anyhow::Result<()> {
     let mut c = connect_leader(NODE1).await?;
-    match c
-        .get_policy(v1::GetPolicyRequest {
-            domain: domain.into(),
-            version: 0,
-        })
-        .await
-    {
-        Ok(_) => return Ok(()),
-        Err(s) if s.code() == tonic::Code::NotFound => {}
-        Err(s) => return Err(status_error(&s)),
-    }
-    c.publish_policy(v1::PublishPolicyRequest {
-        domain: domain.into(),
-        policy_text: text.into(),
-        schema: None,
-        activate: true,
-        publisher_key: None,
-        signature: None,
-    })
-    .await
-    .map_err(|s| status_error(&s))?;
+    crate::dev::ensure_policy(&mut c, domain, text).await?;
     Ok(())
 }
 

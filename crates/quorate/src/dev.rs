@@ -81,20 +81,34 @@ async fn wait_quorate(timeout: Duration) -> anyhow::Result<v1::StatusResponse> {
 
 async fn ensure_demo_policy(leader_addr: &str) -> anyhow::Result<&'static str> {
     let mut c = connect(leader_addr).await?;
+    Ok(if ensure_policy(&mut c, "demo", DEMO_POLICY).await? {
+        "published and activated the demo policy in domain `demo`"
+    } else {
+        "demo policy already active (resumed)"
+    })
+}
+
+/// Publishes and activates `text` in `domain` through `c` (the leader)
+/// unless the domain has an active version. Returns whether it published.
+pub(crate) async fn ensure_policy(
+    c: &mut quorate_proto::v1::governance_client::GovernanceClient<tonic::transport::Channel>,
+    domain: &str,
+    text: &str,
+) -> anyhow::Result<bool> {
     match c
         .get_policy(v1::GetPolicyRequest {
-            domain: "demo".into(),
+            domain: domain.into(),
             version: 0,
         })
         .await
     {
-        Ok(_) => return Ok("demo policy already active (resumed)"),
+        Ok(_) => return Ok(false),
         Err(s) if s.code() == tonic::Code::NotFound => {}
         Err(s) => return Err(status_error(&s)),
     }
     c.publish_policy(v1::PublishPolicyRequest {
-        domain: "demo".into(),
-        policy_text: DEMO_POLICY.into(),
+        domain: domain.into(),
+        policy_text: text.into(),
         schema: None,
         activate: true,
         publisher_key: None,
@@ -102,7 +116,7 @@ async fn ensure_demo_policy(leader_addr: &str) -> anyhow::Result<&'static str> {
     })
     .await
     .map_err(|s| status_error(&s))?;
-    Ok("published and activated the demo policy in domain `demo`")
+    Ok(true)
 }
 
 fn tracing_note(e: &anyhow::Error) {
