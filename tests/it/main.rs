@@ -22,3 +22,4 @@ mod t90_operations;
 mod t95_console;
 mod t96_browser;
 mod t97_demo;
+mod t98_rest;

@@ -136,6 +136,7 @@ pub fn router(node: Node) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status));
+    let ops = ops.merge(crate::rest::routes());
     let app = if node.config().console.enabled {
         ops.merge(crate::console::routes())
     } else {

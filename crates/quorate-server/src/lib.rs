@@ -23,6 +23,7 @@ pub mod identity;
 pub mod node;
 mod proofs;
 mod ratelimit;
+pub mod rest;
 pub mod telemetry;
 
 pub use config::{ConfigError, NodeConfig};

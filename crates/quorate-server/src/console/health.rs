@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use axum::response::Json;
 use quorate_proto::v1;
 
-use super::{ConsoleError, admit, caller};
+use super::{HttpError, admit, caller};
 use crate::http::HttpPeer;
 use crate::node::{Access, Node, NodeStatus};
 
@@ -49,7 +49,7 @@ impl Node {
 
 /// Health is public when configured; otherwise any identity of the cluster
 /// may see it (as `Status` over gRPC).
-fn admit_health(node: &Node, peer: &HttpPeer, headers: &HeaderMap) -> Result<(), ConsoleError> {
+fn admit_health(node: &Node, peer: &HttpPeer, headers: &HeaderMap) -> Result<(), HttpError> {
     let c = caller(node, peer, headers)?;
     if node.config().console.public_health {
         return Ok(());
@@ -61,7 +61,7 @@ pub(super) async fn timeline(
     State(node): State<Node>,
     ConnectInfo(peer): ConnectInfo<HttpPeer>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ConsoleError> {
+) -> Result<Json<serde_json::Value>, HttpError> {
     admit_health(&node, &peer, &headers)?;
     let samples: Vec<Sample> = node
         .inner
@@ -78,7 +78,7 @@ pub(super) async fn health(
     State(node): State<Node>,
     ConnectInfo(peer): ConnectInfo<HttpPeer>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ConsoleError> {
+) -> Result<Json<serde_json::Value>, HttpError> {
     admit_health(&node, &peer, &headers)?;
     let own = node.status();
     // Every other member's own report, asked in parallel.

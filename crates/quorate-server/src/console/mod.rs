@@ -160,7 +160,7 @@ async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Respon
 }
 
 async fn not_found() -> Response {
-    ConsoleError::new(
+    HttpError::new(
         StatusCode::NOT_FOUND,
         "NOT_FOUND",
         "no such page: the console is at /, its API under /console/api/ (docs/CONSOLE.md)",
@@ -168,34 +168,35 @@ async fn not_found() -> Response {
     .into_response()
 }
 
-/// An error as the console's API answers it.
+/// An error as the HTTP APIs (console, REST) answer it: `{"error": CODE,
+/// "message": ...}` with the HTTP status for the code.
 #[derive(Debug, Clone)]
-pub(crate) struct ConsoleError {
+pub(crate) struct HttpError {
     status: StatusCode,
     code: &'static str,
     message: String,
 }
 
-impl ConsoleError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ConsoleError {
-        ConsoleError {
+impl HttpError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> HttpError {
+        HttpError {
             status,
             code,
             message: message.into(),
         }
     }
 
-    fn unauthenticated(message: impl Into<String>) -> ConsoleError {
-        ConsoleError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
+    fn unauthenticated(message: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
     }
 
-    fn invalid(message: impl Into<String>) -> ConsoleError {
-        ConsoleError::from(ApiError::invalid(message))
+    pub(crate) fn invalid(message: impl Into<String>) -> HttpError {
+        HttpError::from(ApiError::invalid(message))
     }
 }
 
-impl From<ApiError> for ConsoleError {
-    fn from(e: ApiError) -> ConsoleError {
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> HttpError {
         let status = match e.code {
             ErrorCode::InvalidArgument | ErrorCode::InvalidPolicy => StatusCode::BAD_REQUEST,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
@@ -206,7 +207,7 @@ impl From<ApiError> for ConsoleError {
             ErrorCode::CommitTimeout => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ConsoleError {
+        HttpError {
             status,
             code: e.code.code(),
             message: e.message,
@@ -214,7 +215,7 @@ impl From<ApiError> for ConsoleError {
     }
 }
 
-impl IntoResponse for ConsoleError {
+impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let mut r = (
             self.status,
@@ -265,7 +266,11 @@ impl Caller {
 /// Who is calling: a token (`Authorization: Bearer`) if one is sent, else
 /// the connection's client certificate, else nobody. A token that does not
 /// verify is refused outright, never treated as anonymous.
-fn caller(node: &Node, peer: &HttpPeer, headers: &HeaderMap) -> Result<Caller, ConsoleError> {
+pub(crate) fn caller(
+    node: &Node,
+    peer: &HttpPeer,
+    headers: &HeaderMap,
+) -> Result<Caller, HttpError> {
     let Some(tls) = node.inner.tls.as_ref() else {
         return Ok(Caller {
             info: peer.0.clone(),
@@ -274,7 +279,7 @@ fn caller(node: &Node, peer: &HttpPeer, headers: &HeaderMap) -> Result<Caller, C
         });
     };
     if !peer.0.tls {
-        return Err(ConsoleError::unauthenticated(
+        return Err(HttpError::unauthenticated(
             "this node serves the console over TLS: use https:// on this port",
         ));
     }
@@ -284,7 +289,7 @@ fn caller(node: &Node, peer: &HttpPeer, headers: &HeaderMap) -> Result<Caller, C
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| {
-                ConsoleError::unauthenticated(
+                HttpError::unauthenticated(
                     "the Authorization header must be `Bearer <console token>`",
                 )
             })?;
@@ -297,7 +302,7 @@ fn caller(node: &Node, peer: &HttpPeer, headers: &HeaderMap) -> Result<Caller, C
             .verify(token.trim(), crate::node::now_ms())
             .map_err(|e| {
                 metrics::counter!("quorate_console_tokens_refused_total").increment(1);
-                ConsoleError::unauthenticated(format!(
+                HttpError::unauthenticated(format!(
                     "{e}; sign in again with `quorate console login --role auditor`"
                 ))
             })?;
@@ -325,21 +330,21 @@ fn caller(node: &Node, peer: &HttpPeer, headers: &HeaderMap) -> Result<Caller, C
 
 /// Refuses a caller whose identity may not call `rpc` over gRPC
 /// (invariant 7: the console grants nothing the API would not).
-fn admit(
+pub(crate) fn admit(
     node: &Node,
     caller: &Caller,
     rpc: &'static str,
     access: Access,
-) -> Result<(), ConsoleError> {
+) -> Result<(), HttpError> {
     if caller.via == Via::Anonymous {
-        return Err(ConsoleError::unauthenticated(format!(
+        return Err(HttpError::unauthenticated(format!(
             "sign in first: this needs {}. `quorate console login --role auditor` prints a URL \
              that signs this browser in, or present a client certificate of the cluster",
             needs(access)
         )));
     }
     node.admit_client(Some(&caller.info), rpc, access)
-        .map_err(ConsoleError::from)
+        .map_err(HttpError::from)
 }
 
 fn needs(access: Access) -> &'static str {
@@ -372,7 +377,7 @@ async fn session(
     State(node): State<Node>,
     ConnectInfo(peer): ConnectInfo<HttpPeer>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ConsoleError> {
+) -> Result<Json<serde_json::Value>, HttpError> {
     let c = caller(&node, &peer, &headers)?;
     let public_health = node.config().console.public_health;
     let role = c.identity().map(|i| match &i.principal {

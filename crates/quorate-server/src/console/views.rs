@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Json, Response};
 use quorate_core::{Decision, DecisionRecord, Digest};
 use quorate_policy::{ActivePolicy, CompiledPolicy, DomainState, Position};
 
-use super::{Caller, ConsoleError, admit, caller};
+use super::{Caller, HttpError, admit, caller};
 use crate::http::HttpPeer;
 use crate::node::{Access, Lineage, Node};
 
@@ -20,14 +20,14 @@ const PAGE: usize = 512;
 const MAX_LIMIT: usize = 500;
 const MAX_WHATIF: usize = 1000;
 
-type Answer = Result<Json<serde_json::Value>, ConsoleError>;
+type Answer = Result<Json<serde_json::Value>, HttpError>;
 
 fn audited(
     node: &Node,
     peer: &HttpPeer,
     headers: &HeaderMap,
     rpc: &'static str,
-) -> Result<Caller, ConsoleError> {
+) -> Result<Caller, HttpError> {
     let c = caller(node, peer, headers)?;
     admit(node, &c, rpc, Access::Audit)?;
     Ok(c)
@@ -40,8 +40,8 @@ async fn freshen(node: &Node) -> bool {
     node.containment().is_none() && node.linearize().await.is_ok()
 }
 
-fn internal(e: impl std::fmt::Display) -> ConsoleError {
-    ConsoleError::from(crate::error::ApiError::internal(e.to_string()))
+fn internal(e: impl std::fmt::Display) -> HttpError {
+    HttpError::from(crate::error::ApiError::internal(e.to_string()))
 }
 
 /// The log explorer's filters (docs/CONSOLE.md).
@@ -65,7 +65,7 @@ pub(crate) struct Filters {
 
 impl Filters {
     /// Empty query values mean "no filter" (an empty form field).
-    fn normalised(mut self) -> Result<Filters, ConsoleError> {
+    fn normalised(mut self) -> Result<Filters, HttpError> {
         for f in [
             &mut self.domain,
             &mut self.decision,
@@ -84,14 +84,14 @@ impl Filters {
             && d != "ALLOW"
             && d != "DENY"
         {
-            return Err(ConsoleError::invalid(format!(
+            return Err(HttpError::invalid(format!(
                 "decision must be ALLOW or DENY, not {d:?}"
             )));
         }
         if let Some(r) = &self.reason
             && !quorate_core::DenyReason::ALL.iter().any(|x| x.code() == r)
         {
-            return Err(ConsoleError::invalid(format!(
+            return Err(HttpError::invalid(format!(
                 "reason {r:?} is not a deny reason code (POLICY, NO_QUORUM, ...)"
             )));
         }
@@ -129,7 +129,7 @@ fn scan(
     node: &Node,
     f: &Filters,
     limit: usize,
-) -> Result<(Vec<DecisionRecord>, Option<u64>, usize), ConsoleError> {
+) -> Result<(Vec<DecisionRecord>, Option<u64>, usize), HttpError> {
     let mut out = Vec::new();
     let mut before = f.before.unwrap_or(0);
     let mut scanned = 0usize;
@@ -228,7 +228,7 @@ pub(super) async fn decision(
     freshen(&node).await;
     let lookup = node.lookup();
     let rec = lookup.decision(index).map_err(internal)?.ok_or_else(|| {
-        ConsoleError::from(crate::error::ApiError::new(
+        HttpError::from(crate::error::ApiError::new(
             quorate_core::ErrorCode::NotFound,
             format!(
                 "no decision at index {index} (the log holds {})",
@@ -238,7 +238,7 @@ pub(super) async fn decision(
     })?;
     let domain = &rec.request.domain;
     let version =
-        |v: Option<u64>| -> Result<Option<(quorate_core::PolicyVersion, bool)>, ConsoleError> {
+        |v: Option<u64>| -> Result<Option<(quorate_core::PolicyVersion, bool)>, HttpError> {
             match v {
                 Some(v) => lookup.policy(domain, Some(v)).map_err(internal),
                 None => Ok(None),
@@ -303,7 +303,7 @@ pub(super) async fn tail(
     ConnectInfo(peer): ConnectInfo<HttpPeer>,
     headers: HeaderMap,
     Query(q): Query<TailQuery>,
-) -> Result<Response, ConsoleError> {
+) -> Result<Response, HttpError> {
     audited(&node, &peer, &headers, "WatchDecisions")?;
     let mut rx = node.watch(q.after.saturating_add(1), None)?;
     let head = node.clone();
@@ -405,7 +405,7 @@ pub(super) async fn trace(
 ) -> Answer {
     audited(&node, &peer, &headers, "GetLineage")?;
     let Some(t) = q.trace_id.filter(|t| !t.is_empty()) else {
-        return Err(ConsoleError::invalid(
+        return Err(HttpError::invalid(
             "give ?trace_id=..., or ask for /console/api/lineage/{index}",
         ));
     };
@@ -417,7 +417,7 @@ pub(super) async fn trace(
 }
 
 /// A document as the exact JSON text the gRPC API returns.
-fn json_text<T: serde::Serialize>(v: &T) -> Result<Response, ConsoleError> {
+fn json_text<T: serde::Serialize>(v: &T) -> Result<Response, HttpError> {
     let text = serde_json::to_string(v).map_err(internal)?;
     let mut r = text.into_response();
     r.headers_mut().insert(
@@ -432,7 +432,7 @@ pub(super) async fn receipt(
     ConnectInfo(peer): ConnectInfo<HttpPeer>,
     headers: HeaderMap,
     Path(index): Path<u64>,
-) -> Result<Response, ConsoleError> {
+) -> Result<Response, HttpError> {
     audited(&node, &peer, &headers, "GetReceipt")?;
     json_text(&node.receipt(index).await?)
 }
@@ -441,7 +441,7 @@ pub(super) async fn trust(
     State(node): State<Node>,
     ConnectInfo(peer): ConnectInfo<HttpPeer>,
     headers: HeaderMap,
-) -> Result<Response, ConsoleError> {
+) -> Result<Response, HttpError> {
     let c = caller(&node, &peer, &headers)?;
     admit(&node, &c, "GetTrust", Access::Read)?;
     json_text(&node.trust_file().await?)
@@ -528,15 +528,14 @@ pub(super) async fn whatif(
         .policy(&w.domain, Some(w.version))
         .map_err(internal)?
         .ok_or_else(|| {
-            ConsoleError::from(crate::error::ApiError::new(
+            HttpError::from(crate::error::ApiError::new(
                 quorate_core::ErrorCode::NotFound,
                 format!("domain {:?} has no version {}", w.domain, w.version),
             ))
         })?;
     let compile = |p: &quorate_core::PolicyVersion| {
-        CompiledPolicy::compile(&p.policy_text, p.schema.as_deref(), &limits).map_err(|e| {
-            ConsoleError::invalid(format!("version {} does not compile: {e}", p.version))
-        })
+        CompiledPolicy::compile(&p.policy_text, p.schema.as_deref(), &limits)
+            .map_err(|e| HttpError::invalid(format!("version {} does not compile: {e}", p.version)))
     };
     let compiled = compile(&candidate)?;
     let under = |req: &quorate_core::AuthorizeRequest, p: &CompiledPolicy, v: u64, h: Digest| {
@@ -572,9 +571,9 @@ pub(super) async fn whatif(
                 ..Default::default()
             };
             let req = quorate_proto::request_from_wire(wire, &limits)
-                .map_err(|e| ConsoleError::invalid(e.to_string()))?;
+                .map_err(|e| HttpError::invalid(e.to_string()))?;
             quorate_policy::check_request(&req, &limits)
-                .map_err(|e| ConsoleError::invalid(e.to_string()))?;
+                .map_err(|e| HttpError::invalid(e.to_string()))?;
             let current = match lookup.policy(&w.domain, None).map_err(internal)? {
                 Some((p, _)) => {
                     let c = compile(&p)?;
@@ -606,7 +605,7 @@ pub(super) async fn whatif(
             }
         }
         _ => {
-            return Err(ConsoleError::invalid(
+            return Err(HttpError::invalid(
                 "give either \"request\" (one call to evaluate) or \"last\" (replay the domain's last N decisions)",
             ));
         }
@@ -632,7 +631,7 @@ fn administered(
     peer: &HttpPeer,
     headers: &HeaderMap,
     rpc: &'static str,
-) -> Result<(), ConsoleError> {
+) -> Result<(), HttpError> {
     let c = caller(node, peer, headers)?;
     admit(node, &c, rpc, Access::Administer)
 }
