@@ -123,6 +123,8 @@ pub struct ClusterOpts {
     /// Mutual TLS (certificates from `quorate certs init` in the cluster's
     /// dir); plaintext (`insecure = true`) otherwise.
     pub tls: bool,
+    /// Extra DNS names on the node certificates (`certs init --dns`).
+    pub dns: Vec<String>,
 }
 
 impl Default for ClusterOpts {
@@ -137,6 +139,7 @@ impl Default for ClusterOpts {
             spares: 0,
             regions: Vec::new(),
             tls: false,
+            dns: Vec::new(),
         }
     }
 }
@@ -162,7 +165,7 @@ impl Cluster {
             let out = dir.path().join("certs");
             let total = (opts.nodes + opts.spares).to_string();
             let out_s = out.to_string_lossy().into_owned();
-            let (code, _, err) = cli(&[
+            let mut args = vec![
                 "certs",
                 "init",
                 "--out",
@@ -171,7 +174,11 @@ impl Cluster {
                 &total,
                 "--cluster",
                 "test",
-            ]);
+            ];
+            for d in &opts.dns {
+                args.extend(["--dns", d.as_str()]);
+            }
+            let (code, _, err) = cli(&args);
             anyhow::ensure!(code == 0, "certs init: {err}");
             Some(out)
         } else {
@@ -561,6 +568,9 @@ pub struct HttpCall<'a> {
     pub token: Option<&'a str>,
     /// POST this JSON body (GET when None).
     pub post: Option<&'a str>,
+    /// The TLS server name to verify the node's certificate for
+    /// (default `localhost`).
+    pub server_name: Option<&'a str>,
 }
 
 /// One HTTP/1.0 request to `addr` (TLS with the cluster's CA when
@@ -618,7 +628,9 @@ pub async fn http(addr: &str, path: &str, call: HttpCall<'_>) -> anyhow::Result<
             };
             cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
             let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
-            let name = rustls::pki_types::ServerName::try_from("localhost")?;
+            let name = rustls::pki_types::ServerName::try_from(
+                call.server_name.unwrap_or("localhost").to_string(),
+            )?;
             let tls = connector.connect(name, tcp).await?;
             exchange(tls, &req).await?
         }

@@ -23,3 +23,4 @@ mod t95_console;
 mod t96_browser;
 mod t97_demo;
 mod t98_rest;
+mod t99_admission;

@@ -110,6 +110,15 @@ pub struct SecurityConfig {
     pub trusted_publishers: Vec<PublisherConfig>,
 }
 
+/// Kubernetes admission on the HTTP port (`POST /k8s/admit`,
+/// docs/INTEGRATIONS.md).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionConfig {
+    /// The domain whose policy decides admission reviews; none: off.
+    pub domain: Option<String>,
+}
+
 /// The governance console on the HTTP port (docs/CONSOLE.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -297,6 +306,8 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub console: ConsoleConfig,
+    #[serde(default)]
+    pub admission: AdmissionConfig,
     /// Mutual TLS; required unless `insecure`.
     #[serde(default)]
     pub tls: Option<TlsConfig>,

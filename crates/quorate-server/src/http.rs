@@ -136,7 +136,10 @@ pub fn router(node: Node) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status));
-    let ops = ops.merge(crate::rest::routes());
+    let ops = ops.merge(crate::rest::routes()).route(
+        crate::admission::PATH,
+        axum::routing::post(crate::admission::admit_review),
+    );
     let app = if node.config().console.enabled {
         ops.merge(crate::console::routes())
     } else {

@@ -11,6 +11,7 @@
 //! "propose and wait for the committed answer" and "DENY now" (containment).
 //! It must not touch RocksDB directly (only through `quorate-store`).
 
+pub mod admission;
 pub mod api;
 mod attest;
 mod batcher;

@@ -2,7 +2,8 @@
 //! Kubernetes manifest's rendered configs load and pass the node's own
 //! checks, its ports, probes, data volume and certificate secret line up
 //! with those configs, and the systemd unit and container image use the
-//! same ports and data directory.
+//! same ports and data directory. The admission webhook fails closed and
+//! reaches the nodes' HTTP port at the path they serve it on.
 
 use std::path::{Path, PathBuf};
 
@@ -18,9 +19,14 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// The manifest's documents by kind.
+/// The documents of deploy/kubernetes/quorate.yaml.
 fn manifest() -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(&read("deploy/kubernetes/quorate.yaml"))
+    documents("deploy/kubernetes/quorate.yaml")
+}
+
+/// A multi-document YAML file's documents.
+fn documents(rel: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(&read(rel))
         .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("YAML: {e}")))
         .collect()
 }
@@ -28,7 +34,7 @@ fn manifest() -> Vec<Value> {
 fn of_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     docs.iter()
         .find(|d| d["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind} in deploy/kubernetes/quorate.yaml"))
+        .unwrap_or_else(|| panic!("no {kind} among the manifest's documents"))
 }
 
 fn port(v: &Value, key: &str) -> u16 {
@@ -198,4 +204,82 @@ fn the_systemd_unit_and_the_container_use_the_same_ports_and_data_dir() {
         );
     }
     assert!(image.contains("VOLUME [\"/var/lib/quorate\"]"));
+}
+
+#[test]
+fn the_admission_webhook_fails_closed_and_reaches_the_nodes_http_port() {
+    let docs = manifest();
+    let sts = of_kind(&docs, "StatefulSet");
+    let template = of_kind(&docs, "ConfigMap")["data"]["node.toml.tmpl"]
+        .as_str()
+        .expect("node.toml.tmpl");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("node1.toml");
+    std::fs::write(&path, template.replace("NODE_ID", "1")).expect("write");
+    let cfg = NodeConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.admission.domain.as_deref(),
+        Some("k8s"),
+        "the nodes answer admission"
+    );
+
+    let adm = documents("deploy/kubernetes/admission.yaml");
+    let svc = of_kind(&adm, "Service");
+    let hooks = of_kind(&adm, "ValidatingWebhookConfiguration")["webhooks"]
+        .as_sequence()
+        .expect("webhooks");
+    assert_eq!(hooks.len(), 1);
+    let hook = &hooks[0];
+    // Fail-closed: an unreachable, slow or contained quorate refuses.
+    assert_eq!(hook["failurePolicy"].as_str(), Some("Fail"));
+    assert_eq!(hook["sideEffects"].as_str(), Some("None"));
+    assert_eq!(
+        hook["admissionReviewVersions"],
+        serde_yaml::from_str::<Value>("[v1]").expect("yaml")
+    );
+    let timeout_ms = hook["timeoutSeconds"].as_u64().unwrap_or(0) * 1000;
+    assert!(
+        timeout_ms > cfg.commit_timeout_ms && timeout_ms <= 30_000,
+        "timeoutSeconds must exceed commit_timeout_ms ({} ms) and be at most 30 s",
+        cfg.commit_timeout_ms
+    );
+
+    // The webhook calls the admission Service at the path the node serves,
+    // and the Service reaches the pods' HTTP port.
+    let to = &hook["clientConfig"]["service"];
+    assert_eq!(to["name"], svc["metadata"]["name"]);
+    assert_eq!(to["namespace"], svc["metadata"]["namespace"]);
+    assert_eq!(to["path"].as_str(), Some(quorate_server::admission::PATH));
+    let ports = svc["spec"]["ports"].as_sequence().expect("ports");
+    let target = ports
+        .iter()
+        .find(|p| p["port"] == to["port"])
+        .expect("the webhook's port on the Service");
+    assert_eq!(target["targetPort"].as_str(), Some("http"));
+    assert_eq!(
+        svc["spec"]["selector"],
+        sts["spec"]["template"]["metadata"]["labels"]
+    );
+    assert_ne!(svc["spec"]["clusterIP"].as_str(), Some("None"));
+
+    // The control plane and quorate itself are never held by quorate.
+    let ns = svc["metadata"]["namespace"].as_str().unwrap_or_default();
+    let excluded = hook["namespaceSelector"]["matchExpressions"]
+        .as_sequence()
+        .and_then(|m| {
+            m.iter()
+                .find(|e| e["key"] == "kubernetes.io/metadata.name" && e["operator"] == "NotIn")
+        })
+        .and_then(|e| e["values"].as_sequence())
+        .expect("a namespaceSelector NotIn on kubernetes.io/metadata.name");
+    for n in ["kube-system", ns] {
+        assert!(excluded.iter().any(|v| v == n), "{n} is not excluded");
+    }
+    // The certificate the nodes serve must name the Service: the file says
+    // how to make it.
+    let name = svc["metadata"]["name"].as_str().unwrap_or_default();
+    assert!(
+        read("deploy/kubernetes/admission.yaml").contains(&format!("--dns {name}.{ns}.svc")),
+        "admission.yaml must tell how to issue node certificates for {name}.{ns}.svc"
+    );
 }

@@ -30,14 +30,30 @@ fn write(dir: &Path, name: &str, text: &str, secret: bool) -> anyhow::Result<()>
     Ok(())
 }
 
+/// A node certificate's DNS names: the name peers dial (`quorate-node`),
+/// `localhost`, and every `--dns` (e.g. the Service the Kubernetes API
+/// server calls for admission, `quorate-admission.quorate.svc`).
+fn node_dns_names(extra: &[String]) -> Vec<String> {
+    let mut names = vec![
+        quorate_raft::tls::NODE_SERVER_NAME.to_string(),
+        "localhost".to_string(),
+    ];
+    for d in extra {
+        if !names.contains(d) {
+            names.push(d.clone());
+        }
+    }
+    names
+}
+
 fn leaf(
     uri: &str,
-    dns: &[&str],
+    dns: &[String],
     ips: &[IpAddr],
     server: bool,
     issuer: &Issuer<'_, KeyPair>,
 ) -> anyhow::Result<(String, String)> {
-    let mut p = CertificateParams::new(dns.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+    let mut p = CertificateParams::new(dns.to_vec())?;
     p.distinguished_name.push(DnType::CommonName, uri);
     p.subject_alt_names
         .push(SanType::URI(uri.try_into().context("identity URI")?));
@@ -65,6 +81,7 @@ pub(crate) fn init(
     cluster: &str,
     nodes: u64,
     ips: &[IpAddr],
+    dns: &[String],
     quiet: bool,
 ) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -83,15 +100,10 @@ pub(crate) fn init(
     let mut files = vec!["ca.pem".to_string(), "ca.key".to_string()];
     let mut all_ips = vec![IpAddr::from([127, 0, 0, 1])];
     all_ips.extend_from_slice(ips);
+    let names = node_dns_names(dns);
     for n in 1..=nodes {
         let uri = format!("quorate://{cluster}/node/{n}");
-        let (cert, key) = leaf(
-            &uri,
-            &[quorate_raft::tls::NODE_SERVER_NAME, "localhost"],
-            &all_ips,
-            true,
-            &issuer,
-        )?;
+        let (cert, key) = leaf(&uri, &names, &all_ips, true, &issuer)?;
         write(out, &format!("node-{n}.pem"), &cert, false)?;
         write(out, &format!("node-{n}.key"), &key, true)?;
         files.push(format!("node-{n}.pem"));
@@ -130,6 +142,7 @@ pub(crate) fn issue(
     cluster: &str,
     subject: Subject,
     ips: &[IpAddr],
+    dns: &[String],
     name: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let read = |f: &str| {
@@ -157,13 +170,16 @@ pub(crate) fn issue(
             )
         }
     };
-    let dns: &[&str] = if server {
-        &[quorate_raft::tls::NODE_SERVER_NAME, "localhost"]
+    if !server && !dns.is_empty() {
+        bail!("--dns names a server: only node certificates (--node N) carry DNS names");
+    }
+    let names = if server {
+        node_dns_names(dns)
     } else {
-        &[]
+        Vec::new()
     };
     let ips: &[IpAddr] = if server { &all_ips } else { &[] };
-    let (cert, key) = leaf(&uri, dns, ips, server, &issuer)?;
+    let (cert, key) = leaf(&uri, &names, ips, server, &issuer)?;
     let name = name.unwrap_or(default_name);
     write(dir, &format!("{name}.pem"), &cert, false)?;
     write(dir, &format!("{name}.key"), &key, true)?;

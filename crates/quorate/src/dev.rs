@@ -19,6 +19,9 @@ const NODE_CONFIGS: [&str; 3] = [
 ];
 const ENDPOINTS: [&str; 3] = ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"];
 pub(crate) const DEMO_POLICY: &str = include_str!("../../../config/dev/demo.cedar");
+/// The admission policy of domain "k8s" (`[admission] domain` in the dev
+/// configs; docs/INTEGRATIONS.md).
+pub(crate) const K8S_POLICY: &str = include_str!("../../../config/dev/k8s.cedar");
 /// The `cluster_id` of config/dev/node*.toml.
 const DEV_CLUSTER_ID: &str = "quorate-dev";
 /// Where `quorate dev` keeps its data (and certificates) by default; the
@@ -81,8 +84,9 @@ async fn wait_quorate(timeout: Duration) -> anyhow::Result<v1::StatusResponse> {
 
 async fn ensure_demo_policy(leader_addr: &str) -> anyhow::Result<&'static str> {
     let mut c = connect(leader_addr).await?;
-    Ok(if ensure_policy(&mut c, "demo", DEMO_POLICY).await? {
-        "published and activated the demo policy in domain `demo`"
+    let k8s = ensure_policy(&mut c, "k8s", K8S_POLICY).await?;
+    Ok(if ensure_policy(&mut c, "demo", DEMO_POLICY).await? | k8s {
+        "published and activated the demo policies (domain `demo`, and `k8s` for admission)"
     } else {
         "demo policy already active (resumed)"
     })
@@ -151,7 +155,7 @@ pub(crate) async fn run(data_dir: PathBuf, detach: bool) -> anyhow::Result<ExitC
     // in the data dir (kept across restarts; delete the dir to start over).
     let certs = data_dir.join("certs");
     if !certs.join("ca.pem").exists() {
-        crate::certs::init(&certs, DEV_CLUSTER_ID, 3, &[], true)?;
+        crate::certs::init(&certs, DEV_CLUSTER_ID, 3, &[], &[], true)?;
         eprintln!("quorate dev: made TLS certificates in {}", certs.display());
     }
     crate::client::use_certs(&certs, "admin")?;

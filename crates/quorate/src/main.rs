@@ -299,6 +299,11 @@ enum CertsCmd {
         /// Extra IP addresses for the node certificates.
         #[arg(long)]
         ip: Vec<std::net::IpAddr>,
+        /// Extra DNS names for the node certificates, e.g. the Service the
+        /// Kubernetes API server calls for admission
+        /// (quorate-admission.quorate.svc). Repeatable.
+        #[arg(long)]
+        dns: Vec<String>,
     },
     /// Issue one more certificate from the CA in --dir (ca.pem + ca.key):
     /// for a node that joins later (--node N), a new client (--role ROLE
@@ -319,6 +324,9 @@ enum CertsCmd {
         name: Option<String>,
         #[arg(long)]
         ip: Vec<std::net::IpAddr>,
+        /// Extra DNS names (node certificates only). Repeatable.
+        #[arg(long)]
+        dns: Vec<String>,
         /// File name stem (default node-N or ROLE-NAME).
         #[arg(long)]
         out_name: Option<String>,
@@ -661,7 +669,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cluster,
             nodes,
             ip,
-        }) => certs::init(&out, &cluster, nodes, &ip, false),
+            dns,
+        }) => certs::init(&out, &cluster, nodes, &ip, &dns, false),
         Cmd::Certs(CertsCmd::Issue {
             dir,
             cluster,
@@ -669,6 +678,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             role,
             name,
             ip,
+            dns,
             out_name,
         }) => {
             let subject = match (node, role, name) {
@@ -676,7 +686,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, Some(role), Some(name)) => certs::Subject::Client { role, name },
                 _ => anyhow::bail!("give --node N, or --role ROLE --name NAME"),
             };
-            certs::issue(&dir, &cluster, subject, &ip, out_name)
+            certs::issue(&dir, &cluster, subject, &ip, &dns, out_name)
         }
         Cmd::Keys(KeysCmd::Export { endpoint }) => proofs::keys_export(&endpoint.endpoint).await,
         Cmd::Verify {
