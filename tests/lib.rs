@@ -437,13 +437,18 @@ pub fn connect_tls(
     dir: &Path,
     role: &str,
 ) -> anyhow::Result<GovernanceClient<Channel>> {
+    Ok(GovernanceClient::new(tls_channel(addr, dir, role)?))
+}
+
+/// A lazily connected mutual-TLS gRPC channel to a node, presenting
+/// `dir/ROLE.pem`, for any service the node serves.
+pub fn tls_channel(addr: &str, dir: &Path, role: &str) -> anyhow::Result<Channel> {
     let tls = quorate_raft::tls::TlsContext::load(quorate_raft::tls::TlsFiles {
         ca: dir.join("ca.pem"),
         cert: dir.join(format!("{role}.pem")),
         key: dir.join(format!("{role}.key")),
     })?;
-    let ch = quorate_raft::network::channel(addr, Some(tls), None)?;
-    Ok(GovernanceClient::new(ch))
+    Ok(quorate_raft::network::channel(addr, Some(tls), None)?)
 }
 
 pub async fn connect(addr: &str) -> anyhow::Result<GovernanceClient<Channel>> {

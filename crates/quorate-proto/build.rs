@@ -14,12 +14,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("quorate/internal/v1/raft.proto"),
         // etcd's Put, for `quorate bench --peer-etcd` (client only).
         root.join("etcd/kv.proto"),
+        // Envoy's ext_authz v3 (a vendored subset, proto/envoy/README.md).
+        root.join("envoy/envoy/service/auth/v3/external_auth.proto"),
     ];
+    let envoy = root.join("envoy");
+    for dep in [
+        "envoy/service/auth/v3/attribute_context.proto",
+        "envoy/config/core/v3/base.proto",
+        "envoy/config/core/v3/address.proto",
+        "envoy/type/v3/http_status.proto",
+        "google/rpc/status.proto",
+    ] {
+        println!("cargo:rerun-if-changed={}", envoy.join(dep).display());
+    }
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
-    tonic_prost_build::configure().compile_with_config(config, &files, &[root])?;
+    let includes = [root.clone(), envoy, protoc_bin_vendored::include_path()?];
+    tonic_prost_build::configure().compile_with_config(config, &files, &includes)?;
     Ok(())
 }

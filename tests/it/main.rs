@@ -8,6 +8,7 @@
 //! transport security, t90 what operators scrape, t95 what people see
 //! (the console's API; its pages in a real browser).
 
+mod t100_envoy;
 mod t10_decision_path;
 mod t20_crashes;
 mod t30_determinism;

@@ -75,6 +75,13 @@ async fn t99_admission_admits_only_attested_allows() -> anyhow::Result<()> {
             .map(str::len),
         Some(64)
     );
+    assert!(
+        r["auditAnnotations"]["quorate-checkpoint"]
+            .as_str()
+            .is_some_and(|c| c.contains(':')),
+        "{}",
+        a.body
+    );
     let d = http(
         &node,
         &format!("/v1/decisions/{index}"),

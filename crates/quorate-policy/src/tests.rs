@@ -344,3 +344,19 @@ mod index_tests {
         assert_eq!(e.decision, Decision::Allow);
     }
 }
+
+#[test]
+fn entity_uid_keeps_an_outside_id_inside_its_string() {
+    for id in [
+        "alice",
+        r#"eve" || principal == User::"x"#,
+        r"back\slash\",
+        "kube-system/coredns",
+        "ünïcode ✓",
+    ] {
+        let text = entity_uid("User", id);
+        let uid = EntityUid::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(uid.id().unescaped(), id, "{text}");
+        assert_eq!(uid.type_name().to_string(), "User");
+    }
+}

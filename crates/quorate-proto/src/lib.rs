@@ -23,6 +23,44 @@ pub mod etcd {
     tonic::include_proto!("etcdserverpb");
 }
 
+/// Envoy's external authorization API (`envoy.service.auth.v3`, a
+/// wire-compatible vendored subset, `proto/envoy/README.md`): every node
+/// serves `Authorization/Check` on its gRPC port for Envoy's ext_authz
+/// filter. The module tree mirrors the protobuf packages, as the generated
+/// code refers to its neighbours by relative path.
+#[allow(unreachable_pub, clippy::all, missing_docs)] // reason: generated code.
+pub mod envoy_api {
+    pub mod envoy {
+        pub mod service {
+            pub mod auth {
+                pub mod v3 {
+                    tonic::include_proto!("envoy.service.auth.v3");
+                }
+            }
+        }
+        pub mod config {
+            pub mod core {
+                pub mod v3 {
+                    tonic::include_proto!("envoy.config.core.v3");
+                }
+            }
+        }
+        pub mod r#type {
+            pub mod v3 {
+                tonic::include_proto!("envoy.r#type.v3");
+            }
+        }
+    }
+    pub mod google {
+        pub mod rpc {
+            tonic::include_proto!("google.rpc");
+        }
+    }
+}
+
+/// The well-known protobuf types (Struct, Timestamp, Any) the Envoy messages use.
+pub use prost_types;
+
 mod convert;
 
 pub use convert::{

@@ -21,6 +21,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::Json;
 use quorate_core::Decision;
+use quorate_policy::entity_uid as uid;
 use quorate_proto::v1;
 use serde_json::{Value, json};
 
@@ -31,22 +32,6 @@ use crate::console::{HttpError, admit, caller};
 pub const PATH: &str = "/k8s/admit";
 use crate::http::HttpPeer;
 use crate::node::{Access, Node};
-
-/// A Cedar entity UID with `id` escaped as a Cedar string literal.
-fn uid(ty: &str, id: &str) -> String {
-    let mut out = String::with_capacity(ty.len() + id.len() + 4);
-    out.push_str(ty);
-    out.push_str("::\"");
-    for c in id.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
 
 /// The governed request for one AdmissionReview, and the review's uid.
 pub fn review_to_request(
@@ -200,11 +185,17 @@ pub(crate) async fn admit_review(
         annotations.insert("quorate-decision-index".into(), json!(r.index.to_string()));
         annotations.insert("quorate-decision-hash".into(), json!(r.hash.to_hex()));
     }
-    let attested = answer.receipt.is_some() || answer.receipt_json.is_some();
     // Admitted only on an attested ALLOW (invariant 1 at this door).
-    let (allowed, message) = match (answer.decision, attested) {
-        (Decision::Allow, true) => (true, "allowed by quorate".to_string()),
-        (Decision::Allow, false) => (
+    let (allowed, message) = match (answer.decision, answer.attested_receipt()) {
+        (Decision::Allow, Some(receipt)) => {
+            let cp = &receipt.checkpoint;
+            annotations.insert(
+                "quorate-checkpoint".into(),
+                json!(format!("{}:{}", cp.size, cp.root.to_hex())),
+            );
+            (true, "allowed by quorate".to_string())
+        }
+        (Decision::Allow, None) => (
             false,
             "quorate: this ALLOW carries no quorum's receipt (the node answers in committed \
              mode); the webhook admits only attested ALLOWs"

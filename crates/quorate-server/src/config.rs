@@ -119,6 +119,56 @@ pub struct AdmissionConfig {
     pub domain: Option<String>,
 }
 
+/// Envoy's ext_authz on the gRPC port (`envoy.service.auth.v3`,
+/// docs/INTEGRATIONS.md): how an HTTP request becomes a Cedar request.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvoyConfig {
+    /// The domain of a check whose route sets no `quorate_domain` context
+    /// extension; none: such checks are refused.
+    pub default_domain: Option<String>,
+    /// One mapping per domain a check may be decided in.
+    pub domains: Vec<EnvoyDomainConfig>,
+}
+
+/// How the HTTP requests of one domain map to Cedar requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvoyDomainConfig {
+    pub domain: String,
+    /// Where the principal comes from: `peer` (the mTLS peer's identity
+    /// Envoy verified: its URI SAN, e.g. a SPIFFE id), `header:<name>` (a
+    /// header Envoy sets or strips from clients), or `jwt:<claim>` (a
+    /// claim of the payload Envoy's jwt_authn filter verified).
+    pub principal: String,
+    /// The principal's Cedar entity type.
+    #[serde(default = "default_principal_type")]
+    pub principal_type: String,
+    /// The resource's Cedar entity type; its id is `<host><path>`.
+    #[serde(default = "default_resource_type")]
+    pub resource_type: String,
+    /// Request headers copied into the context (lowercase). Only these: the
+    /// log keeps what it is given for years, and credentials have no place
+    /// in it.
+    #[serde(default)]
+    pub context_headers: Vec<String>,
+    /// jwt_authn's `payload_in_metadata` key, for `jwt:` principals.
+    #[serde(default = "default_jwt_payload_key")]
+    pub jwt_payload_key: String,
+}
+
+fn default_principal_type() -> String {
+    "User".into()
+}
+
+fn default_resource_type() -> String {
+    "Route".into()
+}
+
+fn default_jwt_payload_key() -> String {
+    "jwt_payload".into()
+}
+
 /// The governance console on the HTTP port (docs/CONSOLE.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -308,6 +358,8 @@ pub struct NodeConfig {
     pub console: ConsoleConfig,
     #[serde(default)]
     pub admission: AdmissionConfig,
+    #[serde(default)]
+    pub envoy: EnvoyConfig,
     /// Mutual TLS; required unless `insecure`.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -389,6 +441,7 @@ impl NodeConfig {
         if self.commit_timeout_ms == 0 {
             return Err(ConfigError::Invalid("commit_timeout_ms must be > 0".into()));
         }
+        crate::envoy::check_config(&self.envoy).map_err(ConfigError::Invalid)?;
         if self.batch.max_requests == 0 || self.batch.max_in_flight == 0 {
             return Err(ConfigError::Invalid(
                 "batch.max_requests and batch.max_in_flight must be > 0".into(),

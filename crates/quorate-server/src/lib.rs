@@ -17,6 +17,7 @@ mod attest;
 mod batcher;
 pub mod config;
 mod console;
+pub mod envoy;
 pub mod error;
 mod federation;
 pub mod http;

@@ -283,3 +283,85 @@ fn the_admission_webhook_fails_closed_and_reaches_the_nodes_http_port() {
         "admission.yaml must tell how to issue node certificates for {name}.{ns}.svc"
     );
 }
+
+/// Every value under `v` (depth first) for which `pick` says yes.
+fn find_all<'a>(v: &'a Value, pick: &dyn Fn(&Value) -> bool, out: &mut Vec<&'a Value>) {
+    if pick(v) {
+        out.push(v);
+    }
+    match v {
+        Value::Mapping(m) => m.values().for_each(|x| find_all(x, pick, out)),
+        Value::Sequence(s) => s.iter().for_each(|x| find_all(x, pick, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn envoy_asks_a_node_over_mutual_tls_and_fails_closed() {
+    let doc: Value = serde_yaml::from_str(&read("deploy/envoy/envoy.yaml")).expect("YAML");
+    let mut filters = Vec::new();
+    find_all(
+        &doc,
+        &|v| v["name"] == "envoy.filters.http.ext_authz",
+        &mut filters,
+    );
+    assert_eq!(filters.len(), 1, "one ext_authz filter");
+    let authz = &filters[0]["typed_config"];
+    // Fail-closed: an unreachable or failing quorate is a refusal.
+    assert_eq!(authz["failure_mode_allow"].as_bool(), Some(false));
+    assert_eq!(authz["transport_api_version"].as_str(), Some("V3"));
+    let timeout: f64 = authz["grpc_service"]["timeout"]
+        .as_str()
+        .and_then(|t| t.strip_suffix('s'))
+        .and_then(|t| t.parse().ok())
+        .expect("grpc_service.timeout in seconds");
+    let prod =
+        NodeConfig::load(&repo().join("config/production/node.toml")).expect("production config");
+    assert!(
+        timeout * 1000.0 > prod.commit_timeout_ms as f64,
+        "the check's timeout must exceed commit_timeout_ms"
+    );
+
+    // The cluster it calls is the nodes' gRPC port, over mutual TLS with an
+    // agent certificate, verifying the name node certificates carry.
+    let name = authz["grpc_service"]["envoy_grpc"]["cluster_name"]
+        .as_str()
+        .expect("envoy_grpc.cluster_name");
+    let cluster = doc["static_resources"]["clusters"]
+        .as_sequence()
+        .and_then(|c| c.iter().find(|c| c["name"] == name))
+        .expect("the ext_authz cluster");
+    let mut ports = Vec::new();
+    find_all(cluster, &|v| v.get("port_value").is_some(), &mut ports);
+    assert!(!ports.is_empty());
+    for p in ports {
+        assert_eq!(port(p, "port_value"), prod.grpc_addr.port());
+    }
+    let tls = &cluster["transport_socket"]["typed_config"];
+    assert_eq!(
+        tls["sni"].as_str(),
+        Some(quorate_raft::tls::NODE_SERVER_NAME)
+    );
+    let ctx = &tls["common_tls_context"];
+    assert!(ctx["tls_certificates"][0]["certificate_chain"]["filename"].is_string());
+    assert!(ctx["validation_context"]["trusted_ca"]["filename"].is_string());
+    let mut h2 = Vec::new();
+    find_all(
+        cluster,
+        &|v| v.get("http2_protocol_options").is_some(),
+        &mut h2,
+    );
+    assert!(!h2.is_empty(), "gRPC needs HTTP/2 to the nodes");
+
+    // Routes choose their domain by the extension the node reads.
+    let mut ext = Vec::new();
+    find_all(&doc, &|v| v.get("context_extensions").is_some(), &mut ext);
+    assert!(!ext.is_empty());
+    for e in ext {
+        assert!(
+            e["context_extensions"]
+                .get(quorate_server::envoy::DOMAIN_EXTENSION)
+                .is_some()
+        );
+    }
+}

@@ -22,6 +22,8 @@ pub(crate) const DEMO_POLICY: &str = include_str!("../../../config/dev/demo.ceda
 /// The admission policy of domain "k8s" (`[admission] domain` in the dev
 /// configs; docs/INTEGRATIONS.md).
 pub(crate) const K8S_POLICY: &str = include_str!("../../../config/dev/k8s.cedar");
+/// The mesh policy of domain "mesh" (`[envoy]` in the dev configs).
+pub(crate) const MESH_POLICY: &str = include_str!("../../../config/dev/mesh.cedar");
 /// The `cluster_id` of config/dev/node*.toml.
 const DEV_CLUSTER_ID: &str = "quorate-dev";
 /// Where `quorate dev` keeps its data (and certificates) by default; the
@@ -85,11 +87,14 @@ async fn wait_quorate(timeout: Duration) -> anyhow::Result<v1::StatusResponse> {
 async fn ensure_demo_policy(leader_addr: &str) -> anyhow::Result<&'static str> {
     let mut c = connect(leader_addr).await?;
     let k8s = ensure_policy(&mut c, "k8s", K8S_POLICY).await?;
-    Ok(if ensure_policy(&mut c, "demo", DEMO_POLICY).await? | k8s {
-        "published and activated the demo policies (domain `demo`, and `k8s` for admission)"
-    } else {
-        "demo policy already active (resumed)"
-    })
+    let mesh = ensure_policy(&mut c, "mesh", MESH_POLICY).await?;
+    Ok(
+        if ensure_policy(&mut c, "demo", DEMO_POLICY).await? | k8s | mesh {
+            "published and activated the demo policies (domain `demo`; `k8s` and `mesh` for admission and Envoy)"
+        } else {
+            "demo policy already active (resumed)"
+        },
+    )
 }
 
 /// Publishes and activates `text` in `domain` through `c` (the leader)

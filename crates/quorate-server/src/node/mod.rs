@@ -135,6 +135,22 @@ impl Answer {
         }
     }
 
+    /// The receipt of an attested ALLOW whose record is this answer's
+    /// record; None on a DENY, in committed mode, or when the two disagree.
+    /// The integrations (Kubernetes admission, Envoy) pass a request only
+    /// when this is Some.
+    pub fn attested_receipt(&self) -> Option<std::borrow::Cow<'_, Receipt>> {
+        if self.decision != Decision::Allow {
+            return None;
+        }
+        let receipt = match (&self.receipt, &self.receipt_json) {
+            (Some(r), _) => std::borrow::Cow::Borrowed(r.as_ref()),
+            (None, Some(j)) => std::borrow::Cow::Owned(serde_json::from_str(j).ok()?),
+            (None, None) => return None,
+        };
+        (Some(&receipt.record) == self.record.as_ref()).then_some(receipt)
+    }
+
     fn committed(outcome: AuthorizeOutcome) -> Answer {
         let r = outcome.record;
         Answer {

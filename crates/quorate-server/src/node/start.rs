@@ -192,6 +192,11 @@ impl Node {
         let gov_svc = GovernanceServer::new(api)
             .max_decoding_message_size(4 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);
+        // Envoy's ext_authz (crate::envoy): the same node, the same roles.
+        let envoy_svc = quorate_proto::envoy_api::envoy::service::auth::v3::authorization_server::AuthorizationServer::new(
+            crate::envoy::EnvoyAuthz::new(node.clone()),
+        )
+        .max_decoding_message_size(4 * 1024 * 1024);
         let mut rx = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             // Our own accept loop: TCP_NODELAY per connection (small Raft
@@ -203,6 +208,7 @@ impl Node {
                 .tcp_nodelay(true)
                 .add_service(raft_svc)
                 .add_service(gov_svc)
+                .add_service(envoy_svc)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = rx.wait_for(|s| *s).await;
                 })
