@@ -53,7 +53,7 @@ pub fn quorate_bin() -> PathBuf {
     dir.join("quorate")
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -302,6 +302,17 @@ impl Cluster {
             None => connect(&self.nodes[i].grpc).await,
             Some(dir) => connect_tls(&self.nodes[i].grpc, dir, role),
         }
+    }
+
+    /// A `quorate_client::Client` of every node's gRPC endpoint, as `role`
+    /// (plaintext on an insecure cluster).
+    pub fn governed(&self, role: &str) -> anyhow::Result<quorate_client::Client> {
+        let b = quorate_client::Client::builder(self.nodes.iter().map(|n| n.grpc.clone()));
+        let b = match &self.certs {
+            Some(dir) => b.certs_dir(dir, role)?,
+            None => b.insecure(),
+        };
+        Ok(b.build()?)
     }
 
     pub async fn status(&self, i: usize) -> anyhow::Result<v1::StatusResponse> {

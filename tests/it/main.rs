@@ -9,6 +9,7 @@
 //! (the console's API; its pages in a real browser).
 
 mod t100_envoy;
+mod t101_client;
 mod t10_decision_path;
 mod t20_crashes;
 mod t30_determinism;

@@ -35,3 +35,4 @@ pub use record::{
     AuthorizeRequest, Decision, DecisionRecord, Digest, GENESIS_HASH, PolicyVersion, ShadowOutcome,
     policy_content_hash,
 };
+pub use validate::entity_uid;

@@ -196,6 +196,27 @@ pub fn entities(text: &str, limits: &Limits) -> Result<String, InputError> {
     Ok(canonical_json(&v))
 }
 
+/// A Cedar entity UID `Type::"id"` with `id` written as a Cedar string
+/// literal (`"` and `\` escaped), so an id taken from the outside (a
+/// username, a tool's name, a path) cannot change the UID's meaning. Used by
+/// the integrations that build requests from other systems' documents.
+/// Control characters are left as they are: the API edge's request check
+/// (`quorate_policy::check_request`) refuses them.
+pub fn entity_uid(type_name: &str, id: &str) -> String {
+    let mut out = String::with_capacity(type_name.len() + id.len() + 4);
+    out.push_str(type_name);
+    out.push_str("::\"");
+    for c in id.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -207,193 +207,108 @@ fn init_logging(format: &str) {
     }
 }
 
-fn random_id() -> String {
-    // Request ids need uniqueness, not secrecy: time plus process id plus a
-    // counter is unique per machine.
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "cli-{t:x}-{:x}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+/// A `quorate_client::Client` for `endpoints` (comma-separated) with this
+/// process's transport (the certificate chosen by the global flags, or
+/// --insecure).
+pub(crate) fn governed_client(
+    endpoints: &str,
+    retry_for: Duration,
+) -> anyhow::Result<quorate_client::Client> {
+    let list: Vec<String> = endpoints
+        .split(',')
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    // Retries (same request id throughout) ride out a leader election;
+    // a contained cluster's DENY comes after `retry_for`.
+    let b = quorate_client::Client::builder(list)
+        .retry_for(retry_for)
+        .accept_committed(true);
+    let b = match TRANSPORT.read().ok().and_then(|t| t.clone()) {
+        Some(tls) => b.tls(tls),
+        None if INSECURE.load(std::sync::atomic::Ordering::Relaxed) => {
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("warning: --insecure: plaintext, no authentication of either side");
+            }
+            b.insecure()
+        }
+        None => b,
+    };
+    b.build().map_err(|e| anyhow!("{e}"))
 }
 
 pub(crate) async fn authorize(a: AuthorizeArgs) -> anyhow::Result<ExitCode> {
     let entities = match &a.entities {
         None => None,
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read entities file {}", p.display()))?,
-        ),
-    };
-    let req = v1::AuthorizeRequest {
-        domain: a.domain,
-        principal: a.principal,
-        action: a.action,
-        resource: a.resource,
-        context_json: a.context,
-        entities_json: entities,
-        request_id: a.request_id.unwrap_or_else(random_id),
-        parent: a.parent,
-        trace_id: a.trace_id,
-    };
-    let want_receipt = a.receipt;
-    let mut client = connect(&a.endpoint.endpoint).await?;
-    let resp = client
-        .authorize(req.clone())
-        .await
-        .map_err(|s| status_error(&s))?
-        .into_inner();
-    let checked = check_answer(&req, &resp);
-    let record = checked.record.clone();
-    let receipt = match (&record, checked.receipt, want_receipt) {
-        (_, Some(r), true) => Some(r),
-        (Some(r), None, true) => {
-            let fetched = crate::proofs::fetch_receipt(
-                &a.endpoint.endpoint,
-                v1::get_decision_request::Key::Index(r.index),
-                Duration::from_secs(10),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read entities file {}", p.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", p.display()))?,
             )
-            .await
-            .context("the decision is committed but its receipt is not available yet; fetch it later with `quorate log receipt`")?;
-            if fetched.record != *r {
-                bail!(
-                    "the receipt is for a different record than the answer; do not trust this node"
-                );
-            }
-            Some(Box::new(fetched))
-        }
-        _ => None,
-    };
-    let out = serde_json::json!({
-        "decision": if checked.allow { "ALLOW" } else { "DENY" },
-        "reason": checked.reason,
-        "message": checked.message,
-        "replayed": resp.replayed,
-        "served_by": resp.served_by,
-        "record": record,
-        "receipt": receipt,
-    });
-    print_json(&out)?;
-    Ok(if checked.allow {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-/// What the CLI makes of a node's answer.
-#[derive(Debug)]
-pub(crate) struct CheckedAnswer {
-    pub(crate) allow: bool,
-    pub(crate) reason: String,
-    pub(crate) message: String,
-    pub(crate) record: Option<quorate_core::DecisionRecord>,
-    pub(crate) receipt: Option<Box<quorate_core::Receipt>>,
-}
-
-/// Fail closed on the client side too: an ALLOW is believed only with a
-/// well-formed record that says ALLOW, whose hash verifies and that decides
-/// the very request sent (domain, principal, action, resource, context,
-/// entities, request id, parent, trace id); a receipt it carries must be
-/// for that record and its record must be under the receipt's root.
-/// Anything else is DENY INTEGRITY_FAILURE, and the exit code says so.
-pub(crate) fn check_answer(
-    sent: &v1::AuthorizeRequest,
-    resp: &v1::AuthorizeResponse,
-) -> CheckedAnswer {
-    let deny = |why: String, record, receipt| CheckedAnswer {
-        allow: false,
-        reason: "INTEGRITY_FAILURE".into(),
-        message: format!("{why}; do not trust this node"),
-        record,
-        receipt,
-    };
-    let record = match resp.record.as_ref().map(record_from_wire).transpose() {
-        Ok(r) => r,
-        Err(e) => return deny(format!("node sent a malformed record: {e}"), None, None),
-    };
-    let receipt: Option<Box<quorate_core::Receipt>> =
-        match resp.receipt_json.as_deref().map(serde_json::from_str) {
-            None => None,
-            Some(Ok(r)) => Some(Box::new(r)),
-            Some(Err(e)) => {
-                return deny(format!("node sent a malformed receipt: {e}"), record, None);
-            }
-        };
-    if resp.decision != v1::Decision::Allow as i32 {
-        return CheckedAnswer {
-            allow: false,
-            reason: resp.reason.clone(),
-            message: resp.message.clone(),
-            record,
-            receipt,
-        };
-    }
-    let Some(r) = record.as_ref() else {
-        return deny("ALLOW without a committed record".into(), None, receipt);
-    };
-    if !r.hash_is_valid() || r.decision != quorate_core::Decision::Allow {
-        return deny(
-            "the ALLOW's record does not verify or does not say ALLOW".into(),
-            record,
-            receipt,
-        );
-    }
-    // What the node decided must be what was asked: the same conversion the
-    // node applies (canonical context JSON), then field for field.
-    let ours = match quorate_proto::request_from_wire(
-        sent.clone(),
-        &quorate_core::validate::Limits::default(),
-    ) {
-        Ok(q) => q,
-        Err(e) => {
-            return deny(
-                format!("the request sent does not validate here ({e})"),
-                record,
-                receipt,
-            );
         }
     };
-    if r.request != ours {
-        return deny(
-            format!(
-                "the record at index {} decides another request (request id {:?}, principal {}), \
-                 not the one sent",
-                r.index, r.request.request_id, r.request.principal
-            ),
-            record,
-            receipt,
-        );
+    let context: serde_json::Value = serde_json::from_str(&a.context)
+        .context("--context must be a JSON object, e.g. '{\"ip\": \"10.0.0.1\"}'")?;
+    let mut req =
+        quorate_client::Request::new(a.domain, a.principal, a.action, a.resource).context(context);
+    req.entities = entities;
+    if let Some(id) = a.request_id {
+        req = req.request_id(id);
     }
-    if let Some(rc) = receipt.as_ref() {
-        if rc.record != *r {
-            return deny(
-                "the receipt is for another record than the answer".into(),
-                record,
-                receipt,
-            );
+    req.parent = a.parent;
+    req.trace_id = a.trace_id;
+    let retry_for = Duration::try_from_secs_f64(a.retry_for)
+        .map_err(|_| anyhow!("--retry-for must be a number of seconds >= 0"))?;
+    let client = governed_client(&a.endpoint.endpoint, retry_for)?;
+    let outcome = client.authorize(req).await.map_err(|e| anyhow!("{e}"))?;
+    let out = match outcome {
+        quorate_client::Outcome::Allow(ok) => {
+            let receipt = match (ok.receipt, a.receipt) {
+                (Some(r), true) => Some(r),
+                (None, true) => {
+                    let fetched = crate::proofs::fetch_receipt(
+                        &a.endpoint.endpoint,
+                        v1::get_decision_request::Key::Index(ok.record.index),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .context("the decision is committed but its receipt is not available yet; fetch it later with `quorate log receipt`")?;
+                    if fetched.record != ok.record {
+                        bail!(
+                            "the receipt is for a different record than the answer; do not trust this node"
+                        );
+                    }
+                    Some(Box::new(fetched))
+                }
+                (_, false) => None,
+            };
+            print_json(&serde_json::json!({
+                "decision": "ALLOW",
+                "reason": "",
+                "message": "allowed by committed decision",
+                "replayed": ok.replayed,
+                "served_by": ok.served_by,
+                "record": ok.record,
+                "receipt": receipt,
+            }))?;
+            ExitCode::SUCCESS
         }
-        if let Err(e) = quorate_core::proof::verify_receipt_inclusion(rc) {
-            return deny(
-                format!("the answer's receipt does not verify: {e}"),
-                record,
-                receipt,
-            );
+        quorate_client::Outcome::Deny(d) => {
+            print_json(&serde_json::json!({
+                "decision": "DENY",
+                "reason": d.reason,
+                "message": d.message,
+                "replayed": d.replayed,
+                "served_by": d.served_by,
+                "record": d.record,
+                "receipt": null,
+            }))?;
+            ExitCode::from(1)
         }
-    }
-    CheckedAnswer {
-        allow: true,
-        reason: String::new(),
-        message: resp.message.clone(),
-        record,
-        receipt,
-    }
+    };
+    Ok(out)
 }
 
 /// Finds the leader through `endpoint` and connects to it, for writes.
@@ -801,120 +716,4 @@ pub(crate) async fn probe(endpoint: &str, count: u32) -> anyhow::Result<ExitCode
     }
     print_json(&serde_json::json!({ "committed": probes.len(), "probes": probes }))?;
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use quorate_core::merkle::Frontier;
-    use quorate_core::proof::{Checkpoint, RECEIPT_FORMAT, Receipt, record_leaf};
-    use quorate_core::{AuthorizeRequest, Decision, DecisionRecord, Digest, GENESIS_HASH};
-
-    fn sent(id: &str, principal: &str) -> v1::AuthorizeRequest {
-        v1::AuthorizeRequest {
-            domain: "demo".into(),
-            principal: principal.into(),
-            action: r#"Action::"read""#.into(),
-            resource: r#"Doc::"1""#.into(),
-            context_json: "{}".into(),
-            entities_json: None,
-            request_id: id.into(),
-            parent: None,
-            trace_id: None,
-        }
-    }
-
-    fn allow_record(req: &v1::AuthorizeRequest) -> DecisionRecord {
-        let request: AuthorizeRequest = quorate_proto::request_from_wire(
-            req.clone(),
-            &quorate_core::validate::Limits::default(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        DecisionRecord {
-            index: 1,
-            log_index: 3,
-            request,
-            decision: Decision::Allow,
-            reason: None,
-            determining_policies: vec!["policy0".into()],
-            errors: vec![],
-            policy_version: Some(1),
-            policy_hash: Some(Digest([7; 32])),
-            timestamp_ms: 1,
-            prev_hash: GENESIS_HASH,
-            hash: GENESIS_HASH,
-            shadow: None,
-        }
-        .seal()
-    }
-
-    fn allow(rec: &DecisionRecord, receipt: Option<&Receipt>) -> v1::AuthorizeResponse {
-        v1::AuthorizeResponse {
-            decision: v1::Decision::Allow as i32,
-            reason: String::new(),
-            message: "allowed".into(),
-            record: Some(quorate_proto::record_to_wire(rec)),
-            replayed: false,
-            served_by: 1,
-            receipt_json: receipt.map(|r| serde_json::to_string(r).unwrap_or_default()),
-        }
-    }
-
-    fn receipt_for(rec: &DecisionRecord) -> Receipt {
-        let mut f = Frontier::new();
-        f.append(record_leaf(rec));
-        Receipt {
-            format: RECEIPT_FORMAT.into(),
-            record: rec.clone(),
-            inclusion_proof: vec![],
-            checkpoint: Checkpoint {
-                cluster_id: "c".into(),
-                size: 1,
-                root: f.root(),
-                cosignatures: vec![],
-                voters: vec![1],
-            },
-        }
-    }
-
-    #[test]
-    fn an_allow_for_the_request_sent_is_believed() {
-        let req = sent("r1", r#"User::"alice""#);
-        let rec = allow_record(&req);
-        let c = check_answer(&req, &allow(&rec, Some(&receipt_for(&rec))));
-        assert!(c.allow, "{}", c.message);
-    }
-
-    #[test]
-    fn a_valid_record_of_another_request_is_refused() {
-        let asked = sent("bob-1", r#"User::"bob""#);
-        // A perfectly valid ALLOW record, but alice's.
-        let other = allow_record(&sent("alice-1", r#"User::"alice""#));
-        let c = check_answer(&asked, &allow(&other, None));
-        assert!(!c.allow);
-        assert_eq!(c.reason, "INTEGRITY_FAILURE");
-        assert!(c.message.contains("another request"), "{}", c.message);
-        // Same request id, another principal: refused too.
-        let same_id = allow_record(&sent("bob-1", r#"User::"alice""#));
-        assert!(!check_answer(&asked, &allow(&same_id, None)).allow);
-        // Same everything but the context.
-        let mut ctx = sent("bob-1", r#"User::"bob""#);
-        ctx.context_json = r#"{"mfa": true}"#.into();
-        assert!(!check_answer(&asked, &allow(&allow_record(&ctx), None)).allow);
-    }
-
-    #[test]
-    fn a_receipt_that_does_not_match_or_verify_is_refused() {
-        let req = sent("r1", r#"User::"alice""#);
-        let rec = allow_record(&req);
-        let mut bad_root = receipt_for(&rec);
-        bad_root.checkpoint.root = Digest([1; 32]);
-        assert!(!check_answer(&req, &allow(&rec, Some(&bad_root))).allow);
-        let other = receipt_for(&allow_record(&sent("r2", r#"User::"alice""#)));
-        assert!(!check_answer(&req, &allow(&rec, Some(&other))).allow);
-        // A record altered after sealing.
-        let mut altered = rec.clone();
-        altered.timestamp_ms += 1;
-        assert!(!check_answer(&req, &allow(&altered, None)).allow);
-    }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use quorate_proto::v1;
 
-use crate::client::{check_answer, connect, connect_leader, status_error, use_certs};
+use crate::client::{connect, connect_leader, status_error, use_certs};
 
 const NODE1: &str = "127.0.0.1:7101";
 
@@ -117,12 +117,14 @@ impl Demo {
             .await
             .map_err(|s| status_error(&s))?
             .into_inner();
-        let a = check_answer(&req, &resp);
-        let index = a.record.as_ref().map(|r| r.index);
-        let outcome = if a.allow {
+        let (allow, reason, index) = match quorate_client::check_answer(&req, &resp, None, true) {
+            quorate_client::Checked::Allow(a) => (true, String::new(), Some(a.record.index)),
+            quorate_client::Checked::Deny(d) => (false, d.reason, d.record.map(|r| r.index)),
+        };
+        let outcome = if allow {
             "ALLOW".to_string()
         } else {
-            format!("DENY {}", a.reason)
+            format!("DENY {reason}")
         };
         let at = index
             .map(|i| format!("#{i}"))
@@ -134,7 +136,7 @@ impl Demo {
         };
         println!("    {principal} → {action} {resource}{ctx}\n      {outcome:<20} {at}");
         self.pause().await;
-        Ok((a.allow, a.reason, index))
+        Ok((allow, reason, index))
     }
 }
 

@@ -388,6 +388,12 @@ struct AuthorizeArgs {
     /// offline with `quorate verify --receipt FILE --trust TRUST`.
     #[arg(long)]
     receipt: bool,
+    /// Keep retrying (with the same request id, so a retry is never a
+    /// second decision) for this many seconds while no node can decide:
+    /// rides out a leader election. Then the answer is the last DENY
+    /// (NO_QUORUM, ...). --endpoint may list several nodes, comma-separated.
+    #[arg(long, default_value_t = 3.0)]
+    retry_for: f64,
 }
 
 #[derive(Subcommand, Debug)]
