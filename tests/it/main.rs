@@ -10,6 +10,7 @@
 
 mod t100_envoy;
 mod t101_client;
+mod t102_mcp;
 mod t10_decision_path;
 mod t20_crashes;
 mod t30_determinism;

@@ -213,6 +213,7 @@ fn init_logging(format: &str) {
 pub(crate) fn governed_client(
     endpoints: &str,
     retry_for: Duration,
+    accept_committed: bool,
 ) -> anyhow::Result<quorate_client::Client> {
     let list: Vec<String> = endpoints
         .split(',')
@@ -223,7 +224,7 @@ pub(crate) fn governed_client(
     // a contained cluster's DENY comes after `retry_for`.
     let b = quorate_client::Client::builder(list)
         .retry_for(retry_for)
-        .accept_committed(true);
+        .accept_committed(accept_committed);
     let b = match TRANSPORT.read().ok().and_then(|t| t.clone()) {
         Some(tls) => b.tls(tls),
         None if INSECURE.load(std::sync::atomic::Ordering::Relaxed) => {
@@ -261,7 +262,8 @@ pub(crate) async fn authorize(a: AuthorizeArgs) -> anyhow::Result<ExitCode> {
     req.trace_id = a.trace_id;
     let retry_for = Duration::try_from_secs_f64(a.retry_for)
         .map_err(|_| anyhow!("--retry-for must be a number of seconds >= 0"))?;
-    let client = governed_client(&a.endpoint.endpoint, retry_for)?;
+    // The CLI prints what the node decided, attested or committed.
+    let client = governed_client(&a.endpoint.endpoint, retry_for, true)?;
     let outcome = client.authorize(req).await.map_err(|e| anyhow!("{e}"))?;
     let out = match outcome {
         quorate_client::Outcome::Allow(ok) => {

@@ -17,7 +17,7 @@ use crate::client::{connect, connect_leader, status_error, use_certs};
 
 const NODE1: &str = "127.0.0.1:7101";
 
-const AGENTS_POLICY: &str = r#"// Domain "agents": what an AI agent may do, asked before every tool call.
+pub(crate) const AGENTS_POLICY: &str = r#"// Domain "agents": what an AI agent may do, asked before every tool call.
 // Any agent may open a session and search the knowledge base.
 permit (principal, action == Action::"start_session", resource);
 permit (principal, action == Action::"call", resource == Tool::"search_kb");
@@ -29,7 +29,7 @@ forbid (principal, action == Action::"call", resource == Tool::"drop_database");
 "#;
 
 /// The rollout's candidate: refunds only below 50.
-const AGENTS_POLICY_V2: &str = r#"// Domain "agents", v2: refunds only below 50.
+pub(crate) const AGENTS_POLICY_V2: &str = r#"// Domain "agents", v2: refunds only below 50.
 permit (principal, action == Action::"start_session", resource);
 permit (principal, action == Action::"call", resource == Tool::"search_kb");
 permit (principal, action == Action::"call", resource == Tool::"refund")
@@ -37,7 +37,7 @@ when { context has amount && context.amount < 50 };
 forbid (principal, action == Action::"call", resource == Tool::"drop_database");
 "#;
 
-const PAYMENTS_POLICY: &str = r#"// Domain "payments": a payment is initiated, approved twice, executed.
+pub(crate) const PAYMENTS_POLICY: &str = r#"// Domain "payments": a payment is initiated, approved twice, executed.
 permit (principal, action == Action::"initiate", resource)
 when { context has amount && context.amount <= 10000 };
 permit (principal == User::"carol", action == Action::"approve", resource);

@@ -24,6 +24,8 @@ pub(crate) const DEMO_POLICY: &str = include_str!("../../../config/dev/demo.ceda
 pub(crate) const K8S_POLICY: &str = include_str!("../../../config/dev/k8s.cedar");
 /// The mesh policy of domain "mesh" (`[envoy]` in the dev configs).
 pub(crate) const MESH_POLICY: &str = include_str!("../../../config/dev/mesh.cedar");
+/// The agent policy of domain "mcp" (`quorate mcp-gate --domain mcp`).
+pub(crate) const MCP_POLICY: &str = include_str!("../../../config/dev/mcp.cedar");
 /// The `cluster_id` of config/dev/node*.toml.
 const DEV_CLUSTER_ID: &str = "quorate-dev";
 /// Where `quorate dev` keeps its data (and certificates) by default; the
@@ -88,9 +90,10 @@ async fn ensure_demo_policy(leader_addr: &str) -> anyhow::Result<&'static str> {
     let mut c = connect(leader_addr).await?;
     let k8s = ensure_policy(&mut c, "k8s", K8S_POLICY).await?;
     let mesh = ensure_policy(&mut c, "mesh", MESH_POLICY).await?;
+    let mcp = ensure_policy(&mut c, "mcp", MCP_POLICY).await?;
     Ok(
-        if ensure_policy(&mut c, "demo", DEMO_POLICY).await? | k8s | mesh {
-            "published and activated the demo policies (domain `demo`; `k8s` and `mesh` for admission and Envoy)"
+        if ensure_policy(&mut c, "demo", DEMO_POLICY).await? | k8s | mesh | mcp {
+            "published and activated the demo policies (domain `demo`; `k8s`, `mesh` and `mcp` for admission, Envoy and agents)"
         } else {
             "demo policy already active (resumed)"
         },
@@ -267,4 +270,28 @@ pub(crate) async fn run(data_dir: PathBuf, detach: bool) -> anyhow::Result<ExitC
         let _ = c.start_kill();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every policy `quorate dev` and `quorate demo` publish compiles.
+    #[test]
+    fn the_dev_and_demo_policies_compile() {
+        let limits = quorate_core::validate::Limits::default();
+        for (name, text) in [
+            ("demo", DEMO_POLICY),
+            ("k8s", K8S_POLICY),
+            ("mesh", MESH_POLICY),
+            ("mcp", MCP_POLICY),
+            ("agents", crate::demo::AGENTS_POLICY),
+            ("agents v2", crate::demo::AGENTS_POLICY_V2),
+            ("payments", crate::demo::PAYMENTS_POLICY),
+        ] {
+            if let Err(e) = quorate_policy::CompiledPolicy::compile(text, None, &limits) {
+                panic!("the {name} policy does not compile: {e}");
+            }
+        }
+    }
 }

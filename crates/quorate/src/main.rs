@@ -13,6 +13,7 @@ mod console;
 mod demo;
 mod dev;
 mod federation;
+mod mcp;
 mod proofs;
 
 use std::path::PathBuf;
@@ -138,6 +139,37 @@ enum Cmd {
     },
     /// Ask whether an operation may execute. Exit 0 on ALLOW, 1 on DENY, 2 on error.
     Authorize(AuthorizeArgs),
+    /// Put an AI agent's tool calls under governance: run an MCP server
+    /// (JSON-RPC over stdio) behind this gate, and point the agent at the
+    /// gate instead of the server.
+    ///
+    /// Every message passes unchanged, except tools/call: each is decided
+    /// first (principal --agent, action Action::"call", resource
+    /// Tool::"<name>", the arguments in the context) and reaches the server
+    /// only on a verified ALLOW; otherwise the agent gets a JSON-RPC error
+    /// (code -32001) with the reason and the decision index. The session is
+    /// a decision too (Action::"session" on Server::"<program>"), the
+    /// parent of all its calls: open it in the console's lineage view.
+    ///
+    ///   quorate mcp-gate --domain agents --agent 'Agent::"claude-1"' -- npx @acme/files-server
+    #[command(name = "mcp-gate")]
+    McpGate {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// The domain whose policy decides the calls.
+        #[arg(long)]
+        domain: String,
+        /// The agent's identity, a Cedar entity UID, e.g. 'Agent::"claude-1"'.
+        #[arg(long)]
+        agent: String,
+        /// Seconds to keep retrying (same request id) while no node can
+        /// decide; then the call is refused.
+        #[arg(long, default_value_t = 3.0)]
+        retry_for: f64,
+        /// The MCP server's command and arguments, after --.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Publish and activate policy versions.
     #[command(subcommand)]
     Policy(PolicyCmd),
@@ -623,7 +655,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Without explicit certificates, the dev cluster's are used with the
     // role the command needs: agents decide, admins do everything else.
     let role = match &cli.command {
-        Cmd::Authorize(_) | Cmd::Bench(_) | Cmd::Probe { .. } => "agent",
+        Cmd::Authorize(_) | Cmd::McpGate { .. } | Cmd::Bench(_) | Cmd::Probe { .. } => "agent",
         _ => "admin",
     };
     if let Cmd::Console(ConsoleCmd::Login {
@@ -669,6 +701,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Some(config) => client::run_node(config, data_dir).await,
             None => anyhow::bail!("give --config FILE (see config/dev/node1.toml)"),
         },
+        Cmd::McpGate {
+            endpoint,
+            domain,
+            agent,
+            retry_for,
+            command,
+        } => {
+            let retry_for = std::time::Duration::try_from_secs_f64(retry_for)
+                .map_err(|_| anyhow::anyhow!("--retry-for must be a number of seconds >= 0"))?;
+            mcp::run(mcp::Gate {
+                client: client::governed_client(&endpoint.endpoint, retry_for, false)?,
+                domain,
+                principal: agent,
+                command,
+            })
+            .await
+        }
         Cmd::Keys(KeysCmd::Gen { out }) => proofs::keys_gen(&out),
         Cmd::Certs(CertsCmd::Init {
             out,
