@@ -11,6 +11,7 @@
 mod t100_envoy;
 mod t101_client;
 mod t102_mcp;
+mod t103_examples;
 mod t10_decision_path;
 mod t20_crashes;
 mod t30_determinism;

@@ -1,7 +1,7 @@
 //! `quorate mcp-gate` between a scripted agent (this test, on the gate's
-//! stdin/stdout) and a real MCP server process (tests/fixtures/mcp/
-//! server.py), against a real TLS cluster: protocol messages pass
-//! unchanged, an allowed tools/call reaches the server, a denied one is a
+//! stdin/stdout) and a real MCP server process
+//! (examples/mcp-agent/files_server.py), against a real TLS cluster:
+//! protocol messages pass unchanged, an allowed tools/call reaches the server, a denied one is a
 //! JSON-RPC error with the reason and decision index and never reaches the
 //! server (its call log proves it), the session's decisions form one
 //! lineage, a contained cluster refuses every call, and an agent the
@@ -46,7 +46,10 @@ impl Agent {
 fn gate(c: &Cluster, agent: &str, log: &std::path::Path) -> anyhow::Result<Child> {
     let certs = c.certs.clone().ok_or_else(|| anyhow::anyhow!("no certs"))?;
     let endpoints: Vec<String> = c.nodes.iter().map(|n| n.grpc.clone()).collect();
-    let server = format!("{}/fixtures/mcp/server.py", env!("CARGO_MANIFEST_DIR"));
+    let server = format!(
+        "{}/../examples/mcp-agent/files_server.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
     Ok(tokio::process::Command::new(quorate_bin())
         .args(cert_args(&certs, "agent"))
         .args([

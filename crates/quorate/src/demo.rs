@@ -37,14 +37,9 @@ when { context has amount && context.amount < 50 };
 forbid (principal, action == Action::"call", resource == Tool::"drop_database");
 "#;
 
-pub(crate) const PAYMENTS_POLICY: &str = r#"// Domain "payments": a payment is initiated, approved twice, executed.
-permit (principal, action == Action::"initiate", resource)
-when { context has amount && context.amount <= 10000 };
-permit (principal == User::"carol", action == Action::"approve", resource);
-permit (principal == User::"dave", action == Action::"approve", resource);
-permit (principal == Service::"payments", action == Action::"execute", resource)
-when { context has approvals && context.approvals >= 2 };
-"#;
+/// Domain "payments" (`config/dev/payments.cedar`, also published by
+/// `quorate dev` for examples/payment-approval).
+pub(crate) const PAYMENTS_POLICY: &str = crate::dev::PAYMENTS_POLICY;
 
 /// The narrated story's state.
 struct Demo {

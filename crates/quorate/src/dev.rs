@@ -24,6 +24,8 @@ pub(crate) const DEMO_POLICY: &str = include_str!("../../../config/dev/demo.ceda
 pub(crate) const K8S_POLICY: &str = include_str!("../../../config/dev/k8s.cedar");
 /// The mesh policy of domain "mesh" (`[envoy]` in the dev configs).
 pub(crate) const MESH_POLICY: &str = include_str!("../../../config/dev/mesh.cedar");
+/// The payment-approval policy of domain "payments".
+pub(crate) const PAYMENTS_POLICY: &str = include_str!("../../../config/dev/payments.cedar");
 /// The agent policy of domain "mcp" (`quorate mcp-gate --domain mcp`).
 pub(crate) const MCP_POLICY: &str = include_str!("../../../config/dev/mcp.cedar");
 /// The `cluster_id` of config/dev/node*.toml.
@@ -91,9 +93,10 @@ async fn ensure_demo_policy(leader_addr: &str) -> anyhow::Result<&'static str> {
     let k8s = ensure_policy(&mut c, "k8s", K8S_POLICY).await?;
     let mesh = ensure_policy(&mut c, "mesh", MESH_POLICY).await?;
     let mcp = ensure_policy(&mut c, "mcp", MCP_POLICY).await?;
+    let payments = ensure_policy(&mut c, "payments", PAYMENTS_POLICY).await?;
     Ok(
-        if ensure_policy(&mut c, "demo", DEMO_POLICY).await? | k8s | mesh | mcp {
-            "published and activated the demo policies (domain `demo`; `k8s`, `mesh` and `mcp` for admission, Envoy and agents)"
+        if ensure_policy(&mut c, "demo", DEMO_POLICY).await? | k8s | mesh | mcp | payments {
+            "published and activated the demo policies (domain `demo`; `k8s`, `mesh`, `mcp` and `payments` for admission, Envoy, agents and examples/)"
         } else {
             "demo policy already active (resumed)"
         },
@@ -287,7 +290,7 @@ mod tests {
             ("mcp", MCP_POLICY),
             ("agents", crate::demo::AGENTS_POLICY),
             ("agents v2", crate::demo::AGENTS_POLICY_V2),
-            ("payments", crate::demo::PAYMENTS_POLICY),
+            ("payments", PAYMENTS_POLICY),
         ] {
             if let Err(e) = quorate_policy::CompiledPolicy::compile(text, None, &limits) {
                 panic!("the {name} policy does not compile: {e}");
