@@ -73,9 +73,7 @@ async fn t101_the_client_retries_safely_and_believes_only_verified_allows() -> a
         client.authorize(bad).await,
         Err(Error::InvalidArgument(_))
     ));
-    let auditor = Client::builder(endpoints.clone())
-        .certs_dir(&certs, "auditor")?
-        .build()?;
+    let auditor = c.governed("auditor")?;
     assert!(matches!(
         auditor.authorize(read("alice", "c3")).await,
         Err(Error::PermissionDenied(_))

@@ -4,9 +4,9 @@
 //! ```no_run
 //! # async fn f() -> Result<(), quorate_client::Error> {
 //! use quorate_client::{Client, Outcome, Request};
-//! let client = Client::builder(["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"])
-//!     .certs_dir(".quorate/dev/certs", "agent")?.build()?;
-//! match client.authorize(Request::new("demo", r#"User::"alice""#, r#"Action::"read""#, r#"Doc::"1""#)).await? {
+//! let client = Client::builder(["127.0.0.1:7101", "127.0.0.1:7102"]).certs_dir(".quorate/dev/certs", "agent")?.build()?;
+//! let req = Request::new("demo", r#"User::"alice""#, r#"Action::"read""#, r#"Doc::"1""#);
+//! match client.authorize(req).await? {
 //!     Outcome::Allow(a) => println!("run it: decision {}", a.record.index),
 //!     Outcome::Deny(d) => println!("refused: {} ({})", d.reason, d.message),
 //! }
