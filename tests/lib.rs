@@ -366,6 +366,33 @@ impl Cluster {
         }
     }
 
+    /// Waits until every running node has applied the same decisions (the
+    /// most any of them holds) and returns that count and chain head. A
+    /// follower answers as soon as the leader's quorum has committed, so one
+    /// node's count read right after an answer may still lag; tests that
+    /// check "nothing was committed" compare settled logs, not one node.
+    pub async fn settled(&self, timeout: Duration) -> anyhow::Result<(u64, String)> {
+        let start = Instant::now();
+        loop {
+            let mut heads = Vec::new();
+            for (i, n) in self.nodes.iter().enumerate() {
+                if n.is_running()
+                    && let Ok(s) = self.status(i).await
+                {
+                    heads.push((s.decision_count, s.chain_head_hash));
+                }
+            }
+            let running = self.nodes.iter().filter(|n| n.is_running()).count();
+            if heads.len() == running && !heads.is_empty() && heads.iter().all(|h| *h == heads[0]) {
+                return Ok(heads.swap_remove(0));
+            }
+            if start.elapsed() > timeout {
+                bail!("nodes did not settle on one log within {timeout:?}: {heads:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Publishes `policy` to `domain` through the current leader and
     /// activates it, retrying while leadership settles.
     pub async fn publish(

@@ -174,7 +174,7 @@ async fn t100_envoy_forwards_only_attested_allows() -> anyhow::Result<()> {
     assert!(!ok);
 
     // Refusals before a decision commit nothing.
-    let before = c.status(1).await?.decision_count;
+    let before = c.settled(Duration::from_secs(10)).await?;
     let (ok, h, body) = parts(
         &envoy
             .check(check("r5", "GET", "/payments/42", &[("x-tenant", "acme")]))
@@ -201,7 +201,7 @@ async fn t100_envoy_forwards_only_attested_allows() -> anyhow::Result<()> {
         .err()
         .map(|s| s.code());
     assert_eq!(e, Some(tonic::Code::PermissionDenied));
-    assert_eq!(c.status(1).await?.decision_count, before);
+    assert_eq!(c.settled(Duration::from_secs(10)).await?, before);
 
     // Two nodes gone: the survivor denies every request (NO_QUORUM).
     c.kill9(0);

@@ -118,7 +118,7 @@ async fn rollout_shadows_promotes_and_rolls_back_with_exact_counts() -> anyhow::
     // A candidate that does not parse refuses the plan; nothing changes.
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, plan("broken", "broken.cedar"))?;
-    let before = c.status(0).await?.decision_count;
+    let before = c.settled(Duration::from_secs(10)).await?;
     let (code, _, err) = run_cli(&[
         "rollout",
         "start",
@@ -151,7 +151,7 @@ async fn rollout_shadows_promotes_and_rolls_back_with_exact_counts() -> anyhow::
             );
         }
     }
-    assert_eq!(c.status(0).await?.decision_count, before);
+    assert_eq!(c.settled(Duration::from_secs(10)).await?, before);
 
     // Start: candidates published inactive, stage 1 (pay) in shadow.
     let good = dir.path().join("plan.toml");

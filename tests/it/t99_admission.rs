@@ -141,7 +141,7 @@ async fn t99_admission_admits_only_attested_allows() -> anyhow::Result<()> {
     );
 
     // Refusals before a decision commit nothing.
-    let before = c.status(1).await?.decision_count;
+    let before = c.settled(Duration::from_secs(10)).await?;
     let a = review(&recorded("malformed")?, Some("agent")).await?;
     assert_eq!(a.status, 200, "{a:?}");
     let r = response(&a);
@@ -158,7 +158,7 @@ async fn t99_admission_admits_only_attested_allows() -> anyhow::Result<()> {
     assert_eq!(a.status, 401, "no identity: {a:?}");
     let a = review(&create, Some("auditor")).await?;
     assert_eq!(a.status, 403, "an auditor cannot decide: {a:?}");
-    assert_eq!(c.status(1).await?.decision_count, before);
+    assert_eq!(c.settled(Duration::from_secs(10)).await?, before);
 
     // Two nodes gone: the survivor refuses every change (DENY NO_QUORUM).
     c.kill9(0);
