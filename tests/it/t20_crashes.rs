@@ -189,3 +189,137 @@ async fn t22_a_follower_of_a_leader_that_lost_its_quorum_contains() -> anyhow::R
     assert!(!st.quorate, "{st:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t23_two_wiped_voters_rejoin_the_survivor_and_never_start_a_new_cluster()
+-> anyhow::Result<()> {
+    // Two of three voters lose their disks (the database, not their keys)
+    // while the third runs on. Coming back empty they must not initialise a
+    // second cluster with each other: a majority of the configuration could
+    // then commit and attest a history beside the survivor's, at the same
+    // indexes (invariants 4 and 5). They must wait for the survivor, which
+    // holds every acknowledged decision, and be repaired from it.
+    let mut c = Cluster::start(ClusterOpts::default()).await?;
+    c.publish("docs", POLICY).await?;
+    let mut acked = Vec::new();
+    for k in 0..10 {
+        let r = c
+            .decide(
+                k % 3,
+                request("docs", &format!("before-{k}"), "alice", "read"),
+            )
+            .await?;
+        assert!(is_allow(&r), "{r:?}");
+        acked.push(r.record.expect("record"));
+    }
+    let (count, head) = c.settled(Duration::from_secs(10)).await?;
+    let survivor = c.wait_leader(Duration::from_secs(10)).await?;
+    let wiped: Vec<usize> = (0..3).filter(|i| *i != survivor).collect();
+    for &w in &wiped {
+        c.kill9(w);
+        std::fs::remove_dir_all(c.nodes[w].data_dir.join("db"))?;
+    }
+    for &w in &wiped {
+        c.start_node(w)?;
+    }
+    // The wiped nodes are repaired to the survivor's log: same length, same
+    // head, every acknowledged decision at its index with its hash.
+    let after = match c.wait_converged(count, Duration::from_secs(60)).await {
+        Ok(h) => h,
+        Err(e) => {
+            let mut seen = Vec::new();
+            for i in 0..3 {
+                let s = c.status(i).await?;
+                seen.push(format!(
+                    "node {i}: {} term {} leader {:?} log {} applied {} members {}",
+                    s.role,
+                    s.term,
+                    s.leader_id,
+                    s.last_log_index,
+                    s.last_applied_index,
+                    s.members.len()
+                ));
+            }
+            anyhow::bail!("{e}; {seen:#?}");
+        }
+    };
+    assert_eq!(after, head, "the log after the wipe is not the survivor's");
+    for &w in &wiped {
+        let log = quorate_e2e::list(&mut c.client(w).await?, 1).await?;
+        for a in &acked {
+            let rec = log
+                .iter()
+                .find(|r| r.index == a.index)
+                .unwrap_or_else(|| panic!("node {w} lacks acknowledged decision {}", a.index));
+            assert_eq!(rec.hash.to_hex(), a.hash, "node {w} index {}", a.index);
+        }
+    }
+    // And the one cluster serves again: the next decision extends that log.
+    let r = c
+        .decide(wiped[0], request("docs", "after-wipe", "alice", "read"))
+        .await?;
+    assert!(is_allow(&r), "{r:?}");
+    assert_eq!(r.record.map(|x| x.index), Some(count + 1));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t24_wiped_voters_that_lost_their_keys_too_replicate_but_contain() -> anyhow::Result<()> {
+    // As t23, but the whole data directory is gone, the identity key with
+    // it: each wiped node makes a new key that the membership does not list.
+    // They must still take the survivor's log (one history) and then
+    // contain, naming the key, and no node may ALLOW: a majority of the
+    // voters' keys can no longer sign a checkpoint (invariant 1).
+    let mut c = Cluster::start(ClusterOpts::default()).await?;
+    c.publish("docs", POLICY).await?;
+    for k in 0..5 {
+        let r = c
+            .decide(
+                k % 3,
+                request("docs", &format!("before-{k}"), "alice", "read"),
+            )
+            .await?;
+        assert!(is_allow(&r), "{r:?}");
+    }
+    let (count, head) = c.settled(Duration::from_secs(10)).await?;
+    let survivor = c.wait_leader(Duration::from_secs(10)).await?;
+    let wiped: Vec<usize> = (0..3).filter(|i| *i != survivor).collect();
+    for &w in &wiped {
+        c.kill9(w);
+        std::fs::remove_dir_all(c.nodes[w].data_dir.join("db"))?;
+        std::fs::remove_file(c.nodes[w].data_dir.join("node.key"))?;
+    }
+    for &w in &wiped {
+        c.start_node(w)?;
+    }
+    assert_eq!(
+        c.wait_converged(count, Duration::from_secs(60)).await?,
+        head
+    );
+    for &w in &wiped {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = c.status(w).await?;
+            if s.containment_reason == "INTEGRITY_FAILURE" {
+                assert!(s.containment_message.contains("key"), "{s:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {w} never contained: {s:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for i in 0..3 {
+        let r = c
+            .client_as(i, "agent")
+            .await?
+            .authorize(request("docs", &format!("after-{i}"), "alice", "read"))
+            .await?
+            .into_inner();
+        assert!(
+            !is_allow(&r),
+            "node {i} allowed without a majority's keys: {r:?}"
+        );
+        assert!(!r.reason.is_empty(), "{r:?}");
+    }
+    Ok(())
+}

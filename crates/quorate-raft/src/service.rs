@@ -73,6 +73,14 @@ pub struct Identity {
     /// node_id, nonce)` for the asker's nonce: proof that the node holds
     /// the key it reports.
     pub proof: quorate_core::Signature,
+    /// Whether this node holds Raft state (a log, a snapshot or a
+    /// membership). A node starting empty never bootstraps a new cluster
+    /// while a member says true: it waits to be repaired by that member's
+    /// leader instead of forking the history beside it. Not covered by
+    /// `proof`; the channel (mTLS) vouches for it. Absent from older
+    /// nodes' replies: false.
+    #[serde(default)]
+    pub has_state: bool,
 }
 
 /// What an Identity call asks: a fresh nonce to sign.
@@ -555,7 +563,38 @@ mod tests {
             public_key: key.public(),
             region: "r".into(),
             proof: key.sign(&quorate_core::proof::identity_message("c", claimed, nonce)),
+            has_state: false,
         }
+    }
+
+    #[test]
+    fn an_older_nodes_identity_without_has_state_decodes_as_empty() {
+        #[derive(serde::Serialize)]
+        struct Older {
+            node_id: u64,
+            cluster_id: String,
+            public_key: quorate_core::PublicKey,
+            region: String,
+            proof: quorate_core::Signature,
+        }
+        let id = identity(&SecretKey::from_seed([2; 32]), 2, &[7; 32]);
+        let older = Older {
+            node_id: id.node_id,
+            cluster_id: id.cluster_id.clone(),
+            public_key: id.public_key,
+            region: id.region.clone(),
+            proof: id.proof,
+        };
+        let back: Identity = quorate_core::codec::decode(&quorate_core::codec::encode(&older))
+            .expect("an older identity decodes");
+        assert_eq!(back, id);
+        let with = Identity {
+            has_state: true,
+            ..id
+        };
+        let back: Identity = quorate_core::codec::decode(&quorate_core::codec::encode(&with))
+            .expect("an identity decodes");
+        assert!(back.has_state);
     }
 
     #[test]

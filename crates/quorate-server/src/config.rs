@@ -331,7 +331,10 @@ pub struct NodeConfig {
     #[serde(default)]
     pub answer: AnswerMode,
     /// Initialise the cluster from `members` on the first start of a fresh
-    /// cluster. Safe to leave on: it is a no-op once the cluster exists.
+    /// cluster, once every member has answered and none holds state. Safe
+    /// to leave on: it is a no-op once the cluster exists, and a node whose
+    /// database was lost waits to be repaired by its peers rather than
+    /// starting a second cluster beside them.
     #[serde(default = "default_true")]
     pub bootstrap: bool,
     pub members: Vec<MemberConfig>,

@@ -240,6 +240,8 @@ fn raft_config(cfg: &SimConfig) -> Arc<openraft::Config> {
         max_in_snapshot_log_to_keep: 20,
         enable_pre_vote: Some(true),
         enable_leader_restore: Some(cfg.leader_restore),
+        // As the node sets it (quorate-server's node/start.rs).
+        allow_log_reversion: Some(true),
         ..Default::default()
     };
     Arc::new(c.validate().unwrap_or_default())

@@ -311,6 +311,17 @@ impl Node {
         self.inner.raft.metrics().borrow_watched().clone()
     }
 
+    /// Whether this node holds any Raft state: a log entry, a snapshot or
+    /// a membership. An empty node (new, or its database lost) has none.
+    pub(crate) fn has_raft_state(&self) -> bool {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow_watched();
+        m.last_log_index.is_some()
+            || m.snapshot.is_some()
+            || m.purged.is_some()
+            || m.membership_config.log_id().is_some()
+    }
+
     fn leader_addr(&self, m: &openraft::RaftMetrics<TypeConfig>) -> Option<(u64, String)> {
         let leader = m.current_leader?;
         let node = m.membership_config.membership().get_node(&leader)?;

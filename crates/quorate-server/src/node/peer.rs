@@ -19,6 +19,7 @@ impl PeerHandler for Node {
             public_key: self.inner.key.public(),
             region: self.inner.cfg.region.clone(),
             proof,
+            has_state: self.has_raft_state(),
         }
     }
 

@@ -81,6 +81,14 @@ impl Node {
             // whole-product simulation forks the Raft log with it on
             // (ARCHITECTURE.md, "Leader restore").
             enable_leader_restore: Some(false),
+            // On: a follower whose database was lost comes back empty, below
+            // what the leader had recorded as replicated to it. With this off
+            // openraft asserts (debug builds: the leader's Raft core panics
+            // and the node denies everything) or keeps that stale position
+            // and never repairs it (release). On, the leader searches the
+            // follower's log again and re-sends it, without lowering the
+            // committed index (t23).
+            allow_log_reversion: Some(true),
             ..Default::default()
         }
         .validate()
@@ -302,16 +310,32 @@ impl Node {
     }
 
     /// Initialises the cluster from the configured members, once every
-    /// member's public key is known (from the config or asked from the
-    /// member itself). A no-op when this node already has state; retried in
-    /// the background until the members answer.
+    /// member has answered who it is (its key checked against the config's
+    /// when given) and none of them holds state. A no-op when this node
+    /// already has state; retried in the background until the members
+    /// answer.
+    ///
+    /// Invariants 4 and 5: a node whose database was lost starts empty, like
+    /// a new one. If it initialised beside a member that still holds the
+    /// cluster's log, two such nodes would be a majority of the
+    /// configuration and could commit and attest a second history at the
+    /// same indexes. So an empty node never initialises while any member
+    /// holds state; it waits for that member's leader to repair it.
     async fn bootstrap(&self) {
         if self.inner.raft.is_initialized().await.unwrap_or(true) {
             return;
         }
         let members = loop {
             match self.member_identities().await {
-                Ok(m) => break m,
+                Ok((_, Some(holder))) => {
+                    tracing::warn!(
+                        "not initialising a new cluster: member {holder} already holds this \
+                         cluster's state and this node has none (new, or its database was \
+                         lost); it joins when the cluster's leader reaches it"
+                    );
+                    return;
+                }
+                Ok((m, None)) => break m,
                 Err(e) => {
                     tracing::info!("bootstrap waits for members: {e}");
                     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -328,15 +352,16 @@ impl Node {
         }
     }
 
-    /// Every configured member with its public key and region.
-    async fn member_identities(&self) -> Result<BTreeMap<u64, NodeInfo>, String> {
+    /// Every configured member with its public key and region, each asked
+    /// (a configured key must match the one it proves), and the first
+    /// other member that says it already holds Raft state, if any.
+    async fn member_identities(&self) -> Result<(BTreeMap<u64, NodeInfo>, Option<u64>), String> {
         let cfg = &self.inner.cfg;
         let mut out = BTreeMap::new();
+        let mut holder = None;
         for m in &cfg.members {
             let (public_key, region) = if m.id == self.inner.id {
                 (self.inner.key.public(), cfg.region.clone())
-            } else if let (Some(k), Some(r)) = (m.public_key, m.region.clone()) {
-                (k, r)
             } else {
                 // The reply is bound to member m.id twice over: with TLS the
                 // certificate must name it, and the reply must prove it
@@ -362,6 +387,9 @@ impl Node {
                         m.id, id.public_key
                     ));
                 }
+                if id.has_state && holder.is_none() {
+                    holder = Some(m.id);
+                }
                 (id.public_key, m.region.clone().unwrap_or(id.region))
             };
             out.insert(
@@ -373,7 +401,7 @@ impl Node {
                 },
             );
         }
-        Ok(out)
+        Ok((out, holder))
     }
 }
 
