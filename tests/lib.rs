@@ -574,7 +574,8 @@ pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// The value of the counter or gauge `name` (no labels) in a node's
+/// The value of the counter or gauge `name` (with its labels, as
+/// exported: `name{a="x",b="y"}`) in a node's
 /// `/metrics`, 0 when absent.
 pub async fn metric_value(http: &str, name: &str) -> anyhow::Result<f64> {
     let text = http_get(http, "/metrics").await?;

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use quorate_e2e::{Cluster, ClusterOpts, tls_channel};
+use quorate_e2e::{Cluster, ClusterOpts, metric_value, tls_channel};
 use quorate_proto::envoy_api::envoy::service::auth::v3::{
     AttributeContext, CheckRequest, CheckResponse,
     attribute_context::{HttpRequest, Request as AttrRequest},
@@ -106,6 +106,9 @@ async fn t100_envoy_forwards_only_attested_allows() -> anyhow::Result<()> {
     let index: u64 = h["x-quorate-decision-index"].parse()?;
     assert_eq!(h["x-quorate-request-id"], "envoy-r1");
     assert!(h["x-quorate-checkpoint"].contains(':'), "{h:?}");
+    // Counted under the door it came in by.
+    let envoy_allows = r#"quorate_authorize_answers_total{answer="ALLOW",door="envoy"}"#;
+    assert_eq!(metric_value(&c.nodes[1].http, envoy_allows).await?, 1.0);
     let mut auditor = c.client_as(1, "auditor").await?;
     let rec = auditor.get_decision(by_index(index)).await?.into_inner();
     assert_eq!(rec.hash, h["x-quorate-decision-hash"]);

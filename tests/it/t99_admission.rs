@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use quorate_e2e::{Cluster, ClusterOpts, HttpAnswer, HttpCall, http};
+use quorate_e2e::{Cluster, ClusterOpts, HttpAnswer, HttpCall, http, metric_value};
 use serde_json::{Value, json};
 
 const SERVICE: &str = "quorate-admission.quorate.svc";
@@ -64,6 +64,9 @@ async fn t99_admission_admits_only_attested_allows() -> anyhow::Result<()> {
     let r = response(&a);
     assert_eq!(r["uid"], create["request"]["uid"], "{}", a.body);
     assert_eq!(r["allowed"], true, "{}", a.body);
+    // Counted under the door it came in by.
+    let admitted = r#"quorate_authorize_answers_total{answer="ALLOW",door="admission"}"#;
+    assert_eq!(metric_value(&node, admitted).await?, 1.0);
     let index = r["auditAnnotations"]["quorate-decision-index"]
         .as_str()
         .unwrap_or_default()

@@ -127,7 +127,7 @@ pub(crate) async fn admit_review(
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, HttpError> {
     let c = caller(&node, &peer, &headers)?;
-    admit(&node, &c, "Authorize", Access::Decide)?;
+    admit(&node, &c, "K8sAdmit", Access::Decide)?;
     let Some(domain) = node.config().admission.domain.clone() else {
         return Err(HttpError::from(crate::error::ApiError::new(
             quorate_core::ErrorCode::NotFound,
@@ -169,7 +169,7 @@ pub(crate) async fn admit_review(
             )));
         }
     };
-    let answer = match node.authorize(req, false).await {
+    let answer = match node.authorize(req, crate::node::Door::Admission).await {
         Ok(a) => a,
         Err(e) => {
             return Ok(Json(review(

@@ -11,7 +11,7 @@ use quorate_proto::{FORWARDED_METADATA_KEY, record_from_wire, record_to_wire};
 use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
-use crate::node::{Access, Answer, Node};
+use crate::node::{Access, Answer, Door, Node};
 
 pub struct GovernanceApi {
     node: Node,
@@ -160,7 +160,12 @@ impl Governance for GovernanceApi {
         self.admit(&req, "Authorize", Access::Decide)?;
         let forwarded = req.metadata().contains_key(FORWARDED_METADATA_KEY);
         let r = request_from_wire(req.into_inner(), self.node.limits())?;
-        let answer = self.node.authorize(r, forwarded).await?;
+        let door = if forwarded {
+            Door::Forwarded
+        } else {
+            Door::Grpc
+        };
+        let answer = self.node.authorize(r, door).await?;
         Ok(Response::new(answer_to_wire(&answer, self.node.id())))
     }
 

@@ -400,7 +400,7 @@ impl Authorization for EnvoyAuthz {
         self.node
             .admit_client(
                 req.extensions().get::<quorate_raft::tls::PeerInfo>(),
-                "Authorize",
+                "EnvoyCheck",
                 Access::Decide,
             )
             .map_err(Status::from)?;
@@ -434,7 +434,7 @@ impl Authorization for EnvoyAuthz {
                 )));
             }
         };
-        let answer = match self.node.authorize(r, false).await {
+        let answer = match self.node.authorize(r, crate::node::Door::Envoy).await {
             Ok(a) => a,
             Err(e) => {
                 return Ok(Response::new(denied(

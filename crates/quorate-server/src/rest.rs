@@ -98,7 +98,7 @@ async fn authorize(
     };
     let req = quorate_proto::request_from_wire(wire, node.limits())
         .map_err(|e| HttpError::invalid(e.to_string()))?;
-    let answer = node.authorize(req, false).await?;
+    let answer = node.authorize(req, crate::node::Door::Rest).await?;
     Ok(Json(answer_json(&answer, node.id())))
 }
 

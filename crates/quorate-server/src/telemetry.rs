@@ -73,7 +73,12 @@ pub const RPCS: &[&str] = &[
     "PromoteRollout",
     "RollbackRollout",
     "GetRollout",
+    "EnvoyCheck",
+    "K8sAdmit",
 ];
+
+/// The doors a request can come in by (`node::Door`).
+pub const DOORS: &[&str] = &["grpc", "rest", "envoy", "admission", "forwarded"];
 
 /// Every DENY reason code (`DenyReason::ALL`, checked by a test).
 pub const DENY_CODES: [&str; 12] = [
@@ -164,11 +169,17 @@ pub const METRICS: &[Metric] = &[
         name: "quorate_authorize_answers_total",
         kind: Counter,
         unit: "",
-        labels: &[Label {
-            name: "answer",
-            values: &ANSWERS,
-        }],
-        help: "Authorize answers this node gave, by answer: ALLOW or the DENY reason code (docs/CONTRACT.md).",
+        labels: &[
+            Label {
+                name: "answer",
+                values: &ANSWERS,
+            },
+            Label {
+                name: "door",
+                values: DOORS,
+            },
+        ],
+        help: "Authorize answers this node gave, by answer (ALLOW or the DENY reason code, docs/CONTRACT.md) and by the door the request came in by: grpc, rest, envoy, admission, or forwarded (a follower's relay to this leader).",
     },
     Metric {
         name: "quorate_authorize_forwarded_total",
@@ -669,7 +680,11 @@ mod tests {
             );
         }
         assert!(text.contains("quorate_unattested_total 0"), "{text}");
-        assert!(text.contains("quorate_authorize_answers_total{answer=\"UNATTESTED\"} 0"));
+        for door in DOORS {
+            assert!(text.contains(&format!(
+                "quorate_authorize_answers_total{{answer=\"UNATTESTED\",door=\"{door}\"}} 0"
+            )));
+        }
         assert!(text.contains("quorate_propose_seconds_bucket{kind=\"probes\",le=\"0.001\"} 0"));
     }
 

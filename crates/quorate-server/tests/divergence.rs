@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use quorate_core::{AuthorizeRequest, Decision, DenyReason};
 use quorate_server::config::{MemberConfig, NodeConfig};
+use quorate_server::node::Door;
 use quorate_server::{Node, RunningNode};
 
 /// A port for a node to listen on. Taken below the kernel's ephemeral range
@@ -156,7 +157,7 @@ async fn a_divergent_replica_contains_instead_of_cosigning() {
     let mut allowed = 0;
     for k in 0..40 {
         let a = leader
-            .authorize(request(&format!("r{k}")), false)
+            .authorize(request(&format!("r{k}")), Door::Grpc)
             .await
             .unwrap_or_else(|e| panic!("authorize: {e}"));
         if a.decision == Decision::Allow {
@@ -182,7 +183,7 @@ async fn a_divergent_replica_contains_instead_of_cosigning() {
     );
     // It answers DENY DIVERGENCE, never its own wrong ALLOW or DENY.
     let a = nodes[2]
-        .authorize(request("to-node-3"), false)
+        .authorize(request("to-node-3"), Door::Grpc)
         .await
         .unwrap_or_else(|e| panic!("authorize: {e}"));
     assert_eq!(a.decision, Decision::Deny);
@@ -287,7 +288,7 @@ async fn periodic_reverification_finds_a_record_changed_under_a_running_node() {
     assert!(msg.contains("index 4"), "{msg}");
     // The others keep serving.
     let a = leader
-        .authorize(request("after"), false)
+        .authorize(request("after"), Door::Grpc)
         .await
         .unwrap_or_else(|e| panic!("authorize: {e}"));
     assert_eq!(a.decision, Decision::Allow);
@@ -315,7 +316,9 @@ async fn a_divergent_leader_contains_when_no_quorum_confirms_its_root() {
     .await;
     assert_eq!(leader.id(), 1);
     for k in 0..10 {
-        let _ = leader.authorize(request(&format!("r{k}")), false).await;
+        let _ = leader
+            .authorize(request(&format!("r{k}")), Door::Grpc)
+            .await;
     }
     // The followers see the leader's root differ from theirs and contain.
     for n in &nodes[1..] {
@@ -342,7 +345,7 @@ async fn a_divergent_leader_contains_when_no_quorum_confirms_its_root() {
         "{msg}"
     );
     let a = leader
-        .authorize(request("late"), false)
+        .authorize(request("late"), Door::Grpc)
         .await
         .unwrap_or_else(|e| panic!("authorize: {e}"));
     assert_eq!(a.decision, Decision::Deny);
@@ -396,7 +399,7 @@ async fn an_attested_answer_never_carries_a_wrong_leaders_allow() {
     // Bob is not permitted. The leader's broken evaluator says ALLOW; the
     // followers, each recomputing it, say DENY and will not sign its root.
     let a = nodes[0]
-        .authorize(bob("bob-1"), false)
+        .authorize(bob("bob-1"), Door::Grpc)
         .await
         .unwrap_or_else(|e| panic!("authorize: {e}"));
     assert_eq!(a.decision, Decision::Deny, "{a:?}");
@@ -409,7 +412,7 @@ async fn an_attested_answer_never_carries_a_wrong_leaders_allow() {
         Some(DenyReason::Unattested)
     );
     let again = nodes[0]
-        .authorize(bob("bob-2"), false)
+        .authorize(bob("bob-2"), Door::Grpc)
         .await
         .unwrap_or_else(|e| panic!("authorize: {e}"));
     assert_eq!(again.reason, Some(DenyReason::Unattested));
@@ -430,12 +433,12 @@ async fn an_attested_answer_never_carries_a_wrong_leaders_allow() {
     let mut allowed = None;
     for k in 0..50 {
         let b = honest
-            .authorize(bob(&format!("bob-h{k}")), false)
+            .authorize(bob(&format!("bob-h{k}")), Door::Grpc)
             .await
             .unwrap_or_else(|e| panic!("authorize: {e}"));
         assert_ne!(b.decision, Decision::Allow, "bob allowed: {b:?}");
         let a = honest
-            .authorize(request(&format!("alice-h{k}")), false)
+            .authorize(request(&format!("alice-h{k}")), Door::Grpc)
             .await
             .unwrap_or_else(|e| panic!("authorize: {e}"));
         if a.decision == Decision::Allow {
@@ -484,7 +487,7 @@ async fn in_committed_mode_a_wrong_leaders_allow_goes_out() {
     let (running, nodes) =
         faulty_leader(&dirs, &ports, quorate_server::config::AnswerMode::Committed).await;
     let a = nodes[0]
-        .authorize(bob("bob-1"), false)
+        .authorize(bob("bob-1"), Door::Grpc)
         .await
         .unwrap_or_else(|e| panic!("authorize: {e}"));
     assert_eq!(
@@ -510,7 +513,7 @@ async fn decide_n(node: &Node, prefix: &str, n: usize) -> Vec<quorate_server::no
     let mut out = Vec::new();
     for k in 0..n {
         out.push(
-            node.authorize(request(&format!("{prefix}{k}")), false)
+            node.authorize(request(&format!("{prefix}{k}")), Door::Grpc)
                 .await
                 .unwrap_or_else(|e| panic!("authorize: {e}")),
         );
@@ -551,7 +554,7 @@ async fn a_replay_never_serves_a_record_resealed_on_the_leader() {
     let (dirs, ports) = places();
     let (running, nodes, leader) = healthy(&dirs, &ports, |_, _| {}).await;
     let d = leader
-        .authorize(bob("bob-1"), false)
+        .authorize(bob("bob-1"), Door::Grpc)
         .await
         .unwrap_or_else(|e| panic!("authorize: {e}"));
     assert_eq!(d.reason, Some(DenyReason::Policy));
@@ -564,7 +567,7 @@ async fn a_replay_never_serves_a_record_resealed_on_the_leader() {
     })
     .unwrap_or_else(|e| panic!("tamper: {e}"));
     let again = leader
-        .authorize(bob("bob-1"), false)
+        .authorize(bob("bob-1"), Door::Grpc)
         .await
         .unwrap_or_else(|e| panic!("authorize: {e}"));
     assert_eq!(
@@ -590,7 +593,7 @@ async fn a_replay_never_serves_a_record_edited_on_the_leader() {
     let (dirs, ports) = places();
     let (running, nodes, leader) = healthy(&dirs, &ports, |_, _| {}).await;
     let d = leader
-        .authorize(bob("bob-1"), false)
+        .authorize(bob("bob-1"), Door::Grpc)
         .await
         .unwrap_or_else(|e| panic!("authorize: {e}"));
     let index = d.record.as_ref().map_or(0, |r| r.index);
@@ -601,7 +604,7 @@ async fn a_replay_never_serves_a_record_edited_on_the_leader() {
     })
     .unwrap_or_else(|e| panic!("tamper: {e}"));
     let again = leader
-        .authorize(bob("bob-1"), false)
+        .authorize(bob("bob-1"), Door::Grpc)
         .await
         .unwrap_or_else(|e| panic!("authorize: {e}"));
     assert_eq!(
@@ -648,7 +651,7 @@ async fn a_leader_that_fails_its_integrity_check_hands_leadership_over() {
     let mut resumed = false;
     for k in 0..40 {
         let a = others[k % 2]
-            .authorize(request(&format!("after{k}")), false)
+            .authorize(request(&format!("after{k}")), Door::Grpc)
             .await
             .unwrap_or_else(|e| panic!("authorize: {e}"));
         if a.decision == Decision::Allow {

@@ -3,26 +3,51 @@
 
 use super::*;
 
+/// Which door a request came in by: what `quorate_authorize_answers_total`
+/// counts it under (`telemetry::DOORS`). `Forwarded` is a follower's relay
+/// to this node as leader, whatever door the follower took it in by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    Grpc,
+    Rest,
+    Envoy,
+    Admission,
+    Forwarded,
+}
+
+impl Door {
+    pub fn label(self) -> &'static str {
+        match self {
+            Door::Grpc => "grpc",
+            Door::Rest => "rest",
+            Door::Envoy => "envoy",
+            Door::Admission => "admission",
+            Door::Forwarded => "forwarded",
+        }
+    }
+}
+
 impl Node {
     /// Decides a request: validates it, then either DENY at once
     /// (containment) or proposes it (forwarding to the leader if needed) and
     /// answers with the committed decision.
-    pub async fn authorize(
-        &self,
-        req: AuthorizeRequest,
-        forwarded: bool,
-    ) -> Result<Answer, ApiError> {
+    pub async fn authorize(&self, req: AuthorizeRequest, door: Door) -> Result<Answer, ApiError> {
         quorate_policy::check_request(&req, &self.inner.limits)
             .map_err(|e| ApiError::invalid(e.to_string()))?;
         let started = std::time::Instant::now();
-        let answer = self.authorize_checked(req, forwarded).await;
+        let answer = self.authorize_checked(req, door == Door::Forwarded).await;
         metrics::histogram!("quorate_authorize_seconds").record(started.elapsed().as_secs_f64());
         let label = match (&answer.decision, answer.reason) {
             (Decision::Allow, _) => "ALLOW".to_string(),
             (Decision::Deny, Some(r)) => r.code().to_string(),
             (Decision::Deny, None) => "DENY".to_string(),
         };
-        metrics::counter!("quorate_authorize_answers_total", "answer" => label).increment(1);
+        metrics::counter!(
+            "quorate_authorize_answers_total",
+            "answer" => label,
+            "door" => door.label()
+        )
+        .increment(1);
         Ok(answer)
     }
 

@@ -61,6 +61,7 @@ mod status;
 mod tests;
 
 pub use access::Access;
+pub use authorize::Door;
 pub use backup::{BACKUP_FORMAT, BackupManifest};
 pub use lineage::{Lineage, MAX_LINEAGE};
 pub use probe::ProbeAnswer;

@@ -77,7 +77,7 @@ async fn a_suspected_leader_persists_the_checkpoint_that_clears_it() {
     let size = loop {
         k += 1;
         let a = node
-            .authorize(ask(&format!("r{k}")), false)
+            .authorize(ask(&format!("r{k}")), crate::node::Door::Grpc)
             .await
             .unwrap_or_else(|e| panic!("authorize: {e}"));
         assert_eq!(a.decision, quorate_core::Decision::Allow, "{a:?}");
@@ -110,7 +110,7 @@ async fn a_suspected_leader_persists_the_checkpoint_that_clears_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let a = node
-        .authorize(ask("after"), false)
+        .authorize(ask("after"), crate::node::Door::Grpc)
         .await
         .unwrap_or_else(|e| panic!("authorize: {e}"));
     assert_eq!(a.decision, quorate_core::Decision::Allow, "{a:?}");
