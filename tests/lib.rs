@@ -342,25 +342,31 @@ impl Cluster {
         }
     }
 
+    /// Each running node's decision count and chain head, when all answer.
+    async fn heads(&self) -> Option<Vec<(u64, String)>> {
+        let mut heads = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.is_running() {
+                let s = self.status(i).await.ok()?;
+                heads.push((s.decision_count, s.chain_head_hash));
+            }
+        }
+        Some(heads)
+    }
+
     /// Waits until every running node has applied `count` decisions and
     /// agrees on the chain head.
     pub async fn wait_converged(&self, count: u64, timeout: Duration) -> anyhow::Result<String> {
         let start = Instant::now();
         loop {
-            let mut heads = Vec::new();
-            for (i, n) in self.nodes.iter().enumerate() {
-                if n.is_running()
-                    && let Ok(s) = self.status(i).await
-                {
-                    heads.push((s.decision_count, s.chain_head_hash));
-                }
-            }
-            let running = self.nodes.iter().filter(|n| n.is_running()).count();
-            if heads.len() == running && heads.iter().all(|h| h.0 == count && h.1 == heads[0].1) {
-                return Ok(heads[0].1.clone());
+            let (n, head) = self
+                .settled(timeout.saturating_sub(start.elapsed()))
+                .await?;
+            if n == count {
+                return Ok(head);
             }
             if start.elapsed() > timeout {
-                bail!("nodes did not converge on {count} decisions within {timeout:?}: {heads:?}");
+                bail!("nodes did not converge on {count} decisions within {timeout:?}: all at {n}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -374,23 +380,40 @@ impl Cluster {
     pub async fn settled(&self, timeout: Duration) -> anyhow::Result<(u64, String)> {
         let start = Instant::now();
         loop {
-            let mut heads = Vec::new();
-            for (i, n) in self.nodes.iter().enumerate() {
-                if n.is_running()
-                    && let Ok(s) = self.status(i).await
-                {
-                    heads.push((s.decision_count, s.chain_head_hash));
-                }
-            }
-            let running = self.nodes.iter().filter(|n| n.is_running()).count();
-            if heads.len() == running && !heads.is_empty() && heads.iter().all(|h| *h == heads[0]) {
-                return Ok(heads.swap_remove(0));
+            let heads = self.heads().await;
+            if let Some(h) = &heads
+                && h.first().is_some_and(|first| h.iter().all(|x| x == first))
+            {
+                return Ok(h[0].clone());
             }
             if start.elapsed() > timeout {
                 bail!("nodes did not settle on one log within {timeout:?}: {heads:?}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Sends `n` requests `<prefix>-<k>` (alice reads, allowed by `POLICY`)
+    /// through the nodes in turn and returns their records, each checked to
+    /// be an ALLOW.
+    pub async fn allowed(
+        &self,
+        domain: &str,
+        prefix: &str,
+        n: usize,
+    ) -> anyhow::Result<Vec<v1::DecisionRecord>> {
+        let mut out = Vec::new();
+        for k in 0..n {
+            let r = self
+                .decide(
+                    k % self.nodes.len(),
+                    request(domain, &format!("{prefix}-{k}"), "alice", "read"),
+                )
+                .await?;
+            anyhow::ensure!(is_allow(&r), "not allowed: {r:?}");
+            out.extend(r.record);
+        }
+        Ok(out)
     }
 
     /// Publishes `policy` to `domain` through the current leader and

@@ -11,17 +11,7 @@ async fn t20_leader_sigkill_loses_nothing_and_the_old_leader_catches_up() -> any
     let mut c = Cluster::start(ClusterOpts::default()).await?;
     c.publish("docs", POLICY).await?;
     let l = c.wait_leader(Duration::from_secs(10)).await?;
-    let mut acked = Vec::new();
-    for k in 0..20 {
-        let r = c
-            .decide(
-                k % 3,
-                request("docs", &format!("before-{k}"), "alice", "read"),
-            )
-            .await?;
-        assert!(is_allow(&r));
-        acked.push(r.record.expect("record"));
-    }
+    let mut acked = c.allowed("docs", "before", 20).await?;
     c.kill9(l);
     let l2 = c.wait_leader(Duration::from_secs(15)).await?;
     assert_ne!(l2, l);
@@ -201,17 +191,7 @@ async fn t23_two_wiped_voters_rejoin_the_survivor_and_never_start_a_new_cluster(
     // holds every acknowledged decision, and be repaired from it.
     let mut c = Cluster::start(ClusterOpts::default()).await?;
     c.publish("docs", POLICY).await?;
-    let mut acked = Vec::new();
-    for k in 0..10 {
-        let r = c
-            .decide(
-                k % 3,
-                request("docs", &format!("before-{k}"), "alice", "read"),
-            )
-            .await?;
-        assert!(is_allow(&r), "{r:?}");
-        acked.push(r.record.expect("record"));
-    }
+    let acked = c.allowed("docs", "before", 10).await?;
     let (count, head) = c.settled(Duration::from_secs(10)).await?;
     let survivor = c.wait_leader(Duration::from_secs(10)).await?;
     let wiped: Vec<usize> = (0..3).filter(|i| *i != survivor).collect();
@@ -272,15 +252,7 @@ async fn t24_wiped_voters_that_lost_their_keys_too_replicate_but_contain() -> an
     // voters' keys can no longer sign a checkpoint (invariant 1).
     let mut c = Cluster::start(ClusterOpts::default()).await?;
     c.publish("docs", POLICY).await?;
-    for k in 0..5 {
-        let r = c
-            .decide(
-                k % 3,
-                request("docs", &format!("before-{k}"), "alice", "read"),
-            )
-            .await?;
-        assert!(is_allow(&r), "{r:?}");
-    }
+    c.allowed("docs", "before", 5).await?;
     let (count, head) = c.settled(Duration::from_secs(10)).await?;
     let survivor = c.wait_leader(Duration::from_secs(10)).await?;
     let wiped: Vec<usize> = (0..3).filter(|i| *i != survivor).collect();
