@@ -393,6 +393,37 @@ impl Cluster {
         }
     }
 
+    /// The lineage of decision `index` as node `i` serves it to an auditor
+    /// (the first 50 records).
+    pub async fn lineage(&self, i: usize, index: u64) -> anyhow::Result<v1::LineageResponse> {
+        Ok(self
+            .client_as(i, "auditor")
+            .await?
+            .get_lineage(v1::GetLineageRequest {
+                of: Some(v1::get_lineage_request::Of::Index(index)),
+                limit: 50,
+                after: 0,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Loses the databases of `nodes` (and their identity keys when
+    /// `keys`), as a replaced disk would, and starts them again empty.
+    pub fn wipe(&mut self, nodes: &[usize], keys: bool) -> anyhow::Result<()> {
+        for &w in nodes {
+            self.kill9(w);
+            std::fs::remove_dir_all(self.nodes[w].data_dir.join("db"))?;
+            if keys {
+                std::fs::remove_file(self.nodes[w].data_dir.join("node.key"))?;
+            }
+        }
+        for &w in nodes {
+            self.start_node(w)?;
+        }
+        Ok(())
+    }
+
     /// Sends `n` requests `<prefix>-<k>` (alice reads, allowed by `POLICY`)
     /// through the nodes in turn and returns their records, each checked to
     /// be an ALLOW.
@@ -584,6 +615,11 @@ permit(principal, action == Action::"list", resource);
 
 pub fn is_allow(r: &v1::AuthorizeResponse) -> bool {
     r.decision == v1::Decision::Allow as i32
+}
+
+/// How many decisions of a lineage are direct children of `parent`.
+pub fn children(tree: &v1::LineageResponse, parent: u64) -> usize {
+    tree.edges.iter().filter(|e| e.parent == parent).count()
 }
 
 /// A minimal HTTP/1.0 GET (a node's metrics and health endpoints).

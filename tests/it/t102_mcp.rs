@@ -10,8 +10,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use quorate_e2e::{Cluster, ClusterOpts, cert_args, quorate_bin};
-use quorate_proto::v1;
+use quorate_e2e::{Cluster, ClusterOpts, cert_args, children, quorate_bin};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
@@ -168,15 +167,7 @@ async fn t102_the_mcp_gate_forwards_only_allowed_tool_calls() -> anyhow::Result<
     assert!(seen.contains("/notes/todo.txt") && !seen.contains("delete_file"));
 
     // The session and its calls are one lineage.
-    let mut auditor = c.client_as(0, "auditor").await?;
-    let lin = auditor
-        .get_lineage(v1::GetLineageRequest {
-            of: Some(v1::get_lineage_request::Of::Index(denied_index)),
-            limit: 50,
-            after: 0,
-        })
-        .await?
-        .into_inner();
+    let lin = c.lineage(0, denied_index).await?;
     let root = lin.root.ok_or_else(|| anyhow::anyhow!("no root"))?;
     let session = lin
         .records
@@ -185,16 +176,9 @@ async fn t102_the_mcp_gate_forwards_only_allowed_tool_calls() -> anyhow::Result<
         .ok_or_else(|| anyhow::anyhow!("root not among the records"))?;
     assert_eq!(session.action, "Action::\"session\"");
     assert_eq!(session.principal, "Agent::\"a1\"");
-    let tree = auditor
-        .get_lineage(v1::GetLineageRequest {
-            of: Some(v1::get_lineage_request::Of::Index(root)),
-            limit: 50,
-            after: 0,
-        })
-        .await?
-        .into_inner();
+    let tree = c.lineage(0, root).await?;
     assert_eq!(
-        tree.edges.iter().filter(|e| e.parent == root).count(),
+        children(&tree, root),
         3,
         "three calls under the session: {:?}",
         tree.edges

@@ -5,8 +5,7 @@
 
 use std::process::Command;
 
-use quorate_e2e::{Cluster, ClusterOpts, quorate_bin};
-use quorate_proto::v1;
+use quorate_e2e::{Cluster, ClusterOpts, children, quorate_bin};
 
 fn policy(name: &str) -> anyhow::Result<String> {
     Ok(std::fs::read_to_string(format!(
@@ -50,18 +49,9 @@ async fn t103_the_examples_run_against_a_cluster() -> anyhow::Result<()> {
     let root = v["root_index"]
         .as_u64()
         .ok_or_else(|| anyhow::anyhow!("no root: {v}"))?;
-    let tree = c
-        .client_as(0, "auditor")
-        .await?
-        .get_lineage(v1::GetLineageRequest {
-            of: Some(v1::get_lineage_request::Of::Index(root)),
-            limit: 50,
-            after: 0,
-        })
-        .await?
-        .into_inner();
+    let tree = c.lineage(0, root).await?;
     assert_eq!(
-        tree.edges.iter().filter(|e| e.parent == root).count(),
+        children(&tree, root),
         4,
         "three approvals and the execution under the payment: {:?}",
         tree.edges

@@ -195,13 +195,7 @@ async fn t23_two_wiped_voters_rejoin_the_survivor_and_never_start_a_new_cluster(
     let (count, head) = c.settled(Duration::from_secs(10)).await?;
     let survivor = c.wait_leader(Duration::from_secs(10)).await?;
     let wiped: Vec<usize> = (0..3).filter(|i| *i != survivor).collect();
-    for &w in &wiped {
-        c.kill9(w);
-        std::fs::remove_dir_all(c.nodes[w].data_dir.join("db"))?;
-    }
-    for &w in &wiped {
-        c.start_node(w)?;
-    }
+    c.wipe(&wiped, false)?;
     // The wiped nodes are repaired to the survivor's log: same length, same
     // head, every acknowledged decision at its index with its hash.
     let after = match c.wait_converged(count, Duration::from_secs(60)).await {
@@ -256,14 +250,7 @@ async fn t24_wiped_voters_that_lost_their_keys_too_replicate_but_contain() -> an
     let (count, head) = c.settled(Duration::from_secs(10)).await?;
     let survivor = c.wait_leader(Duration::from_secs(10)).await?;
     let wiped: Vec<usize> = (0..3).filter(|i| *i != survivor).collect();
-    for &w in &wiped {
-        c.kill9(w);
-        std::fs::remove_dir_all(c.nodes[w].data_dir.join("db"))?;
-        std::fs::remove_file(c.nodes[w].data_dir.join("node.key"))?;
-    }
-    for &w in &wiped {
-        c.start_node(w)?;
-    }
+    c.wipe(&wiped, true)?;
     assert_eq!(
         c.wait_converged(count, Duration::from_secs(60)).await?,
         head
