@@ -719,3 +719,68 @@ async fn a_watch_stream_ends_when_its_node_contains() {
     drop((nodes, leader, follower));
     stop(running).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_lineage_row_read_by_a_query_contains_the_node() {
+    // Invariant 6 on the read path: the lineage index is derived data, and a
+    // row that names a decision its record does not name as a child is
+    // corrupt state. The query that reads it answers an error, never the
+    // forged child, and the node contains as verification would have.
+    let (dirs, ports) = places();
+    let running = start_three(&dirs, &ports, |_, _| {}, &[]).await;
+    let nodes: Vec<Node> = running.iter().map(|r| r.node.clone()).collect();
+    let leader = leader_with_policy(&nodes, "permit(principal, action, resource);").await;
+    let root = leader
+        .authorize(request("root"), Door::Grpc)
+        .await
+        .unwrap_or_else(|e| panic!("authorize: {e}"));
+    let child = AuthorizeRequest {
+        parent: Some("root".into()),
+        ..request("child")
+    };
+    leader
+        .authorize(child, Door::Grpc)
+        .await
+        .unwrap_or_else(|e| panic!("authorize: {e}"));
+    let other = leader
+        .authorize(request("other"), Door::Grpc)
+        .await
+        .unwrap_or_else(|e| panic!("authorize: {e}"));
+    let (root, other) = (
+        root.record.map(|r| r.index).unwrap_or_default(),
+        other.record.map(|r| r.index).unwrap_or_default(),
+    );
+    let victim = nodes
+        .iter()
+        .find(|n| n.id() != leader.id())
+        .cloned()
+        .unwrap_or_else(|| panic!("a follower"));
+    wait_for("the follower to apply", Duration::from_secs(10), || {
+        victim.head().count == 3
+    })
+    .await;
+    let honest = victim
+        .lineage_of(root, 100)
+        .unwrap_or_else(|e| panic!("lineage: {e}"));
+    assert_eq!(honest.records.len(), 2);
+    assert!(victim.containment().is_none());
+
+    quorate_store::fault::forge_lineage_child_live(victim.lookup(), "docs", "root", other)
+        .unwrap_or_else(|e| panic!("forge: {e}"));
+    let forged = victim.lineage_of(root, 100);
+    assert!(forged.is_err(), "the forged child was answered: {forged:?}");
+    let (reason, msg) = victim
+        .containment()
+        .unwrap_or_else(|| panic!("the victim did not contain"));
+    assert_eq!(reason, DenyReason::IntegrityFailure);
+    assert!(msg.contains("lineage"), "{msg}");
+    // The others answer the honest lineage.
+    let l = leader
+        .lineage_of(root, 100)
+        .unwrap_or_else(|e| panic!("lineage: {e}"));
+    assert_eq!(l.records.len(), 2);
+    drop(nodes);
+    drop(leader);
+    drop(victim);
+    stop(running).await;
+}

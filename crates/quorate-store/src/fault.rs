@@ -128,6 +128,22 @@ pub fn reseal_record_live(
     Ok(())
 }
 
+/// Adds a lineage row to a running node's open database saying that the
+/// decision at `index`, of `domain`, names `parent` as its parent, whatever
+/// the record says: a forged child beside the honest rows.
+pub fn forge_lineage_child_live(
+    lookup: &crate::DecisionLookup,
+    domain: &str,
+    parent: &str,
+    index: u64,
+) -> Result<(), crate::StoreError> {
+    let store = lookup.store();
+    let mut k = crate::lineage::child_prefix(domain, parent);
+    k.extend_from_slice(&index.to_be_bytes());
+    store.db.put_cf(&store.cf(crate::db::CF_LINEAGE)?, k, [])?;
+    Ok(())
+}
+
 /// Overwrites the stored perfect Merkle node `(level, index)` of a running
 /// node's open database with `hash`, behind its caches: what a bit flip in
 /// the `merkle` column family leaves behind.

@@ -34,7 +34,7 @@ use crate::snapshot::{self, SnapshotBuilder};
 
 pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 
-type View<'a> = rocksdb::SnapshotWithThreadMode<'a, rocksdb::DB>;
+pub(crate) type View<'a> = rocksdb::SnapshotWithThreadMode<'a, rocksdb::DB>;
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
 pub(crate) const KEY_HEAD: &[u8] = b"chain_head";
 /// Node-local: the size of a final checkpoint up to which this node last
@@ -279,18 +279,57 @@ impl DecisionLookup {
         self.store.get_json(CF_DECISIONS, &u64_key(index))
     }
 
+    /// The decision of (domain, request id), if one was decided. The
+    /// request-id row is derived data: the record it points at must be that
+    /// request's, or the row is corrupt (invariant 6), never answered.
     pub fn decision_by_request(
         &self,
         domain: &str,
         request_id: &str,
     ) -> Result<Option<DecisionRecord>, StoreError> {
-        let idx: Option<u64> = self
-            .store
-            .get_json(CF_REQUEST_IDS, &request_key(domain, request_id))?;
-        match idx {
-            None => Ok(None),
-            Some(i) => self.decision(i),
+        let key = request_key(domain, request_id);
+        let idx: Option<u64> = self.store.get_json(CF_REQUEST_IDS, &key)?;
+        let Some(i) = idx else {
+            return Ok(None);
+        };
+        match self.decision(i)? {
+            Some(r) if r.request.domain == domain && r.request.request_id == request_id => {
+                Ok(Some(r))
+            }
+            other => Err(StoreError::Corrupt {
+                what: format!("{CF_REQUEST_IDS}/{domain}/{request_id}"),
+                message: format!(
+                    "the request-id index row points at decision {i}, which {}",
+                    if other.is_some() {
+                        "is another request's"
+                    } else {
+                        "does not exist"
+                    }
+                ),
+            }),
         }
+    }
+
+    /// Checks that each of `indexes`, found by a lineage row, is a record
+    /// that `matches` (the row's parent or trace id): a forged row is
+    /// corrupt (invariant 6), never answered as a child.
+    fn lineage_checked(
+        &self,
+        indexes: Vec<u64>,
+        row: &str,
+        matches: impl Fn(&DecisionRecord) -> bool,
+    ) -> Result<Vec<u64>, StoreError> {
+        for &i in &indexes {
+            if !self.decision(i)?.is_some_and(|r| matches(&r)) {
+                return Err(StoreError::Corrupt {
+                    what: format!("lineage/{row}"),
+                    message: format!(
+                        "a lineage index row names decision {i}, whose record does not say so"
+                    ),
+                });
+            }
+        }
+        Ok(indexes)
     }
 
     /// Indexes of the decisions of `domain` naming request id `parent` as
@@ -302,23 +341,31 @@ impl DecisionLookup {
         after: u64,
         limit: usize,
     ) -> Result<Vec<u64>, StoreError> {
-        crate::lineage::children(&self.store, domain, parent, after, limit)
+        let found = crate::lineage::children(&self.store, domain, parent, after, limit)?;
+        self.lineage_checked(found, &format!("{domain}/{parent}"), |r| {
+            r.request.domain == domain && r.request.parent.as_deref() == Some(parent)
+        })
     }
 
     /// Indexes of the decisions carrying `trace_id`, above `after`, in log
     /// order, at most `limit`.
     pub fn trace(&self, trace_id: &str, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
-        crate::lineage::trace(&self.store, trace_id, after, limit)
+        let found = crate::lineage::trace(&self.store, trace_id, after, limit)?;
+        self.lineage_checked(found, trace_id, |r| {
+            r.request.trace_id.as_deref() == Some(trace_id)
+        })
     }
 
-    /// The decision index of (domain, request id), if one was decided.
+    /// The decision index of (domain, request id), if one was decided
+    /// (checked as `decision_by_request` checks it).
     pub fn index_of_request(
         &self,
         domain: &str,
         request_id: &str,
     ) -> Result<Option<u64>, StoreError> {
-        self.store
-            .get_json(CF_REQUEST_IDS, &request_key(domain, request_id))
+        Ok(self
+            .decision_by_request(domain, request_id)?
+            .map(|r| r.index))
     }
 
     /// A consistent RocksDB checkpoint of this database in `dir` (which
@@ -636,6 +683,7 @@ impl DecisionLookup {
         // head, which must be exactly what the records produce.
         let voters = voters_of(membership.membership());
         let mut chain = self.resume_chain_in(view, from)?;
+        let mut lineage_rows = 0u64;
         let start = u64_key(from + 1);
         let iter = view.iterator_cf(&cf, IteratorMode::From(&start, rocksdb::Direction::Forward));
         for kv in iter {
@@ -664,10 +712,17 @@ impl DecisionLookup {
                     Err(e) => return Err(bad(format!("Merkle node: {e}"))),
                 }
             }
+            lineage_rows += self.check_rows_in(view, &rec).map_err(bad)?;
             while let Some(cp) = pending.next_if(|c| c.checkpoint.size == expected) {
                 cp.check(&chain, &voters, None)
                     .map_err(|e| bad(format!("stored checkpoint: {e}")))?;
             }
+        }
+        if from == 0 && to.is_none() {
+            // The whole log was read: the derived rows are exactly the ones
+            // its records make, so a row forged beside them is found too.
+            self.count_rows_in(view, chain.records(), lineage_rows)
+                .map_err(|message| IntegrityError { index: 0, message })?;
         }
         let found = ChainHead {
             count: chain.records(),
@@ -706,6 +761,52 @@ impl DecisionLookup {
                 message: format!("stored chain head: {e}"),
             })?;
         Ok(found)
+    }
+
+    /// The rows derived from `rec`, checked in `view`: its request-id row
+    /// maps its (domain, request id) to its index, and its lineage rows are
+    /// there. Returns how many lineage rows it has.
+    fn check_rows_in(&self, view: &View<'_>, rec: &DecisionRecord) -> Result<u64, String> {
+        let req = &rec.request;
+        let at: Option<u64> = self
+            .view_json(
+                view,
+                CF_REQUEST_IDS,
+                &request_key(&req.domain, &req.request_id),
+            )
+            .map_err(|e| format!("the request-id index row: {e}"))?;
+        if at != Some(rec.index) {
+            return Err(match at {
+                None => "the request-id index row of its request is missing".to_string(),
+                Some(i) => {
+                    format!("the request-id index row of its request points at decision {i}")
+                }
+            });
+        }
+        crate::lineage::check_rows(&self.store, view, rec)
+    }
+
+    /// After a full verification: the request-id index holds one row per
+    /// record and the lineage index exactly the rows the records make.
+    fn count_rows_in(&self, view: &View<'_>, records: u64, lineage: u64) -> Result<(), String> {
+        let cf = self.store.cf(CF_REQUEST_IDS).map_err(|e| e.to_string())?;
+        let mut ids = 0u64;
+        for kv in view.iterator_cf(&cf, IteratorMode::Start) {
+            kv.map_err(|e| e.to_string())?;
+            ids += 1;
+        }
+        if ids != records {
+            return Err(format!(
+                "the request-id index holds {ids} rows for {records} records"
+            ));
+        }
+        let stored = crate::lineage::count_rows(view, &self.store)?;
+        if stored != lineage {
+            return Err(format!(
+                "the lineage index holds {stored} rows where the records make {lineage}"
+            ));
+        }
+        Ok(())
     }
 
     /// The chain as verified up to record `from`, resumed from what is
@@ -891,6 +992,7 @@ impl DecisionLookup {
             if rec.prev_hash != prev {
                 return Err(bad("does not link to the record before it".into()));
             }
+            self.check_rows_in(view, &rec).map_err(bad)?;
             let leaf = quorate_core::proof::record_leaf(&rec);
             let stored = merkle::NodeSource::node(&nodes, 0, i - 1)
                 .map_err(|e| bad(format!("Merkle node: {e}")))?;

@@ -266,7 +266,9 @@ pub(super) async fn decision(
         None => serde_json::Value::Null,
     };
     let parent_index = match &rec.request.parent {
-        Some(p) => lookup.index_of_request(domain, p).map_err(internal)?,
+        Some(p) => lookup
+            .index_of_request(domain, p)
+            .map_err(|e| HttpError::from(node.store_error(e)))?,
         None => None,
     };
     let children = lookup
@@ -276,7 +278,7 @@ pub(super) async fn decision(
             0,
             crate::node::MAX_LINEAGE + 1,
         )
-        .map_err(internal)?
+        .map_err(|e| HttpError::from(node.store_error(e)))?
         .len();
     Ok(Json(serde_json::json!({
         "record": rec,

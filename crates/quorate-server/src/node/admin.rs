@@ -247,7 +247,7 @@ impl Node {
         self.inner
             .lookup
             .decision_by_request(domain, request_id)
-            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| self.store_error(e))?
             .ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::NotFound,

@@ -168,6 +168,16 @@ impl Node {
         }
     }
 
+    /// A store read's error as an API error. A `Corrupt` one (a record or
+    /// index row that fails its check when read) is an integrity failure:
+    /// the node contains as if verification had found it (invariant 6).
+    pub(crate) fn store_error(&self, e: quorate_store::StoreError) -> ApiError {
+        if let quorate_store::StoreError::Corrupt { what, message } = &e {
+            self.set_integrity_failure(format!("stored state is corrupt at {what}: {message}"));
+        }
+        ApiError::internal(e.to_string())
+    }
+
     /// Marks this node's stored state as failed verification: it contains
     /// (DENY INTEGRITY_FAILURE) and stops leading until repaired.
     pub(crate) fn set_integrity_failure(&self, message: String) {

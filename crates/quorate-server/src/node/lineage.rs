@@ -27,10 +27,6 @@ pub struct Lineage {
     pub next_after: Option<u64>,
 }
 
-fn internal(e: quorate_store::StoreError) -> ApiError {
-    ApiError::internal(e.to_string())
-}
-
 impl Node {
     /// The decision at `index` with its ancestors (up to `MAX_ANCESTORS`)
     /// and its descendants, breadth-first, so that at most `limit` records
@@ -38,9 +34,12 @@ impl Node {
     pub fn lineage_of(&self, index: u64, limit: usize) -> Result<Lineage, ApiError> {
         let limit = limit.clamp(1, MAX_LINEAGE);
         let lookup = &self.inner.lookup;
-        let focus = lookup.decision(index).map_err(internal)?.ok_or_else(|| {
-            ApiError::new(ErrorCode::NotFound, format!("no decision at index {index}"))
-        })?;
+        let focus = lookup
+            .decision(index)
+            .map_err(|e| self.store_error(e))?
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::NotFound, format!("no decision at index {index}"))
+            })?;
         let mut records = BTreeMap::new();
         // Up the parent chain. A parent is a request id of the same domain,
         // and nothing stops a request from naming one decided later, so two
@@ -55,7 +54,7 @@ impl Node {
             };
             let Some(p) = lookup
                 .decision_by_request(&at.request.domain, parent)
-                .map_err(internal)?
+                .map_err(|e| self.store_error(e))?
             else {
                 break;
             };
@@ -73,7 +72,7 @@ impl Node {
             let room = limit.saturating_sub(records.len());
             let kids = lookup
                 .children(&r.request.domain, &r.request.request_id, 0, room + 1)
-                .map_err(internal)?;
+                .map_err(|e| self.store_error(e))?;
             for k in kids {
                 if records.contains_key(&k) {
                     continue;
@@ -82,7 +81,7 @@ impl Node {
                     truncated = true;
                     break 'walk;
                 }
-                let Some(child) = lookup.decision(k).map_err(internal)? else {
+                let Some(child) = lookup.decision(k).map_err(|e| self.store_error(e))? else {
                     continue;
                 };
                 records.insert(k, child.clone());
@@ -104,12 +103,14 @@ impl Node {
     pub fn trace(&self, trace_id: &str, after: u64, limit: usize) -> Result<Lineage, ApiError> {
         let limit = limit.clamp(1, MAX_LINEAGE);
         let lookup = &self.inner.lookup;
-        let mut found = lookup.trace(trace_id, after, limit + 1).map_err(internal)?;
+        let mut found = lookup
+            .trace(trace_id, after, limit + 1)
+            .map_err(|e| self.store_error(e))?;
         let more = found.len() > limit;
         found.truncate(limit);
         let mut records = BTreeMap::new();
         for i in &found {
-            if let Some(r) = lookup.decision(*i).map_err(internal)? {
+            if let Some(r) = lookup.decision(*i).map_err(|e| self.store_error(e))? {
                 records.insert(*i, r);
             }
         }
@@ -134,7 +135,7 @@ impl Node {
                 .inner
                 .lookup
                 .index_of_request(&r.request.domain, parent)
-                .map_err(internal)?
+                .map_err(|e| self.store_error(e))?
                 && records.contains_key(&p)
             {
                 edges.push((p, r.index));

@@ -1432,3 +1432,82 @@ async fn lineage_is_indexed_at_apply_in_snapshots_and_for_older_databases() {
     let a = open(d1.path());
     assert_eq!(lineage_answers(&a), expected, "rebuilt on open");
 }
+
+/// The key of a lineage row (docs/FORMATS.md §6): `kind ‖ u32(len) s ‖ …
+/// ‖ u64(index)`.
+fn lineage_key(kind: u8, parts: &[&str], index: u64) -> Vec<u8> {
+    let mut k = vec![kind];
+    for p in parts {
+        k.extend_from_slice(&(p.len() as u32).to_be_bytes());
+        k.extend_from_slice(p.as_bytes());
+    }
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+#[tokio::test]
+async fn a_changed_index_row_is_found_at_rest_and_on_read() {
+    // Invariant 6 for the rows derived from the records: the request-id
+    // index (idempotency, parents) and the lineage index. A row deleted or
+    // moved is found by verification like a flipped record; a row forged
+    // beside the honest ones is found by the full verification's count and
+    // refused when a query reads it, never answered as a child.
+    type Tamper = fn(&rocksdb::DB);
+    let cases: [(&str, Tamper); 5] = [
+        ("request id deleted", |db| {
+            let cf = db.cf_handle("request_ids").expect("cf");
+            db.delete_cf(&cf, b"demo\0approve-a").expect("delete");
+        }),
+        ("request id moved", |db| {
+            let cf = db.cf_handle("request_ids").expect("cf");
+            db.put_cf(&cf, b"demo\0approve-a", quorate_core::codec::encode(&5u64))
+                .expect("put");
+        }),
+        ("child row deleted", |db| {
+            let cf = db.cf_handle("lineage").expect("cf");
+            db.delete_cf(&cf, lineage_key(1, &["demo", "pay"], 4))
+                .expect("delete");
+        }),
+        ("trace row deleted", |db| {
+            let cf = db.cf_handle("lineage").expect("cf");
+            db.delete_cf(&cf, lineage_key(2, &["t-1"], 6))
+                .expect("delete");
+        }),
+        ("child row forged", |db| {
+            let cf = db.cf_handle("lineage").expect("cf");
+            db.put_cf(&cf, lineage_key(1, &["demo", "pay"], 5), [])
+                .expect("put");
+        }),
+    ];
+    for (case, tamper) in cases {
+        let d = tempfile::tempdir().expect("t");
+        let mut a = open(d.path());
+        apply(&mut a, lineage_history()).await;
+        a.lookup().verify_state().expect("honest state verifies");
+        drop(a);
+        tamper(&raw_db(d.path()));
+        let a = open(d.path());
+        let e = a
+            .lookup()
+            .verify_state()
+            .expect_err(&format!("{case}: not found by verification"));
+        assert!(
+            e.message.contains("index") && e.message.contains("row"),
+            "{case}: {e}"
+        );
+        if case == "child row forged" {
+            let read = a.lookup().children("demo", "pay", 0, 100);
+            assert!(
+                matches!(read, Err(quorate_store::StoreError::Corrupt { .. })),
+                "{case}: the forged child was answered: {read:?}"
+            );
+        }
+        if case == "request id moved" {
+            let read = a.lookup().decision_by_request("demo", "approve-a");
+            assert!(
+                matches!(read, Err(quorate_store::StoreError::Corrupt { .. })),
+                "{case}: another request's record was answered: {read:?}"
+            );
+        }
+    }
+}
