@@ -1511,3 +1511,19 @@ async fn a_changed_index_row_is_found_at_rest_and_on_read() {
         }
     }
 }
+
+#[tokio::test]
+#[ignore = "a measurement: cargo test --release -p quorate-store --test it -- --ignored --nocapture full_verification_rate"]
+async fn full_verification_rate() {
+    let d = tempfile::tempdir().expect("t");
+    let mut a = open(d.path());
+    apply(&mut a, long_history(2000)).await;
+    let start = std::time::Instant::now();
+    let head = a.lookup().verify_state().expect("verifies");
+    let s = start.elapsed().as_secs_f64();
+    println!(
+        "full verification: {} records in {s:.2} s, {:.1} µs per record",
+        head.count,
+        s * 1e6 / head.count as f64
+    );
+}
