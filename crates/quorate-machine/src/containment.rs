@@ -104,6 +104,23 @@ impl Facts {
     pub fn may_attest(&self) -> bool {
         self.integrity_failure.is_none() && self.divergence.is_none() && self.key_mismatch.is_none()
     }
+
+    /// Whether this node, leading, may change the membership: when nothing
+    /// but the two suspicions (an unattested answer, an unconfirmed root)
+    /// contains it. Those are cleared only by a majority of voters'
+    /// signatures; when the voters can no longer sign (their keys lost with
+    /// their disks), replacing them is the only way back, and refusing it
+    /// would leave the cluster contained for good (t24). Every other reason
+    /// refuses it: evidence against this node's own state, not a member,
+    /// no quorum (which could not commit it anyway).
+    pub fn may_change_membership(&self) -> bool {
+        containment(&Facts {
+            unattested: None,
+            unconfirmed: None,
+            ..self.clone()
+        })
+        .is_none()
+    }
 }
 
 /// Why this node must not answer ALLOW right now, if it must not.
@@ -426,24 +443,44 @@ mod tests {
     fn what_stops_attesting_and_leading() {
         type Edit = fn(&mut Facts);
         // (row, edit, may attest, evidence against itself (no campaign),
-        // a leader hands over)
-        let rows: Vec<(&str, Edit, bool, bool, bool)> = vec![
-            ("healthy", |_| {}, true, false, false),
+        // a leader hands over, may change the membership)
+        let rows: Vec<(&str, Edit, bool, bool, bool, bool)> = vec![
+            ("healthy", |_| {}, true, false, false, true),
             (
                 "unconfirmed root past the finality timeout",
                 |f| f.unconfirmed = Some((9, ms(60_000))),
                 true,
                 false,
                 false,
+                true,
             ),
             // Campaigns (it may be the only electable voter), but hands over.
-            ("unattested", |f| f.unattested = Some(7), true, false, true),
+            (
+                "unattested",
+                |f| f.unattested = Some(7),
+                true,
+                false,
+                true,
+                true,
+            ),
+            (
+                "unattested and unconfirmed",
+                |f| {
+                    f.unattested = Some(7);
+                    f.unconfirmed = Some((9, ms(60_000)));
+                },
+                true,
+                false,
+                true,
+                true,
+            ),
             (
                 "integrity failure",
                 |f| f.integrity_failure = Some("record 5".into()),
                 false,
                 true,
                 true,
+                false,
             ),
             (
                 "recorded divergence",
@@ -451,6 +488,7 @@ mod tests {
                 false,
                 true,
                 true,
+                false,
             ),
             (
                 "key mismatch",
@@ -458,6 +496,7 @@ mod tests {
                 false,
                 true,
                 true,
+                false,
             ),
             (
                 "no quorum",
@@ -470,14 +509,28 @@ mod tests {
                 true,
                 false,
                 false,
+                false,
+            ),
+            (
+                "not a member",
+                |f| f.member = false,
+                true,
+                false,
+                false,
+                false,
             ),
         ];
-        for (name, edit, attest, evidence, hands_over) in rows {
+        for (name, edit, attest, evidence, hands_over, membership) in rows {
             let mut f = healthy();
             edit(&mut f);
             assert_eq!(f.may_attest(), attest, "{name}: may attest");
             assert_eq!(f.evidence_against_itself(), evidence, "{name}: evidence");
             assert_eq!(f.hands_over(), hands_over, "{name}: hands over");
+            assert_eq!(
+                f.may_change_membership(),
+                membership,
+                "{name}: may change the membership"
+            );
         }
     }
 }

@@ -30,7 +30,12 @@ impl Node {
     /// Refuses unless this node leads; the message names the leader so the
     /// client can retry there (the CLI does).
     fn require_leader(&self) -> Result<(), ApiError> {
-        if let Some((reason, msg)) = self.containment() {
+        // A contained node changes nothing, except that the suspicions only
+        // a majority's signatures clear do not stop it from replacing voters
+        // that can no longer sign (`Facts::may_change_membership`).
+        if !self.may_change_membership()
+            && let Some((reason, msg)) = self.containment()
+        {
             return Err(ApiError::new(
                 ErrorCode::Contained,
                 format!("node is contained ({reason}): {msg}"),

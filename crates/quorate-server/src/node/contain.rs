@@ -133,6 +133,12 @@ impl Node {
         (f.evidence_against_itself(), f.hands_over())
     }
 
+    /// Whether this node may change the membership while contained (see
+    /// `containment::Facts::may_change_membership`).
+    pub(crate) fn may_change_membership(&self) -> bool {
+        self.containment_facts().may_change_membership()
+    }
+
     /// Whether this node may sign the tree heads it computed (see
     /// `containment::Facts::may_attest`).
     pub(crate) fn may_attest(&self) -> bool {
