@@ -264,15 +264,7 @@ async fn periodic_reverification_finds_a_record_changed_under_a_running_node() {
     for a in decide_n(&leader, "r", 10).await {
         assert_eq!(a.decision, Decision::Allow);
     }
-    let victim = nodes
-        .iter()
-        .find(|n| n.id() != leader.id())
-        .cloned()
-        .unwrap_or_else(|| panic!("a follower"));
-    wait_for("the follower to apply", Duration::from_secs(10), || {
-        victim.head().count == 10
-    })
-    .await;
+    let victim = applied_follower(&nodes, &leader, 10).await;
     assert!(victim.containment().is_none());
     quorate_store::fault::tamper_record_live(victim.lookup(), 4, |r| {
         r["decision"] = "DENY".into();
@@ -530,6 +522,19 @@ fn all_but(nodes: &[Node], leader: &Node) -> Vec<Node> {
         .collect()
 }
 
+/// A follower of `leader` once it has applied `count` records.
+async fn applied_follower(nodes: &[Node], leader: &Node, count: u64) -> Node {
+    let follower = all_but(nodes, leader)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("a follower"));
+    wait_for("the follower to apply", Duration::from_secs(10), || {
+        follower.head().count == count
+    })
+    .await;
+    follower
+}
+
 async fn wait_for_a_leader_among(nodes: &[Node]) {
     wait_for("another node to lead", Duration::from_secs(10), || {
         nodes.iter().any(|n| n.status().role == "leader")
@@ -672,15 +677,7 @@ async fn a_watch_stream_ends_when_its_node_contains() {
     let (running, nodes, leader) =
         healthy(&dirs, &ports, |_, cfg| cfg.integrity.verify_interval_s = 1).await;
     decide_n(&leader, "r", 3).await;
-    let follower = nodes
-        .iter()
-        .find(|n| n.id() != leader.id())
-        .cloned()
-        .unwrap_or_else(|| panic!("a follower"));
-    wait_for("the follower to apply", Duration::from_secs(10), || {
-        follower.head().count == 3
-    })
-    .await;
+    let follower = applied_follower(&nodes, &leader, 3).await;
     let mut rx = follower
         .watch(1, None)
         .unwrap_or_else(|e| panic!("watch: {e}"));
@@ -727,9 +724,7 @@ async fn a_forged_lineage_row_read_by_a_query_contains_the_node() {
     // corrupt state. The query that reads it answers an error, never the
     // forged child, and the node contains as verification would have.
     let (dirs, ports) = places();
-    let running = start_three(&dirs, &ports, |_, _| {}, &[]).await;
-    let nodes: Vec<Node> = running.iter().map(|r| r.node.clone()).collect();
-    let leader = leader_with_policy(&nodes, "permit(principal, action, resource);").await;
+    let (running, nodes, leader) = healthy(&dirs, &ports, |_, _| {}).await;
     let root = leader
         .authorize(request("root"), Door::Grpc)
         .await
@@ -750,15 +745,7 @@ async fn a_forged_lineage_row_read_by_a_query_contains_the_node() {
         root.record.map(|r| r.index).unwrap_or_default(),
         other.record.map(|r| r.index).unwrap_or_default(),
     );
-    let victim = nodes
-        .iter()
-        .find(|n| n.id() != leader.id())
-        .cloned()
-        .unwrap_or_else(|| panic!("a follower"));
-    wait_for("the follower to apply", Duration::from_secs(10), || {
-        victim.head().count == 3
-    })
-    .await;
+    let victim = applied_follower(&nodes, &leader, 3).await;
     let honest = victim
         .lineage_of(root, 100)
         .unwrap_or_else(|e| panic!("lineage: {e}"));
