@@ -14,7 +14,7 @@ use crate::cluster::{Cluster, find_leader};
 use crate::history::{F, Kind, NEMESIS_PROCESS, Recorder};
 
 /// Every nemesis the harness knows, by the name `--nemesis` takes.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     "partition-halves",
     "partition-leader",
     "partition-ring",
@@ -26,6 +26,7 @@ pub const ALL: [&str; 14] = [
     "pause",
     "loss",
     "bitflip",
+    "wipe",
     "delay",
     "duplicate",
     "membership",
@@ -74,6 +75,10 @@ struct Active {
     shim: Option<crate::shim::Stats>,
     /// A voter removed from the membership: re-added and promoted at heal.
     removed: Option<usize>,
+    /// A follower whose database was deleted and which restarted empty,
+    /// with the decision count the cluster had then: at heal it must hold
+    /// at least that many, repaired by the leader.
+    wiped: Option<(usize, u64)>,
 }
 
 fn record(rec: &Recorder, kind: &str, name: &str, detail: serde_json::Value) {
@@ -253,6 +258,36 @@ async fn install(
                 }
             }
         }
+        // A follower loses its database (a replaced disk; the key kept) and
+        // restarts empty. It must not start a cluster of its own; the
+        // leader re-sends it the log. It is not cut off: once it has the
+        // membership it forwards, and what it answers was committed and
+        // attested by the quorum, which the other checkers hold it to.
+        "wipe" => {
+            let mut candidates: Vec<usize> =
+                all.iter().copied().filter(|n| Some(*n) != leader).collect();
+            candidates.shuffle(rng);
+            let Some(&victim) = candidates.first() else {
+                return skip(rec, name, "no follower");
+            };
+            let Some(l) = leader else {
+                return skip(rec, name, "no leader to repair the wiped node");
+            };
+            let before = decision_count(&addrs[l - 1]).await;
+            c.kill9(victim);
+            let db = c.nodes[victim - 1].data_dir.join("db");
+            let removed = std::fs::remove_dir_all(&db);
+            let spawned = c.spawn(victim);
+            match (removed, spawned, before) {
+                (Ok(()), Ok(()), Some(count)) => {
+                    a.wiped = Some((victim, count));
+                    Ok(json!({"wiped": victim, "decisions_before": count}))
+                }
+                (Err(e), _, _) => Err(format!("could not delete {}: {e}", db.display())),
+                (_, Err(e), _) => Err(format!("restart failed: {e}")),
+                (_, _, None) => Err("the leader did not report its decision count".into()),
+            }
+        }
         "loss" => {
             a.net = true;
             c.net
@@ -400,6 +435,24 @@ async fn heal(cluster: &Mutex<Cluster>, a: &Active, rec: &Recorder) {
             errors.push("the shims saw no peer request while the fault was on".into());
         }
     }
+    if let Some((v, count)) = a.wiped {
+        let addr = c.nodes[v - 1].addr.clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut held = None;
+        while tokio::time::Instant::now() < deadline {
+            held = decision_count(&addr).await;
+            if held.is_some_and(|h| h >= count) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        effect = json!({"victim": v, "decisions_before": count, "decisions_held": held});
+        if held.is_none_or(|h| h < count) {
+            errors.push(format!(
+                "wiped node {v} holds {held:?} decisions 20 s on, not the {count} the cluster had"
+            ));
+        }
+    }
     let mut repaired = serde_json::Value::Null;
     if let Some(v) = a.tampered {
         c.kill9(v);
@@ -426,6 +479,13 @@ async fn heal(cluster: &Mutex<Cluster>, a: &Active, rec: &Recorder) {
             json!({"heal_errors": errors, "effect": effect}),
         );
     }
+}
+
+/// A node's decision count from its status, if it answers.
+async fn decision_count(addr: &str) -> Option<u64> {
+    let mut c = crate::cluster::connect(addr).await.ok()?;
+    let s = c.status(quorate_proto::v1::StatusRequest {}).await.ok()?;
+    Some(s.into_inner().decision_count)
 }
 
 /// Polls a restarted node's status for up to 10 s; returns its containment

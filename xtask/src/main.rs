@@ -329,7 +329,7 @@ fn test() -> Result<(), String> {
     // minute each; any invalid or unknown verdict fails CI.
     for (nemesis, seed) in [
         ("partition", "1"),
-        ("kill,pause,bitflip", "2"),
+        ("kill,pause,bitflip,wipe", "2"),
         ("membership,delay,duplicate", "3"),
     ] {
         let out = format!("target/jepsen/ci-{}", nemesis.replace(',', "-"));
