@@ -32,7 +32,8 @@ impl Node {
     fn require_leader(&self) -> Result<(), ApiError> {
         // A contained node changes nothing, except that the suspicions only
         // a majority's signatures clear do not stop it from replacing voters
-        // that can no longer sign (`Facts::may_change_membership`).
+        // that can no longer sign (`Facts::may_change_membership`; removals
+        // are narrowed further in `remove_node`).
         if !self.may_change_membership()
             && let Some((reason, msg)) = self.containment()
         {
@@ -183,6 +184,46 @@ impl Node {
             ));
         }
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        // A leader in doubt (its answers unattested, its root unconfirmed)
+        // removes only a voter that cannot sign for its seat: one that
+        // proves a key other than the membership's. A voter signing validly
+        // may be the one that caught this leader out; removing it could
+        // make a wrong leader its own majority.
+        if voters.contains(&node_id)
+            && let Some((reason, msg)) = self.containment()
+        {
+            let listed = membership
+                .get_node(&node_id)
+                .map(|n| (n.addr.clone(), n.public_key));
+            let proven = match &listed {
+                Some((addr, _)) => quorate_raft::network::fetch_identity(
+                    &self.inner.channels,
+                    self.inner.id,
+                    node_id,
+                    addr,
+                    Duration::from_secs(3),
+                )
+                .await
+                .ok()
+                .map(|id| id.public_key),
+                None => None,
+            };
+            let cannot_sign = matches!((&listed, proven), (Some((_, k)), Some(p)) if *k != p);
+            if !cannot_sign {
+                return Err(ApiError::new(
+                    ErrorCode::Contained,
+                    format!(
+                        "node is contained ({reason}): {msg}; while it is, it removes only a voter \
+                         that proves a key other than the membership's, and voter {node_id} {}",
+                        if proven.is_some() {
+                            "signs with its listed key"
+                        } else {
+                            "did not answer who it is"
+                        }
+                    ),
+                ));
+            }
+        }
         let change = if voters.contains(&node_id) {
             if voters.len() == 1 {
                 return Err(ApiError::new(

@@ -12,6 +12,7 @@
 
 use std::time::{Duration, Instant};
 
+use quorate_core::ErrorCode;
 use quorate_core::{AuthorizeRequest, Decision, DenyReason};
 use quorate_server::config::{MemberConfig, NodeConfig};
 use quorate_server::node::Door;
@@ -408,6 +409,14 @@ async fn an_attested_answer_never_carries_a_wrong_leaders_allow() {
         .await
         .unwrap_or_else(|e| panic!("authorize: {e}"));
     assert_eq!(again.reason, Some(DenyReason::Unattested));
+    // A leader in doubt does not remove the voters that caught it out: they
+    // sign validly, with the keys the membership lists for them (were they
+    // removed, it would be its own majority and attest its own ALLOWs).
+    let voters_before = nodes[0].status().members.len();
+    let removal = nodes[0].remove_node(nodes[1].id()).await;
+    let code = removal.as_ref().err().map(|e| e.code);
+    assert_eq!(code, Some(ErrorCode::Contained), "{removal:?}");
+    assert_eq!(nodes[0].status().members.len(), voters_before);
     for n in &nodes[1..] {
         n.set_electable(true);
     }
