@@ -112,7 +112,9 @@ impl Facts {
     /// their disks), replacing them is the only way back, and refusing it
     /// would leave the cluster contained for good (t24). Every other reason
     /// refuses it: evidence against this node's own state, not a member,
-    /// no quorum (which could not commit it anyway).
+    /// no quorum (which could not commit it anyway). The server narrows
+    /// removals further: a leader in doubt removes only a voter that
+    /// proves a key other than the membership's (`Node::remove_node`).
     pub fn may_change_membership(&self) -> bool {
         containment(&Facts {
             unattested: None,
