@@ -299,6 +299,39 @@ async fn t96_console_in_a_real_browser() -> anyhow::Result<()> {
     shot(&agent_page, "agent-refused")?;
     drop(agent_page);
 
+    // An admin on a follower's console is told that actions are taken on
+    // the leader, with a link that opens the leader's console signed in.
+    let leader = c.wait_leader(Duration::from_secs(10)).await?;
+    let follower = (0..3).find(|i| *i != leader).unwrap_or(0);
+    let admin = console_token(&certs, "admin", "30")?;
+    let admin_page = browser.new_page(1280, 860)?;
+    admin_page.navigate(&format!(
+        "https://{}/#token={admin}&to=/policies",
+        c.nodes[follower].http
+    ))?;
+    admin_page.wait_for(
+        "document.body.dataset.view === 'policies' && document.body.dataset.loaded === 'true'",
+        LOAD,
+    )?;
+    admin_page.wait_for("document.querySelector('[data-test=leader-console]')", LOAD)?;
+    let to_leader = attrs(&admin_page, "[data-test=leader-console]", "href")?;
+    let want = format!("https://{}/#token=", c.nodes[leader].http);
+    assert!(
+        to_leader.len() == 1
+            && to_leader[0].starts_with(&want)
+            && to_leader[0].ends_with("&to=/policies"),
+        "{to_leader:?}, not a link to {want}"
+    );
+    shot(&admin_page, "policies-on-a-follower")?;
+    admin_page.navigate(&to_leader[0])?;
+    admin_page.wait_for(
+        "document.body.dataset.view === 'policies' && document.body.dataset.loaded === 'true' && \
+         document.querySelector('[data-test=session]')?.textContent.includes('admin')",
+        LOAD,
+    )?;
+    assert_eq!(count(&admin_page, "[data-test=leader-console]")?, 0);
+    drop(admin_page);
+
     // Two nodes killed: the survivor's dashboard shows it contained.
     open(&page, "#/health", "health")?;
     c.kill9(1);

@@ -218,7 +218,7 @@ function captureToken() {
   if (!location.hash.startsWith('#token=')) return false;
   const t = tokenFromHash(location.hash);
   if (t) setToken(t);
-  history.replaceState(null, '', `${location.pathname}${location.search}#/health`);
+  history.replaceState(null, '', `${location.pathname}${location.search}${M.routeAfterToken(location.hash)}`);
   return true;
 }
 
@@ -1107,11 +1107,12 @@ const policyUi = new Map();
 async function policiesView(ctx) {
   const root = ctx.root;
   const actionSlot = h('div', { 'data-test': 'action-result' });
+  const leaderSlot = h('div', { 'data-test': 'leader-notice' });
   const err = h('div');
   const domainsSlot = h('div', { class: 'domains' });
   const rolloutsSlot = h('div');
   const whatifSlot = h('div');
-  root.append(actionSlot, err,
+  root.append(leaderSlot, actionSlot, err,
     h('h2', { class: 'section-title' }, 'Domains'), domainsSlot,
     h('h2', { class: 'section-title' }, 'Rollouts'), rolloutsSlot,
     h('h2', { class: 'section-title' }, 'What if'), whatifSlot);
@@ -1133,6 +1134,7 @@ async function policiesView(ctx) {
       const openIds = new Set([...rolloutsSlot.querySelectorAll('details[open][data-key]')].map((e) => e.dataset.key));
       rolloutsSlot.replaceChildren(...((p.rollouts ?? []).length ? p.rollouts.map((r) => rolloutCard(r, reload, actionSlot, openIds)) : [h('p', { class: 'muted' }, 'No rollout has been started.')]));
       if (!whatifBuilt) { whatifBuilt = true; whatifSlot.replaceChildren(whatifForm(ctx, domains)); }
+      leaderSlot.replaceChildren(...(canAdminister() ? leaderNotice(await api.health({ signal: ctx.signal }).catch(() => null)) : []));
     } catch (e) {
       if (isAbort(e) || !ctx.alive) return;
       err.replaceChildren(errorBox(e, first ? 'policies' : 'policies (showing the last answer)'));
@@ -1143,6 +1145,16 @@ async function policiesView(ctx) {
   };
   const reload = () => load();
   await ctx.poll(load, 5000);
+}
+
+/** Actions are proposed by the leader: on a follower, say so and link to the leader's console. */
+function leaderNotice(health) {
+  const lc = M.leaderConsole(health, getToken());
+  if (!lc) return [];
+  const who = lc.id !== null && lc.id !== undefined ? `node ${lc.id}` : 'the leader';
+  return [notice('info', `Actions are taken on the leader, and this node follows ${who}. `,
+    lc.url ? h('a', { href: lc.url, 'data-test': 'leader-console' }, `Open ${who}'s console`)
+      : 'No leader answers right now; actions will be refused until one does.')];
 }
 
 function versionOf(domain, v) {

@@ -363,3 +363,29 @@ export function parseTailLine(line) {
 export function backoffMs(failures) {
   return Math.min(30_000, 1000 * 2 ** Math.max(0, Math.min(failures, 15)));
 }
+
+/**
+ * Where administrative actions go when the node serving this page does not
+ * lead: `{ id, url }` of the leader (`url` with the console token in the
+ * fragment, so the browser stays signed in there, and `to` the view to
+ * open), or `{ id, url: null }` when no leader answers, or null when this
+ * node leads (or its own state is unknown).
+ */
+export function leaderConsole(health, token, to = '/policies') {
+  const nodes = Array.isArray(health?.nodes) ? health.nodes : [];
+  const self = nodes.find((n) => n.node_id === health?.served_by);
+  if (!self || self.role === 'leader') return null;
+  const leader = nodes.find((n) => n.role === 'leader' && n.reachable !== false);
+  if (!leader) return { id: self.leader_id ?? null, url: null };
+  const base = typeof leader.console_url === 'string' && /^https?:\/\//.test(leader.console_url)
+    ? leader.console_url.replace(/#.*$/, '') : null;
+  if (!base) return { id: leader.node_id, url: null };
+  const url = token ? `${base}#token=${encodeURIComponent(token)}&to=${to}` : `${base}#${to}`;
+  return { id: leader.node_id, url };
+}
+
+/** The route a `#token=...&to=/view` fragment asks for; `#/health` otherwise. */
+export function routeAfterToken(hash) {
+  const m = /&to=(\/[a-z]+)$/.exec(String(hash ?? ''));
+  return m ? `#${m[1]}` : '#/health';
+}

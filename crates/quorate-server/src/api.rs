@@ -380,6 +380,7 @@ impl Governance for GovernanceApi {
             contained_since_ms: s.contained_since_ms,
             last_final_cosigners: s.last_final_cosigners,
             tls_cert_expiry_ms: s.tls_cert_expiry_ms,
+            console_url: s.console_url,
         }))
     }
 

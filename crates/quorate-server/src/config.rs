@@ -27,8 +27,9 @@ pub struct MemberConfig {
     pub id: u64,
     /// gRPC address peers and clients use to reach this member.
     pub addr: String,
-    /// The member's ed25519 public key (hex). When absent, the bootstrapping
-    /// node asks the member for it over the internal transport.
+    /// The member's ed25519 public key (hex). The bootstrapping node asks
+    /// every member for its key over the internal transport; when this is
+    /// given, the key the member proves must be this one.
     #[serde(default)]
     pub public_key: Option<quorate_core::PublicKey>,
     /// The member's region; learned from the member when absent.
@@ -180,6 +181,12 @@ pub struct ConsoleConfig {
     pub public_health: bool,
     /// The longest console-token lifetime this node accepts, in seconds.
     pub token_max_ttl_s: u64,
+    /// This node's console URL as browsers reach it (e.g. behind a load
+    /// balancer). Default: `https://` (`http://` when insecure), the host of
+    /// this node's advertised gRPC address and the port of `http_addr`. The
+    /// console links to the leader's with it, where actions are taken.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 impl Default for ConsoleConfig {
@@ -188,6 +195,7 @@ impl Default for ConsoleConfig {
             enabled: true,
             public_health: false,
             token_max_ttl_s: 8 * 3600,
+            public_url: None,
         }
     }
 }
@@ -435,6 +443,13 @@ impl NodeConfig {
             return Err(ConfigError::Invalid(
                 "raft.election_timeout_max_ms must exceed raft.election_timeout_min_ms".into(),
             ));
+        }
+        if let Some(u) = &self.console.public_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "console.public_url must be an http:// or https:// URL, not {u:?}"
+            )));
         }
         if self.console.token_max_ttl_s == 0 || self.console.token_max_ttl_s > 7 * 24 * 3600 {
             return Err(ConfigError::Invalid(

@@ -224,6 +224,35 @@ describe('health', () => {
 
 // ---- timeline -----------------------------------------------------------
 
+describe('leader console', () => {
+  const health = (servedBy, extra = {}) => ({
+    served_by: servedBy,
+    nodes: [
+      { node_id: 1, role: 'leader', reachable: true, console_url: 'https://10.0.0.1:7201/', ...extra },
+      { node_id: 2, role: 'follower', leader_id: 1, reachable: true, console_url: 'https://10.0.0.2:7201/' },
+    ],
+  });
+  test('none on the leader, or when this node is unknown', () => {
+    assert.equal(M.leaderConsole(health(1), 't'), null);
+    assert.equal(M.leaderConsole(health(9), 't'), null);
+    assert.equal(M.leaderConsole(null, 't'), null);
+  });
+  test("a follower links to the leader's console, signed in with the token", () => {
+    assert.deepEqual(M.leaderConsole(health(2), 'a.b c'), { id: 1, url: 'https://10.0.0.1:7201/#token=a.b%20c&to=/policies' });
+    assert.deepEqual(M.leaderConsole(health(2), null), { id: 1, url: 'https://10.0.0.1:7201/#/policies' });
+  });
+  test('no link without a leader or a usable URL', () => {
+    assert.deepEqual(M.leaderConsole(health(2, { reachable: false }), 't'), { id: 1, url: null });
+    assert.deepEqual(M.leaderConsole(health(2, { console_url: 'javascript:alert(1)' }), 't'), { id: 1, url: null });
+    assert.deepEqual(M.leaderConsole(health(2, { console_url: '' }), 't'), { id: 1, url: null });
+  });
+  test('the view a token link asks for', () => {
+    assert.equal(M.routeAfterToken('#token=abc&to=/policies'), '#/policies');
+    assert.equal(M.routeAfterToken('#token=abc'), '#/health');
+    assert.equal(M.routeAfterToken('#token=abc&to=https://evil'), '#/health');
+  });
+});
+
 describe('timeline', () => {
   test('throughput is the per-second delta of decisions', () => {
     const samples = [

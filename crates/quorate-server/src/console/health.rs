@@ -184,7 +184,7 @@ fn own_entry(s: &NodeStatus) -> serde_json::Value {
         "applied_index": s.last_applied_index, "decision_count": s.decision_count,
         "chain_head_hash": s.chain_head_hash, "public_key": s.public_key,
         "last_final_checkpoint": checkpoint(s.last_final_checkpoint, &s.last_final_cosigners),
-        "tls_cert_expiry_ms": s.tls_cert_expiry_ms,
+        "tls_cert_expiry_ms": s.tls_cert_expiry_ms, "console_url": s.console_url,
     })
 }
 
@@ -200,7 +200,7 @@ fn member_entry(s: &v1::StatusResponse) -> serde_json::Value {
         "applied_index": s.last_applied_index, "decision_count": s.decision_count,
         "chain_head_hash": s.chain_head_hash, "public_key": s.public_key,
         "last_final_checkpoint": checkpoint(s.last_final_checkpoint, &s.last_final_cosigners),
-        "tls_cert_expiry_ms": s.tls_cert_expiry_ms,
+        "tls_cert_expiry_ms": s.tls_cert_expiry_ms, "console_url": s.console_url,
         "lag": lag,
     })
 }

@@ -32,6 +32,8 @@ pub struct NodeStatus {
     pub last_final_cosigners: Vec<u64>,
     /// When this node's TLS certificate expires (ms since the epoch).
     pub tls_cert_expiry_ms: Option<u64>,
+    /// Where browsers reach this node's console (empty when it is off).
+    pub console_url: String,
     pub members: Vec<MemberStatus>,
 }
 
@@ -67,7 +69,7 @@ impl Node {
             let r = m.replication.as_ref()?;
             Some(r.get(id)?.as_ref().map(|l| l.index).unwrap_or(0))
         };
-        let members = membership
+        let members: Vec<MemberStatus> = membership
             .nodes()
             .map(|(id, n)| {
                 let matched_index = matched(id);
@@ -122,8 +124,43 @@ impl Node {
                 })
                 .unwrap_or_default(),
             tls_cert_expiry_ms: self.inner.tls.as_ref().and_then(|t| t.not_after_ms()),
+            console_url: self.console_url(&members),
             members,
         }
+    }
+
+    /// `[console] public_url`, or the scheme this node serves, the host of
+    /// its advertised gRPC address (as the membership, then the config,
+    /// lists it) and the port of `http_addr`.
+    fn console_url(&self, members: &[MemberStatus]) -> String {
+        let cfg = &self.inner.cfg;
+        if !cfg.console.enabled {
+            return String::new();
+        }
+        if let Some(u) = &cfg.console.public_url {
+            return u.clone();
+        }
+        let advertised = members
+            .iter()
+            .find(|m| m.node_id == self.inner.id)
+            .map(|m| m.addr.clone())
+            .or_else(|| {
+                cfg.members
+                    .iter()
+                    .find(|m| m.id == self.inner.id)
+                    .map(|m| m.addr.clone())
+            })
+            .unwrap_or_else(|| cfg.grpc_addr.to_string());
+        let host = advertised
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or(advertised);
+        let scheme = if self.inner.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{host}:{}/", cfg.http_addr.port())
     }
 
     /// Since when this node has been contained for `reason`: the first
