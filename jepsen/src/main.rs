@@ -92,6 +92,10 @@ cargo xtask sim --seed 17 --time 6        replay seed 17 exactly and print its r
         /// it off; see ARCHITECTURE.md).
         #[arg(long)]
         leader_restore: bool,
+        /// Run with openraft's `allow_log_reversion` off (quorate turns it
+        /// on, so a leader re-sends what a wiped follower lost).
+        #[arg(long)]
+        no_log_reversion: bool,
         /// No torn writes or flipped bits.
         #[arg(long)]
         no_storage_faults: bool,
@@ -185,6 +189,7 @@ fn main() -> ExitCode {
             nodes,
             wrong_evaluator,
             leader_restore,
+            no_log_reversion,
             no_storage_faults,
             lossy_disk,
             answer_committed,
@@ -202,6 +207,7 @@ fn main() -> ExitCode {
                     c.wrong_evaluator = wrong_evaluator;
                 }
                 c.leader_restore = leader_restore;
+                c.log_reversion = !no_log_reversion;
                 c.storage_faults = !no_storage_faults;
                 c.lossy_disk = lossy_disk;
                 c.answer_committed = answer_committed;

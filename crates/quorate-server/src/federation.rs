@@ -192,30 +192,14 @@ impl Node {
         if voters.contains(&node_id)
             && let Some((reason, msg)) = self.containment()
         {
-            let listed = membership
-                .get_node(&node_id)
-                .map(|n| (n.addr.clone(), n.public_key));
-            let proven = match &listed {
-                Some((addr, _)) => quorate_raft::network::fetch_identity(
-                    &self.inner.channels,
-                    self.inner.id,
-                    node_id,
-                    addr,
-                    Duration::from_secs(3),
-                )
-                .await
-                .ok()
-                .map(|id| id.public_key),
-                None => None,
-            };
-            let cannot_sign = matches!((&listed, proven), (Some((_, k)), Some(p)) if *k != p);
-            if !cannot_sign {
+            let signs = self.signs_for_its_seat(node_id).await;
+            if signs != Some(false) {
                 return Err(ApiError::new(
                     ErrorCode::Contained,
                     format!(
                         "node is contained ({reason}): {msg}; while it is, it removes only a voter \
                          that proves a key other than the membership's, and voter {node_id} {}",
-                        if proven.is_some() {
+                        if signs.is_some() {
                             "signs with its listed key"
                         } else {
                             "did not answer who it is"

@@ -100,6 +100,11 @@ pub struct SimConfig {
     /// openraft's `enable_leader_restore` (see ARCHITECTURE.md: quorate
     /// turns it off; the simulation shows why).
     pub leader_restore: bool,
+    /// openraft's `allow_log_reversion`, on as quorate ships it: a leader
+    /// re-sends what a follower lost (its database wiped). Off shows what
+    /// a disk that lies about fsync does (the lossy-disk checkers' test):
+    /// on, the leader quietly repairs most of what such a disk dropped.
+    pub log_reversion: bool,
     /// The replica whose machine inverts every decision it records.
     pub wrong_evaluator: Option<u64>,
     /// Power losses may tear a record; bits flip in stored records.
@@ -118,6 +123,7 @@ impl Default for SimConfig {
             nodes: 5,
             seconds: 20,
             leader_restore: false,
+            log_reversion: true,
             wrong_evaluator: None,
             storage_faults: true,
             lossy_disk: false,
@@ -150,6 +156,9 @@ impl SimConfig {
             }
             if self.leader_restore {
                 cmd.push_str(" --leader-restore");
+            }
+            if !self.log_reversion {
+                cmd.push_str(" --no-log-reversion");
             }
             if !self.storage_faults {
                 cmd.push_str(" --no-storage-faults");
@@ -240,8 +249,8 @@ fn raft_config(cfg: &SimConfig) -> Arc<openraft::Config> {
         max_in_snapshot_log_to_keep: 20,
         enable_pre_vote: Some(true),
         enable_leader_restore: Some(cfg.leader_restore),
-        // As the node sets it (quorate-server's node/start.rs).
-        allow_log_reversion: Some(true),
+        // On as the node sets it (quorate-server's node/start.rs).
+        allow_log_reversion: Some(cfg.log_reversion),
         ..Default::default()
     };
     Arc::new(c.validate().unwrap_or_default())

@@ -133,6 +133,28 @@ impl Node {
         (f.evidence_against_itself(), f.hands_over())
     }
 
+    /// Whether voter `id` proves the key the membership lists for it: `None`
+    /// when it does not answer (or is not a member), which is no proof
+    /// either way.
+    pub(crate) async fn signs_for_its_seat(&self, id: u64) -> Option<bool> {
+        let (addr, listed) = {
+            let m = self.inner.raft.metrics();
+            let m = m.borrow_watched();
+            let n = m.membership_config.membership().get_node(&id)?;
+            (n.addr.clone(), n.public_key)
+        };
+        let proven = quorate_raft::network::fetch_identity(
+            &self.inner.channels,
+            self.inner.id,
+            id,
+            &addr,
+            Duration::from_secs(2),
+        )
+        .await
+        .ok()?;
+        Some(proven.public_key == listed)
+    }
+
     /// Whether this node may change the membership while contained (see
     /// `containment::Facts::may_change_membership`).
     pub(crate) fn may_change_membership(&self) -> bool {
@@ -253,12 +275,21 @@ pub(super) async fn leadership_task(node: Node, mut shutdown: watch::Receiver<bo
                 .and_then(|r| r.get(id).cloned().flatten())
                 .map_or(0, |l| l.index)
         };
-        let Some(to) = voters
-            .iter()
-            .filter(|v| **v != node.id())
-            .max_by_key(|v| (matched(v), std::cmp::Reverse(**v)))
-            .copied()
-        else {
+        let mut candidates: Vec<u64> = voters.into_iter().filter(|v| *v != node.id()).collect();
+        candidates.sort_by_key(|v| (std::cmp::Reverse(matched(v)), *v));
+        // Not to a voter that proves a key other than the membership's: it
+        // cannot sign for its seat (its key was lost with its disk), it
+        // contains as soon as it leads, and handing over to it would bounce
+        // leadership between nodes that cannot lead while the one that
+        // could replace them (t24) never holds it.
+        let mut to = None;
+        for v in candidates {
+            if node.signs_for_its_seat(v).await != Some(false) {
+                to = Some(v);
+                break;
+            }
+        }
+        let Some(to) = to else {
             continue;
         };
         tracing::warn!(to, "contained leader hands leadership over");
