@@ -290,6 +290,12 @@ pub(super) async fn leadership_task(node: Node, mut shutdown: watch::Receiver<bo
             }
         }
         let Some(to) = to else {
+            // No voter may take over: ask again an election's time later,
+            // not every check (each ask costs every voter a signature).
+            tokio::time::sleep(Duration::from_millis(
+                node.inner.cfg.raft.election_timeout_max_ms,
+            ))
+            .await;
             continue;
         };
         tracing::warn!(to, "contained leader hands leadership over");
