@@ -110,18 +110,6 @@ pub(crate) fn check_rows(
     Ok(keys.len() as u64)
 }
 
-/// Every lineage row in `view`: a full verification compares it with the
-/// rows the records make, so a forged row is found too.
-pub(crate) fn count_rows(view: &crate::machine::View<'_>, store: &Store) -> Result<u64, String> {
-    let cf = store.cf(CF_LINEAGE).map_err(|e| e.to_string())?;
-    let mut n = 0;
-    for kv in view.iterator_cf(&cf, IteratorMode::Start) {
-        kv.map_err(|e| e.to_string())?;
-        n += 1;
-    }
-    Ok(n)
-}
-
 /// Indexes under `prefix` above `after`, in order, at most `limit`.
 fn scan(store: &Store, prefix: Vec<u8>, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
     let cf = store.cf(CF_LINEAGE)?;

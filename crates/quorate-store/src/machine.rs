@@ -789,18 +789,22 @@ impl DecisionLookup {
     /// After a full verification: the request-id index holds one row per
     /// record and the lineage index exactly the rows the records make.
     fn count_rows_in(&self, view: &View<'_>, records: u64, lineage: u64) -> Result<(), String> {
-        let cf = self.store.cf(CF_REQUEST_IDS).map_err(|e| e.to_string())?;
-        let mut ids = 0u64;
-        for kv in view.iterator_cf(&cf, IteratorMode::Start) {
-            kv.map_err(|e| e.to_string())?;
-            ids += 1;
-        }
+        let count = |name: &str| -> Result<u64, String> {
+            let cf = self.store.cf(name).map_err(|e| e.to_string())?;
+            let mut n = 0u64;
+            for kv in view.iterator_cf(&cf, IteratorMode::Start) {
+                kv.map_err(|e| e.to_string())?;
+                n += 1;
+            }
+            Ok(n)
+        };
+        let ids = count(CF_REQUEST_IDS)?;
         if ids != records {
             return Err(format!(
                 "the request-id index holds {ids} rows for {records} records"
             ));
         }
-        let stored = crate::lineage::count_rows(view, &self.store)?;
+        let stored = count(crate::db::CF_LINEAGE)?;
         if stored != lineage {
             return Err(format!(
                 "the lineage index holds {stored} rows where the records make {lineage}"
